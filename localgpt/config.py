@@ -1,0 +1,55 @@
+"""Settings, read from arguments and ``LOCALGPT_*`` environment variables."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_store() -> Path:
+    """The repo's ``model_store/`` in a checkout, else a per-user data folder."""
+    repo_store = Path(__file__).resolve().parent.parent / "model_store"
+    if repo_store.is_dir() and os.access(repo_store, os.W_OK):
+        return repo_store
+    base = Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share"))
+    return base / "localgpt" / "model_store"
+
+
+def _default_threads() -> int:
+    """Threads for the LLM: the free cores, never more (oversubscription is very slow)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, 8))
+
+
+class Settings(BaseSettings):
+    """Every setting localgpt reads. Environment variables use the prefix ``LOCALGPT_``.
+
+    Example::
+
+        settings = Settings(planner="model_store/smollm2-135m-instruct/model.gguf", threads=2)
+    """
+
+    model_config = SettingsConfigDict(env_prefix="LOCALGPT_", extra="ignore")
+
+    store: Path = Field(default_factory=_default_store, description="folder of installed models")
+    runs_dir: Path = Field(default=Path("runs"), description="where each run's produced files go")
+    planner: str = Field(
+        default="qwen2.5-coder-1.5b-instruct",
+        description="controller LLM: a model id from the store or the path of a GGUF file",
+    )
+    threads: int = Field(default_factory=_default_threads, ge=1)
+    n_ctx: int = Field(default=4096, ge=512)
+    n_gpu_layers: int = Field(default=0, description="-1 offloads every layer to the GPU")
+    device: str = Field(default="auto", pattern="^(auto|cpu|cuda)$")
+    constraint_backend: str = Field(default="llguidance", pattern="^(llguidance|outlines_core)$")
+    max_workers: int = Field(default=4, ge=1, description="tasks run at once")
+    task_timeout: float = Field(default=600.0, gt=0, description="seconds before a task is failed")
+    max_tasks: int = Field(default=8, ge=1, le=32, description="most tasks a plan may have")
+    memory_budget_mb: int = Field(default=8192, ge=64, description="RAM the model pool may hold")
+    seed: int = 0

@@ -1,0 +1,69 @@
+"""localgpt's own planning demonstrations: a request, the files it came with, and its plan.
+
+The planner shows the few most similar ones to the LLM before each request.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Demo:
+    """One worked example for the planner."""
+
+    request: str
+    files: tuple[str, ...]
+    plan: tuple[dict[str, Any], ...]
+
+
+def _t(i: int, task: str, args: dict[str, str], dep: tuple[int, ...] = ()) -> dict[str, Any]:
+    return {"id": i, "task": task, "dep": list(dep) or [-1], "args": args}
+
+
+DEMOS: tuple[Demo, ...] = (
+    Demo("Read this sentence aloud: good morning, everyone.", (),
+         (_t(0, "text-to-speech", {"text": "good morning, everyone."}),)),
+    Demo("What is said in meeting.wav?", ("meeting.wav",),
+         (_t(0, "automatic-speech-recognition", {"audio": "meeting.wav"}),)),
+    Demo("Transcribe interview.mp3 and give me a short summary of it.", ("interview.mp3",),
+         (_t(0, "automatic-speech-recognition", {"audio": "interview.mp3"}),
+          _t(1, "summarization", {"text": "<resource>-0"}, (0,)))),
+    Demo("Describe photo.jpg and then read the description out loud.", ("photo.jpg",),
+         (_t(0, "image-to-text", {"image": "photo.jpg"}),
+          _t(1, "text-to-speech", {"text": "<resource>-0"}, (0,)))),
+    Demo("How close in meaning are 'the cat sat on the mat' and 'a cat was sitting on a rug'?", (),
+         (_t(0, "sentence-similarity",
+             {"text": "the cat sat on the mat", "other_text": "a cat was sitting on a rug"}),)),
+    Demo("Translate 'where is the train station' into German and say it aloud.", (),
+         (_t(0, "translation", {"text": "where is the train station", "target_language": "German"}),
+          _t(1, "text-to-speech", {"text": "<resource>-0"}, (0,)))),
+    Demo("Draw a lighthouse at sunset, then tell me what objects are in the picture.", (),
+         (_t(0, "text-to-image", {"text": "a lighthouse at sunset"}),
+          _t(1, "object-detection", {"image": "<resource>-0"}, (0,)))),
+    Demo("Which animal is in cat.png, and how deep is the scene?", ("cat.png",),
+         (_t(0, "image-classification", {"image": "cat.png"}),
+          _t(1, "depth-estimation", {"image": "cat.png"}))),
+    Demo("In street.jpg, how many cars are parked on the left?", ("street.jpg",),
+         (_t(0, "visual-question-answering",
+             {"image": "street.jpg", "text": "how many cars are parked on the left?"}),)),
+    Demo("Make the sky in beach.png look stormy.", ("beach.png",),
+         (_t(0, "image-editing", {"image": "beach.png", "text": "make the sky look stormy"}),)),
+    Demo("Say 'hello world' aloud, then transcribe the audio and check it says the same.", (),
+         (_t(0, "text-to-speech", {"text": "hello world"}),
+          _t(1, "automatic-speech-recognition", {"audio": "<resource>-0"}, (0,)))),
+    Demo("Find the people and places named in: Ada Lovelace worked in London with Charles Babbage.", (),
+         (_t(0, "token-classification", {"text": "Ada Lovelace worked in London with Charles Babbage."}),)),
+    Demo("Write a two-line poem about rain and make a short video of it.", (),
+         (_t(0, "text-generation", {"text": "a two-line poem about rain"}),
+          _t(1, "text-to-video", {"text": "<resource>-0"}, (0,)))),
+    Demo("Is this review positive or negative: the food was cold and the waiter rude.", (),
+         (_t(0, "text-classification", {"text": "the food was cold and the waiter rude.",
+                                        "labels": "positive, negative"}),)),
+    Demo("What does the invoice scan.png say the total is?", ("scan.png",),
+         (_t(0, "document-question-answering", {"image": "scan.png", "text": "what is the total?"}),)),
+    Demo("Clean up the noise in call.wav and tell me what kind of sound it is.", ("call.wav",),
+         (_t(0, "audio-to-audio", {"audio": "call.wav"}),
+          _t(1, "audio-classification", {"audio": "<resource>-0"}, (0,)))),
+)

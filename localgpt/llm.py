@@ -1,0 +1,261 @@
+"""The controller LLM: one generation method, optionally constrained to a JSON schema.
+
+``LlamaCppLLM`` runs a GGUF model with llama-cpp-python and constrains decoding with outlines;
+``FakeLLM`` replays scripted replies and records every call, for tests.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from localgpt.errors import ConfigError, LocalGPTError
+
+Message = dict[str, str]
+TokenCallback = Callable[[str], None]
+
+
+class LLM(Protocol):
+    """What localgpt needs from a language model."""
+
+    n_ctx: int
+
+    def generate(
+        self,
+        messages: Sequence[Message],
+        *,
+        schema: dict[str, Any] | None = None,
+        max_tokens: int = 512,
+        temperature: float = 0.0,
+        on_token: TokenCallback | None = None,
+    ) -> str:
+        """Reply to a chat; with ``schema`` the reply is JSON valid against it; ``on_token`` streams."""
+        ...
+
+    def count_tokens(self, text: str) -> int:
+        """How many tokens ``text`` takes in this model."""
+        ...
+
+
+@dataclass
+class LLMStats:
+    """Counters an LLM keeps: calls, tokens, decode time and constraint build times."""
+
+    calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    decode_seconds: float = 0.0
+    constraint_builds: dict[str, float] = field(default_factory=dict)
+
+
+def schema_key(schema: dict[str, Any] | None) -> str:
+    """A stable key identifying a schema (for caching compiled constraints)."""
+    return "" if schema is None else json.dumps(schema, sort_keys=True)
+
+
+class LlamaCppLLM:
+    """A GGUF model run by llama-cpp-python, constrained by outlines.
+
+    The constraint for each distinct schema is compiled once and cached; calls are serialised
+    (llama.cpp contexts are not thread-safe).
+
+    Example::
+
+        llm = LlamaCppLLM("model_store/qwen2.5-coder-1.5b-instruct/model.gguf", n_threads=2)
+        llm.generate([{"role": "user", "content": "Say hi"}], max_tokens=8)
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        n_ctx: int = 4096,
+        n_threads: int = 2,
+        n_gpu_layers: int = 0,
+        backend: str = "llguidance",
+        seed: int = 0,
+    ) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise ConfigError(
+                f"planner model file '{self.path}' does not exist",
+                "install one with: python download_models.py --profile starter, or pass --planner PATH.gguf",
+            )
+        self.n_ctx = n_ctx
+        self.n_threads = n_threads
+        self.n_gpu_layers = n_gpu_layers
+        self.backend = backend
+        self.seed = seed
+        self.stats = LLMStats()
+        self._lock = threading.RLock()
+        self._llama: Any = None
+        self._model: Any = None
+        self._generators: dict[str, Any] = {}
+
+    def _ensure_loaded(self) -> None:
+        """Load the GGUF file (once)."""
+        if self._llama is not None:
+            return
+        try:
+            import llama_cpp
+            import outlines
+        except ImportError as exc:  # pragma: no cover - depends on the install
+            raise ConfigError(
+                f"the LLM needs a package that is not installed: {exc.name}",
+                "install localgpt with: pip install -e '.[cpu]'",
+            ) from exc
+        try:
+            self._llama = llama_cpp.Llama(
+                model_path=str(self.path),
+                n_ctx=self.n_ctx,
+                n_threads=self.n_threads,
+                n_threads_batch=self.n_threads,
+                n_gpu_layers=self.n_gpu_layers,
+                seed=self.seed,
+                verbose=False,
+            )
+        except (ValueError, RuntimeError) as exc:
+            raise ConfigError(f"cannot load GGUF model '{self.path}': {exc}", "is it a valid GGUF file?") from exc
+        self._model = outlines.from_llamacpp(self._llama)
+
+    def constraint(self, schema: dict[str, Any] | None) -> Any:
+        """The outlines generator for ``schema``, compiled on first use and then reused."""
+        key = schema_key(schema)
+        with self._lock:
+            self._ensure_loaded()
+            gen = self._generators.get(key)
+            if gen is None:
+                import outlines
+                from outlines.types import JsonSchema
+
+                start = time.perf_counter()
+                if schema is None:
+                    gen = outlines.Generator(self._model)
+                else:
+                    gen = outlines.Generator(self._model, JsonSchema(self._prepare(schema)), backend=self.backend)
+                self.stats.constraint_builds[key[:80]] = time.perf_counter() - start
+                self._generators[key] = gen
+            return gen
+
+    def _prepare(self, schema: dict[str, Any]) -> str:
+        """The schema as the chosen backend wants it (llguidance: compact JSON, no free whitespace)."""
+        schema = copy.deepcopy(schema)
+        if self.backend == "llguidance":
+            schema["x-guidance"] = {"whitespace_flexible": False}
+        return json.dumps(schema)
+
+    def generate(
+        self,
+        messages: Sequence[Message],
+        *,
+        schema: dict[str, Any] | None = None,
+        max_tokens: int = 512,
+        temperature: float = 0.0,
+        on_token: TokenCallback | None = None,
+    ) -> str:
+        """Reply to ``messages``; see :class:`LLM`."""
+        from outlines.inputs import Chat
+
+        with self._lock:
+            gen = self.constraint(schema)
+            prompt = Chat([dict(m) for m in messages])
+            kwargs: dict[str, Any] = {"max_tokens": max_tokens, "temperature": temperature, "seed": self.seed}
+            start = time.perf_counter()
+            try:
+                if on_token is None:
+                    text = gen(prompt, **kwargs)
+                else:
+                    parts = []
+                    for chunk in gen.stream(prompt, **kwargs):
+                        if chunk:
+                            parts.append(chunk)
+                            on_token(chunk)
+                    text = "".join(parts)
+            except ValueError as exc:
+                raise LocalGPTError(f"the LLM failed: {exc}", "the prompt may exceed the context window") from exc
+            finally:
+                self._llama.reset()
+            self.stats.decode_seconds += time.perf_counter() - start
+            self.stats.calls += 1
+            self.stats.prompt_tokens += sum(self.count_tokens(m["content"]) for m in messages)
+            self.stats.completion_tokens += self.count_tokens(text)
+            return str(text)
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens of ``text`` in this model's vocabulary."""
+        with self._lock:
+            self._ensure_loaded()
+            return len(self._llama.tokenize(text.encode("utf-8"), add_bos=False, special=False))
+
+    def close(self) -> None:
+        """Free the model."""
+        with self._lock:
+            self._generators.clear()
+            if self._llama is not None:
+                self._llama.close()
+            self._llama = None
+            self._model = None
+
+
+Reply = str | Callable[[Sequence[Message], dict[str, Any] | None], str]
+
+
+@dataclass
+class FakeCall:
+    """One call recorded by FakeLLM."""
+
+    messages: list[Message]
+    schema: dict[str, Any] | None
+
+
+class FakeLLM:
+    """An LLM for tests: returns scripted replies in order and records every call.
+
+    A reply may be a string or a function of (messages, schema). When the script runs out,
+    ``default`` is returned (or an error raised when it is None). Streaming sends the reply
+    word by word to ``on_token``.
+    """
+
+    def __init__(self, replies: Iterable[Reply] = (), default: str | None = None, n_ctx: int = 4096) -> None:
+        self.replies = list(replies)
+        self.default = default
+        self.n_ctx = n_ctx
+        self.calls: list[FakeCall] = []
+        self.stats = LLMStats()
+        self._lock = threading.Lock()
+
+    def generate(
+        self,
+        messages: Sequence[Message],
+        *,
+        schema: dict[str, Any] | None = None,
+        max_tokens: int = 512,
+        temperature: float = 0.0,
+        on_token: TokenCallback | None = None,
+    ) -> str:
+        """Return the next scripted reply."""
+        with self._lock:
+            self.calls.append(FakeCall([dict(m) for m in messages], schema))
+            self.stats.calls += 1
+            if self.replies:
+                reply = self.replies.pop(0)
+            elif self.default is not None:
+                reply = self.default
+            else:
+                raise AssertionError("FakeLLM has no scripted reply left")
+        text = reply(messages, schema) if callable(reply) else reply
+        if on_token is not None:
+            words = text.split(" ")
+            for i, word in enumerate(words):
+                on_token(word if i == len(words) - 1 else word + " ")
+        return text
+
+    def count_tokens(self, text: str) -> int:
+        """About one token per four characters."""
+        return max(1, len(text) // 4) if text else 0

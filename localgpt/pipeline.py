@@ -1,0 +1,164 @@
+"""The four stages joined: plan, select, execute, respond — one pipeline for every front end.
+
+``Pipeline.run`` returns a :class:`RunResult` and reports progress as :class:`Event` objects to a
+callback; ``Pipeline.stream`` yields the same events from a generator.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from localgpt.catalog import Catalog
+from localgpt.config import Settings
+from localgpt.errors import ConfigError, LocalGPTError
+from localgpt.executor import Executor
+from localgpt.experts.base import ExpertContext
+from localgpt.llm import LLM, LlamaCppLLM, Message
+from localgpt.planner import Planner
+from localgpt.pool import ModelPool
+from localgpt.resources import InputFiles, RunDir
+from localgpt.responder import Responder, produced_files
+from localgpt.schema import Event, ModelCard, Plan, RunResult, Selection
+from localgpt.selector import Selector
+
+Emit = Callable[[Event], None]
+
+
+def resolve_planner(settings: Settings, override: str | None = None) -> tuple[str | None, Path]:
+    """The controller model's store id (None for a bare path) and its GGUF file."""
+    choice = override or settings.planner
+    as_path = Path(choice).expanduser()
+    if choice.endswith(".gguf") or as_path.is_file():
+        if not as_path.is_file():
+            raise ConfigError(f"planner model file '{choice}' does not exist", "give the path of a .gguf file")
+        return None, as_path
+    folder = settings.store / choice
+    gguf = folder / "model.gguf"
+    if not gguf.is_file():
+        raise ConfigError(
+            f"planner model '{choice}' is not installed in {settings.store}",
+            "run: python download_models.py --profile starter, or pass --planner PATH.gguf",
+        )
+    return choice, gguf
+
+
+class Pipeline:
+    """Plan → select → execute → respond.
+
+    Example::
+
+        pipe = Pipeline.from_settings(Settings())
+        result = pipe.run("Say 'hello' aloud, then transcribe it", on_event=print)
+        print(result.answer, result.files)
+    """
+
+    def __init__(self, settings: Settings, llm: LLM, catalog: Catalog, pool: ModelPool | None = None) -> None:
+        self.settings = settings
+        self.llm = llm
+        self.catalog = catalog
+        self.pool = pool or ModelPool(ExpertContext(settings=settings, llm=llm), settings.memory_budget_mb << 20)
+        self.planner = Planner(llm, max_tasks=settings.max_tasks)
+        self.selector = Selector(catalog, llm)
+        self.executor = Executor(self.pool, max_workers=settings.max_workers, timeout=settings.task_timeout)
+        self.responder = Responder(llm)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, planner: str | None = None) -> Pipeline:
+        """A pipeline on the installed models, with the controller LLM ``planner`` (id or path)."""
+        model_id, gguf = resolve_planner(settings, planner)
+        llm = LlamaCppLLM(gguf, n_ctx=settings.n_ctx, n_threads=settings.threads,
+                          n_gpu_layers=settings.n_gpu_layers, backend=settings.constraint_backend,
+                          seed=settings.seed)
+        catalog = Catalog(settings.store, controller=model_id or gguf.stem)
+        return cls(settings, llm, catalog)
+
+    def input_files(self, files: Sequence[str | Path]) -> InputFiles:
+        """The user's files, checked, with the folders requests may refer to."""
+        return InputFiles(files, roots=[Path.cwd(), self.settings.runs_dir])
+
+    def plan(self, request: str, files: Sequence[str | Path] = (), history: Sequence[Message] = ()) -> Plan:
+        """Plan only; files named need not exist."""
+        return self.planner.plan(request, [str(f) for f in files], history)
+
+    def run(self, request: str, files: Sequence[str | Path] = (), history: Sequence[Message] = (),
+            on_event: Emit | None = None, plan: Plan | None = None) -> RunResult:
+        """Run the whole request; ``plan`` skips planning (a fixed plan is still validated by the caller)."""
+        emit = on_event or (lambda e: None)
+        timings: dict[str, float] = {}
+        calls_before = _calls(self.llm)
+        inputs = self.input_files(files)
+
+        start = time.perf_counter()
+        if plan is None:
+            plan = self.planner.plan(request, inputs.names(), history)
+        timings["plan"] = time.perf_counter() - start
+        emit(Event(type="plan", data={"tasks": [t.model_dump() for t in plan.tasks]}))
+
+        start = time.perf_counter()
+        cards: dict[int, ModelCard] = {}
+        selections: list[Selection] = []
+        failed: dict[int, str] = {}
+        for task in plan.tasks:
+            try:
+                card, selection = self.selector.select(task, request)
+            except LocalGPTError as exc:
+                failed[task.id] = str(exc)
+                continue
+            cards[task.id] = card
+            selections.append(selection)
+            emit(Event(type="select", data=selection.model_dump()))
+        timings["select"] = time.perf_counter() - start
+
+        start = time.perf_counter()
+        out = RunDir.create(self.settings.runs_dir)
+        results = self.executor.run(plan, cards, inputs, out, emit, failed=failed)
+        timings["execute"] = time.perf_counter() - start
+
+        start = time.perf_counter()
+        answer = self.responder.respond(
+            request, results, history, on_token=lambda tok: emit(Event(type="answer_delta", data={"text": tok})))
+        timings["respond"] = time.perf_counter() - start
+
+        result = RunResult(request=request, plan=plan, selections=selections, results=results, answer=answer,
+                           files=produced_files(results), run_dir=str(out.path), timings=timings,
+                           llm_calls=_calls(self.llm) - calls_before)
+        emit(Event(type="done", data=result.model_dump(mode="json")))
+        return result
+
+    def stream(self, request: str, files: Sequence[str | Path] = (), history: Sequence[Message] = (),
+               plan: Plan | None = None) -> Iterator[Event]:
+        """The events of a run as a generator; a failure arrives as an ``error`` event."""
+        events: queue.Queue[Event | None] = queue.Queue()
+
+        def work() -> None:
+            try:
+                self.run(request, files, history, on_event=events.put, plan=plan)
+            except LocalGPTError as exc:
+                events.put(Event(type="error", data={"type": type(exc).__name__, "message": exc.message,
+                                                     "hint": exc.hint}))
+            finally:
+                events.put(None)
+
+        thread = threading.Thread(target=work, name="localgpt-run", daemon=True)
+        thread.start()
+        while (event := events.get()) is not None:
+            yield event
+        thread.join()
+
+    def close(self) -> None:
+        """Unload the experts and the LLM."""
+        self.pool.close()
+        close = getattr(self.llm, "close", None)
+        if close is not None:
+            close()
+
+
+def _calls(llm: Any) -> int:
+    """LLM calls so far, when the LLM counts them."""
+    stats = getattr(llm, "stats", None)
+    return int(getattr(stats, "calls", 0))

@@ -1,0 +1,305 @@
+"""Stage 1: turn a request into a validated task graph.
+
+The LLM decodes under a JSON-schema constraint generated from the task registry, so its reply
+always parses; :func:`validate_plan` then checks the meaning, and one repair round feeds the
+error back before giving up with a :class:`PlanError`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from pydantic import ValidationError
+
+from localgpt import tasks as registry
+from localgpt.demos import DEMOS, Demo
+from localgpt.errors import PlanError
+from localgpt.llm import LLM, Message
+from localgpt.resources import REFERENCE, is_pure_reference, kind_by_name, references
+from localgpt.schema import Plan, Task
+from localgpt.tasks import EXTENSIONS, Kind, TaskSpec
+
+TEXT_MAX = 240  # longest literal text argument the constraint admits, in characters
+FILE_MAX = 120  # longest file name
+_FILE_WORD = re.compile(r"[\w./\\~-]+\.[A-Za-z0-9]{2,5}\b")
+
+
+def _media_pattern(kind: Kind) -> str:
+    """Regex for a media argument: a reference, or a file name with an ending of that kind."""
+    endings = "|".join(sorted(e.lstrip(".") for e in EXTENSIONS[kind]))
+    return f"^(<resource>-[0-9]{{1,2}}|[^\"\\\\<>]{{1,{FILE_MAX}}}\\.({endings}))$"
+
+
+def _arg_schema(spec: TaskSpec) -> dict[str, Any]:
+    props: dict[str, Any] = {}
+    for inp in spec.inputs:
+        if inp.kind is Kind.TEXT:
+            props[inp.name] = {"type": "string", "minLength": 1, "maxLength": TEXT_MAX}
+        else:
+            props[inp.name] = {"type": "string", "pattern": _media_pattern(inp.kind)}
+    return {
+        "type": "object",
+        "properties": props,
+        "required": [i.name for i in spec.required],
+        "additionalProperties": False,
+    }
+
+
+def plan_schema(specs: Sequence[TaskSpec] = registry.TASKS, max_tasks: int = 8) -> dict[str, Any]:
+    """The JSON schema of a plan: a list of tasks, each typed by its task name.
+
+    Each task's ``args`` admits only that task's arguments; media arguments admit only a
+    ``<resource>-N`` reference or a file name of the right kind; strings and lists are bounded
+    so decoding always ends.
+    """
+    variants = []
+    for spec in specs:
+        variants.append({
+            "type": "object",
+            "properties": {
+                "id": {"type": "integer", "minimum": 0, "maximum": max_tasks - 1},
+                "task": {"const": spec.name},
+                "dep": {"type": "array", "items": {"type": "integer", "minimum": -1, "maximum": max_tasks - 1},
+                        "minItems": 1, "maxItems": 3},
+                "args": _arg_schema(spec),
+            },
+            "required": ["id", "task", "dep", "args"],
+            "additionalProperties": False,
+        })
+    return {"type": "array", "items": {"anyOf": variants}, "minItems": 1, "maxItems": max_tasks}
+
+
+def _file_words(text: str) -> set[str]:
+    """Words of ``text`` that look like file names."""
+    return {w.strip(".,;:!?'\"()") for w in _FILE_WORD.findall(text)}
+
+
+def validate_plan(raw: Any, request: str = "", files: Sequence[str] = (), max_tasks: int = 32) -> Plan:
+    """Check a decoded plan's meaning and return it with deps derived from references.
+
+    Raises :class:`PlanError` naming the first problem: an unknown task, a dep or reference to a
+    task that does not exist or comes later, a cycle, a missing or unknown argument, or an
+    argument of the wrong kind (an image argument must be a user file or an image output).
+    """
+    if isinstance(raw, dict) and "tasks" in raw:
+        raw = raw["tasks"]
+    if not isinstance(raw, list):
+        raise PlanError("the plan is not a list of tasks")
+    try:
+        parsed = [Task.model_validate(item) for item in raw]
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise PlanError(f"a task is malformed at '{where}': {first['msg']}") from exc
+    if len(parsed) > max_tasks:
+        raise PlanError(f"the plan has {len(parsed)} tasks; at most {max_tasks} are allowed")
+
+    position: dict[int, int] = {}
+    for pos, task in enumerate(parsed):
+        if task.id in position:
+            raise PlanError(f"two tasks have the id {task.id}")
+        position[task.id] = pos
+    given = {str(f) for f in files} | {str(f).replace("\\", "/").rsplit("/", 1)[-1] for f in files}
+    mentioned = _file_words(request)
+    specs = {}
+    for task in parsed:
+        if not registry.is_known(task.task):
+            raise PlanError(f"task {task.id} has unknown task type '{task.task}'",
+                            "use one of: " + ", ".join(registry.names()))
+        specs[task.id] = registry.get(task.task)
+    _check_declared_deps(parsed, position)
+
+    result = []
+    for task in parsed:
+        spec = specs[task.id]
+        deps = {d for d in task.dep if d != -1}
+        for name, value in task.args.items():
+            inp = spec.input(name)
+            if inp is None:
+                raise PlanError(f"task {task.id} ({task.task}) has no argument '{name}'",
+                                "its arguments are: " + ", ".join(i.name for i in spec.inputs))
+            for ref in references(value):
+                if ref not in position:
+                    raise PlanError(f"task {task.id} refers to <resource>-{ref}, but there is no task {ref}")
+                if position[ref] >= position[task.id]:
+                    raise PlanError(f"task {task.id} refers to <resource>-{ref}, which does not come before it")
+                source = specs[ref]
+                if inp.kind not in source.produces:
+                    raise PlanError(
+                        f"task {task.id} ({task.task}) needs {inp.kind.value} for '{name}', but task {ref} "
+                        f"({source.name}) produces {source.output.value}")
+                deps.add(ref)
+            if inp.kind is not Kind.TEXT and not is_pure_reference(value):
+                _check_media_literal(task, name, value, inp.kind, given, mentioned)
+        for inp in spec.required:
+            if not task.args.get(inp.name, "").strip():
+                raise PlanError(f"task {task.id} ({task.task}) is missing its required argument '{inp.name}'")
+        result.append(Task(id=task.id, task=task.task, dep=sorted(deps, key=position.__getitem__), args=task.args))
+    return Plan(tasks=result)
+
+
+def _check_declared_deps(parsed: list[Task], position: dict[int, int]) -> None:
+    """Declared deps must exist, form no cycle and point to earlier tasks."""
+    graph = {t.id: [d for d in t.dep if d != -1] for t in parsed}
+    for tid, deps in graph.items():
+        for d in deps:
+            if d not in graph:
+                raise PlanError(f"task {tid} depends on task {d}, which does not exist")
+            if d == tid:
+                raise PlanError(f"task {tid} depends on itself")
+    state: dict[int, int] = {}
+
+    def visit(node: int, trail: list[int]) -> None:
+        state[node] = 1
+        for d in graph[node]:
+            if state.get(d) == 1:
+                cycle = trail[trail.index(d):] + [d] if d in trail else [node, d]
+                raise PlanError("the plan's dependencies form a cycle: " + " -> ".join(map(str, cycle)))
+            if d not in state:
+                visit(d, trail + [d])
+        state[node] = 2
+
+    for node in graph:
+        if node not in state:
+            visit(node, [node])
+    for tid, deps in graph.items():
+        for d in deps:
+            if position[d] > position[tid]:
+                raise PlanError(f"task {tid} depends on task {d}, which comes after it")
+
+
+def _check_media_literal(task: Task, name: str, value: str, kind: Kind, given: set[str], mentioned: set[str]) -> None:
+    """A literal media argument must name a file of that kind that the user gave or mentioned."""
+    value = value.strip()
+    found = kind_by_name(value)
+    if found is not kind:
+        raise PlanError(f"task {task.id} ({task.task}) needs {kind.value} for '{name}', "
+                        f"but '{value}' is not a {kind.value} file or a reference to a task's output")
+    base = value.replace("\\", "/").rsplit("/", 1)[-1]
+    if value not in given and base not in given and value not in mentioned and base not in mentioned:
+        raise PlanError(f"task {task.id} ({task.task}) uses the file '{value}', which the user did not give",
+                        "use a file from the request or the output of an earlier task")
+
+
+def _similarity(a: str, b: str) -> float:
+    """Word-overlap similarity of two requests (Jaccard over lower-case words)."""
+    wa, wb = set(re.findall(r"[a-z]+", a.lower())), set(re.findall(r"[a-z]+", b.lower()))
+    return len(wa & wb) / max(1, len(wa | wb))
+
+
+class Planner:
+    """Plans a request with an LLM under the plan-schema constraint.
+
+    Example::
+
+        planner = Planner(llm)
+        plan = planner.plan("Read 'hello' aloud", files=[])
+    """
+
+    def __init__(self, llm: LLM, *, max_tasks: int = 8, n_demos: int = 4,
+                 demos: Sequence[Demo] = DEMOS, specs: Sequence[TaskSpec] = registry.TASKS,
+                 repair: bool = True) -> None:
+        self.llm = llm
+        self.max_tasks = max_tasks
+        self.n_demos = n_demos
+        self.demos = list(demos)
+        self.specs = list(specs)
+        self.repair = repair
+        self.schema = plan_schema(self.specs, max_tasks)
+        self.last_raw: list[str] = []
+        self.last_seconds = 0.0
+
+    def system_prompt(self) -> str:
+        """The fixed instructions: the task types and the rules of a plan."""
+        lines = []
+        for spec in self.specs:
+            args = ", ".join(f"{i.name}: {i.kind.value}{'' if i.required else ' (optional)'}" for i in spec.inputs)
+            lines.append(f"- {spec.name}({args}) -> {spec.output.value}: {spec.description}")
+        return (
+            "You are the planner of localgpt, an assistant that answers by running AI models on this machine.\n"
+            "Split the user's request into the fewest tasks that fulfil it, as a JSON list. Each task has an "
+            "\"id\" (0, 1, 2, ...), a \"task\" type from the list below, \"dep\" (ids of the tasks whose output "
+            "it uses, or [-1] when none) and \"args\".\n"
+            "To use the output of task N as an argument, write \"<resource>-N\". File arguments are file names "
+            "the user gave or \"<resource>-N\". Copy texts from the request into args; do not invent files, and "
+            "add no task the request does not ask for.\n"
+            "Task types:\n" + "\n".join(lines)
+        )
+
+    def user_prompt(self, request: str, files: Sequence[str]) -> str:
+        """The request as the planner sees it, with the user's files."""
+        listed = ", ".join(files) if files else "none"
+        return f"Request: {request}\nFiles: {listed}"
+
+    def choose_demos(self, request: str) -> list[Demo]:
+        """The demos most similar to ``request``, least similar first (the closest sits nearest)."""
+        ranked = sorted(self.demos, key=lambda d: _similarity(request, d.request), reverse=True)
+        return list(reversed(ranked[: self.n_demos]))
+
+    def messages(self, request: str, files: Sequence[str], history: Sequence[Message] = ()) -> list[Message]:
+        """The full chat sent to the LLM: instructions, demos, trimmed history, the request."""
+        msgs: list[Message] = [{"role": "system", "content": self.system_prompt()}]
+        for demo in self.choose_demos(request):
+            msgs.append({"role": "user", "content": self.user_prompt(demo.request, demo.files)})
+            msgs.append({"role": "assistant", "content": json.dumps(list(demo.plan))})
+        current = {"role": "user", "content": self.user_prompt(request, files)}
+        budget = self.llm.n_ctx - self.max_tokens() - sum(self.llm.count_tokens(m["content"]) + 8 for m in msgs)
+        budget -= self.llm.count_tokens(current["content"]) + 8
+        msgs.extend(trim_history(self.llm, history, budget))
+        msgs.append(current)
+        return msgs
+
+    def max_tokens(self) -> int:
+        """Enough tokens for the longest plan the schema admits, within reason."""
+        return min(1536, 120 * self.max_tasks)
+
+    def plan(self, request: str, files: Sequence[str] = (), history: Sequence[Message] = ()) -> Plan:
+        """Plan ``request``; raises :class:`PlanError` when no valid plan comes after one repair round."""
+        if not request.strip():
+            raise PlanError("the request is empty", "say what you want done")
+        start = time.perf_counter()
+        msgs = self.messages(request, files, history)
+        self.last_raw = []
+        error: PlanError | None = None
+        for attempt in range(2 if self.repair else 1):
+            raw = self.llm.generate(msgs, schema=self.schema, max_tokens=self.max_tokens())
+            self.last_raw.append(raw)
+            try:
+                decoded = json.loads(raw)
+            except json.JSONDecodeError as exc:
+                error = PlanError(f"the planner's reply is not complete JSON ({exc.msg})", raw=raw)
+            else:
+                try:
+                    plan = validate_plan(decoded, request, files, self.max_tasks)
+                    self.last_seconds = time.perf_counter() - start
+                    return plan
+                except PlanError as exc:
+                    error = PlanError(exc.message, exc.hint, raw=raw)
+            if attempt == 0:
+                msgs = msgs + [
+                    {"role": "assistant", "content": raw},
+                    {"role": "user", "content": f"That plan is invalid: {error.message}. Reply with a corrected plan."},
+                ]
+        self.last_seconds = time.perf_counter() - start
+        assert error is not None
+        raise PlanError(f"could not make a valid plan: {error.message}",
+                        "rephrase the request, or name the files it uses", raw=error.raw)
+
+
+def trim_history(llm: LLM, history: Sequence[Message], budget: int) -> list[Message]:
+    """The most recent history messages that fit in ``budget`` tokens, oldest first."""
+    kept: list[Message] = []
+    for msg in reversed(list(history)):
+        cost = llm.count_tokens(msg["content"]) + 8
+        if cost > budget:
+            break
+        budget -= cost
+        kept.append({"role": msg["role"], "content": msg["content"]})
+    return list(reversed(kept))
+
+
+__all__ = ["Planner", "plan_schema", "validate_plan", "trim_history", "REFERENCE"]

@@ -1,0 +1,162 @@
+"""Run directories, produced files, and checks on the files a user hands in."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tempfile
+import time
+import uuid
+from collections.abc import Iterable
+from pathlib import Path
+
+from localgpt.errors import InputError
+from localgpt.tasks import EXTENSIONS, Kind
+
+# "<resource>-N" (localgpt) and "<GENERATED>-N" (HuggingGPT) both name task N's output.
+REFERENCE = re.compile(r"<(?:resource|generated)>-(\d+)", re.IGNORECASE)
+
+
+def references(value: str) -> list[int]:
+    """Task ids referenced in an argument value."""
+    return [int(m) for m in REFERENCE.findall(value)]
+
+
+def is_pure_reference(value: str) -> bool:
+    """Whether the whole value is one reference (so it can stand for a file)."""
+    return REFERENCE.fullmatch(value.strip()) is not None
+
+
+def kind_by_name(value: str) -> Kind | None:
+    """The media kind a file name's ending suggests, or None."""
+    suffix = Path(value.strip()).suffix.lower()
+    for kind, endings in EXTENSIONS.items():
+        if suffix in endings:
+            return kind
+    return None
+
+
+def sniff_kind(path: Path) -> Kind | None:
+    """The media kind of a file, from its first bytes; None when not a known media file."""
+    with open(path, "rb") as fh:
+        head = fh.read(64)
+    if head.startswith(b"\x89PNG\r\n\x1a\n") or head.startswith(b"\xff\xd8\xff"):
+        return Kind.IMAGE
+    if head[:6] in (b"GIF87a", b"GIF89a") or head.startswith(b"BM"):
+        return Kind.IMAGE
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return Kind.IMAGE
+    if head[:4] in (b"II*\x00", b"MM\x00*"):
+        return Kind.IMAGE
+    if head[:4] == b"RIFF" and head[8:12] == b"WAVE":
+        return Kind.AUDIO
+    if head[:4] in (b"fLaC", b"OggS") or head[:3] == b"ID3" or head[:2] in (b"\xff\xfb", b"\xff\xf3"):
+        return Kind.AUDIO
+    if head[4:8] == b"ftyp":
+        brand = head[8:12]
+        return Kind.AUDIO if brand in (b"M4A ", b"M4B ") else Kind.VIDEO
+    if head[:4] == b"\x1a\x45\xdf\xa3":
+        return Kind.VIDEO
+    return None
+
+
+class RunDir:
+    """The folder of one run: produced files get content-addressed names that never collide.
+
+    Example::
+
+        out = RunDir.create(Path("runs"))
+        wav = out.save(b"RIFF...", ".wav")
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.path.mkdir(parents=True, exist_ok=True)
+
+    @classmethod
+    def create(cls, root: Path) -> RunDir:
+        """A new, empty run folder under ``root``."""
+        name = time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:8]
+        return cls(Path(root) / name)
+
+    def save(self, data: bytes, suffix: str) -> Path:
+        """Write ``data`` as a new file named by its content hash; returns its path."""
+        fd, tmp = tempfile.mkstemp(dir=self.path, suffix=".part")
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        return self.adopt(Path(tmp), suffix)
+
+    def temp_path(self, suffix: str) -> Path:
+        """A fresh path inside the run folder for a writer that needs a file name."""
+        return self.path / f".{uuid.uuid4().hex}{suffix}.part"
+
+    def adopt(self, tmp: Path, suffix: str) -> Path:
+        """Rename a finished temporary file to its content-addressed name."""
+        digest = hashlib.sha256()
+        with open(tmp, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+        final = self.path / f"{digest.hexdigest()[:16]}{suffix}"
+        if final.exists():
+            tmp.unlink()
+        else:
+            os.replace(tmp, final)
+        return final
+
+
+class InputFiles:
+    """The files a user may refer to, checked for existence, readability and kind.
+
+    Paths outside ``roots`` (and not handed in explicitly) are refused.
+    """
+
+    def __init__(self, files: Iterable[str | Path] = (), roots: Iterable[str | Path] = ()) -> None:
+        self.files: list[Path] = []
+        self.roots = [Path(r).resolve() for r in roots]
+        for f in files:
+            self.files.append(self.check(f, explicit=True))
+
+    def names(self) -> list[str]:
+        """The given files as the planner should see them."""
+        return [str(f) for f in self.files]
+
+    def allowed(self, path: Path) -> bool:
+        """Whether ``path`` lies inside an allowed root or is a given file."""
+        resolved = path.resolve()
+        if resolved in self.files:
+            return True
+        return any(resolved == r or r in resolved.parents for r in self.roots)
+
+    def find(self, value: str) -> Path | None:
+        """A given file matching ``value`` by path or by bare name."""
+        want = Path(value)
+        for f in self.files:
+            if f == want.resolve() or f.name == want.name:
+                return f
+        return None
+
+    def check(self, value: str | Path, explicit: bool = False, kind: Kind | None = None) -> Path:
+        """Resolve a user file, refusing missing, unreadable, disallowed or wrong-kind files."""
+        path = Path(value).expanduser()
+        if not explicit:
+            found = self.find(str(value))
+            if found is not None:
+                path = found
+            elif not self.allowed(path):
+                raise InputError(
+                    f"file '{value}' is outside the folders localgpt may read",
+                    "pass it with --file, or run from the folder that holds it",
+                )
+        if not path.exists():
+            raise InputError(f"file '{value}' does not exist", "check the path")
+        if not path.is_file():
+            raise InputError(f"'{value}' is not a file")
+        if not os.access(path, os.R_OK):
+            raise InputError(f"file '{value}' cannot be read (permission denied)")
+        if kind is not None:
+            found_kind = sniff_kind(path)
+            if found_kind != kind:
+                what = found_kind.value if found_kind else "not a recognised image, audio or video file"
+                raise InputError(f"file '{value}' should be {kind.value} but its content is {what}")
+        return path.resolve()
