@@ -45,7 +45,8 @@ class Settings(BaseSettings):
     )
     threads: int = Field(default_factory=_default_threads, ge=1)
     n_ctx: int = Field(default=4096, ge=512)
-    n_gpu_layers: int = Field(default=0, description="-1 offloads every layer to the GPU")
+    n_gpu_layers: int | None = Field(
+        default=None, description="LLM layers on the GPU; unset: all of them unless device is cpu (-1 = all)")
     device: str = Field(default="auto", pattern="^(auto|cpu|cuda)$")
     constraint_backend: str = Field(default="llguidance", pattern="^(llguidance|outlines_core)$")
     max_workers: int = Field(default=4, ge=1, description="tasks run at once")
@@ -53,3 +54,12 @@ class Settings(BaseSettings):
     max_tasks: int = Field(default=8, ge=1, le=32, description="most tasks a plan may have")
     memory_budget_mb: int = Field(default=8192, ge=64, description="RAM the model pool may hold")
     seed: int = 0
+
+    def gpu_layers(self) -> int:
+        """LLM layers to offload: the explicit setting, else all unless the device is the CPU.
+
+        A CPU-only build of llama.cpp ignores the value, so offloading by default is harmless.
+        """
+        if self.n_gpu_layers is not None:
+            return self.n_gpu_layers
+        return 0 if self.device == "cpu" else -1
