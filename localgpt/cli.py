@@ -163,9 +163,19 @@ def cmd_models(args: argparse.Namespace) -> int:
 def cmd_tasks(args: argparse.Namespace) -> int:
     from localgpt import tasks as registry
     from localgpt.catalog import Catalog
+    from localgpt.errors import ConfigError
+    from localgpt.pipeline import resolve_planner
 
     settings = _settings(args)
-    catalog = Catalog(settings.store, controller=settings.planner)
+    # The controller serves text tasks only when it is really there; a --planner given explicitly must be.
+    try:
+        model_id, gguf = resolve_planner(settings)
+        controller: str | None = model_id or gguf.stem
+    except ConfigError:
+        if args.planner:
+            raise
+        controller = None
+    catalog = Catalog(settings.store, controller=controller)
     rows: list[dict[str, Any]] = []
     for spec in registry.TASKS:
         models = [c.id for c in catalog.candidates(spec.name)]

@@ -69,8 +69,7 @@ class Executor:
 
     def _run_one(self, task: Task, card: ModelCard, args: dict[str, str], out: RunDir) -> TaskResult:
         start = time.perf_counter()
-        expert = self.pool.get(card)
-        with self.pool.lock_for(card):
+        with self.pool.use(card) as expert:
             produced = expert.run(task.task, args, out)
         spec = registry.get(task.task)
         if spec.output.value not in produced.outputs:
@@ -97,6 +96,7 @@ class Executor:
         executor = ThreadPoolExecutor(max_workers=self.max_workers, thread_name_prefix="localgpt-task")
         try:
             while waiting or running:
+                before = len(waiting)
                 self._skip_dependants(waiting, results, finish)
                 for task in [t for t in waiting.values() if all(d in results for d in t.dep)]:
                     del waiting[task.id]
@@ -111,6 +111,12 @@ class Executor:
                     fut = executor.submit(self._run_one, task, cards[task.id], args, out)
                     running[fut] = (task, time.monotonic())
                 if not running:
+                    if len(waiting) == before:  # nothing can ever start: an unvalidated plan's bad deps
+                        stuck = [(t, [d for d in t.dep if d not in results]) for t in waiting.values()]
+                        for task, blocked in stuck:
+                            finish(TaskResult(id=task.id, task=task.task, args=task.args, status="failed",
+                                              error=f"task {task.id} waits for task(s) {blocked}, which are "
+                                                    "not in the plan or form a cycle"))
                     continue
                 deadline = min(started for _, started in running.values()) + self.timeout
                 done, _ = wait(list(running), timeout=max(0.0, deadline - time.monotonic()),

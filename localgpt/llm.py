@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import threading
 import time
@@ -57,6 +58,13 @@ class LLMStats:
 def schema_key(schema: dict[str, Any] | None) -> str:
     """A stable key identifying a schema (for caching compiled constraints)."""
     return "" if schema is None else json.dumps(schema, sort_keys=True)
+
+
+def schema_label(key: str) -> str:
+    """A short label for a schema key, unique per schema (a digest, then the key's start)."""
+    if not key:
+        return ""
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()[:12] + " " + key[:60]
 
 
 class LlamaCppLLM:
@@ -139,7 +147,7 @@ class LlamaCppLLM:
                     gen = outlines.Generator(self._model)
                 else:
                     gen = outlines.Generator(self._model, JsonSchema(self._prepare(schema)), backend=self.backend)
-                self.stats.constraint_builds[key[:80]] = time.perf_counter() - start
+                self.stats.constraint_builds[schema_label(key)] = time.perf_counter() - start
                 self._generators[key] = gen
             return gen
 

@@ -6,6 +6,7 @@ callback; ``Pipeline.stream`` yields the same events from a generator.
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 import time
@@ -19,7 +20,7 @@ from localgpt.errors import ConfigError, LocalGPTError
 from localgpt.executor import Executor
 from localgpt.experts.base import ExpertContext
 from localgpt.llm import LLM, LlamaCppLLM, Message
-from localgpt.planner import Planner
+from localgpt.planner import Planner, validate_plan
 from localgpt.pool import ModelPool
 from localgpt.resources import InputFiles, RunDir
 from localgpt.responder import Responder, produced_files
@@ -96,6 +97,9 @@ class Pipeline:
         start = time.perf_counter()
         if plan is None:
             plan = self.planner.plan(request, inputs.names(), history)
+        else:  # a plan given by the caller (batch, API) gets the same checks as a decoded one
+            plan = validate_plan([t.model_dump() for t in plan.tasks], request, inputs.names(),
+                                 self.settings.max_tasks)
         timings["plan"] = time.perf_counter() - start
         emit(Event(type="plan", data={"tasks": [t.model_dump() for t in plan.tasks]}))
 
@@ -141,6 +145,10 @@ class Pipeline:
             except LocalGPTError as exc:
                 events.put(Event(type="error", data={"type": type(exc).__name__, "message": exc.message,
                                                      "hint": exc.hint}))
+            except Exception as exc:  # a bug must still end the stream with an error, not silently
+                logging.getLogger(__name__).exception("run failed")
+                events.put(Event(type="error", data={"type": type(exc).__name__,
+                                                     "message": f"internal error: {exc}", "hint": None}))
             finally:
                 events.put(None)
 

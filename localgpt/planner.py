@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from pydantic import ValidationError
@@ -177,18 +177,51 @@ def _check_media_literal(task: Task, name: str, value: str, kind: Kind, given: s
     value = value.strip()
     found = kind_by_name(value)
     if found is not kind:
+        article = "an" if kind.value[0] in "aeiou" else "a"
         raise PlanError(f"task {task.id} ({task.task}) needs {kind.value} for '{name}', "
-                        f"but '{value}' is not a {kind.value} file or a reference to a task's output")
+                        f"but '{value}' is not {article} {kind.value} file or a reference to a task's output")
     base = value.replace("\\", "/").rsplit("/", 1)[-1]
     if value not in given and base not in given and value not in mentioned and base not in mentioned:
         raise PlanError(f"task {task.id} ({task.task}) uses the file '{value}', which the user did not give",
                         "use a file from the request or the output of an earlier task")
 
 
-def _similarity(a: str, b: str) -> float:
-    """Word-overlap similarity of two requests (Jaccard over lower-case words)."""
-    wa, wb = set(re.findall(r"[a-z]+", a.lower())), set(re.findall(r"[a-z]+", b.lower()))
-    return len(wa & wb) / max(1, len(wa | wb))
+def word_overlap(request: str, candidates: Sequence[str]) -> list[float]:
+    """Similarity of ``request`` to each candidate: Jaccard overlap of lower-case words."""
+    wa = set(re.findall(r"[a-z]+", request.lower()))
+    scores = []
+    for text in candidates:
+        wb = set(re.findall(r"[a-z]+", text.lower()))
+        scores.append(len(wa & wb) / max(1, len(wa | wb)))
+    return scores
+
+
+Embedder = Callable[[list[str]], Any]
+
+
+class EmbeddingSimilarity:
+    """Cosine similarity of sentence embeddings (e.g. the MiniLM expert's ``embed``).
+
+    Demo embeddings are computed once and kept, so each request costs one embedding.
+    """
+
+    def __init__(self, embed: Embedder) -> None:
+        self.embed = embed
+        self._known: dict[str, Any] = {}
+
+    def __call__(self, request: str, candidates: Sequence[str]) -> list[float]:
+        """Cosine similarity of ``request`` to each candidate (vectors are unit length)."""
+        import numpy as np
+
+        missing = [c for c in dict.fromkeys(candidates) if c not in self._known]
+        if missing:
+            for text, vec in zip(missing, self.embed(missing), strict=True):
+                self._known[text] = np.asarray(vec, dtype=np.float32)
+        query = np.asarray(self.embed([request])[0], dtype=np.float32)
+        return [float(self._known[c] @ query) for c in candidates]
+
+
+Similarity = Callable[[str, Sequence[str]], list[float]]
 
 
 class Planner:
@@ -202,13 +235,14 @@ class Planner:
 
     def __init__(self, llm: LLM, *, max_tasks: int = 8, n_demos: int = 4,
                  demos: Sequence[Demo] = DEMOS, specs: Sequence[TaskSpec] = registry.TASKS,
-                 repair: bool = True) -> None:
+                 repair: bool = True, similarity: Similarity = word_overlap) -> None:
         self.llm = llm
         self.max_tasks = max_tasks
         self.n_demos = n_demos
         self.demos = list(demos)
         self.specs = list(specs)
         self.repair = repair
+        self.similarity = similarity
         self.schema = plan_schema(self.specs, max_tasks)
         self.last_raw: list[str] = []
         self.last_seconds = 0.0
@@ -237,8 +271,11 @@ class Planner:
 
     def choose_demos(self, request: str) -> list[Demo]:
         """The demos most similar to ``request``, least similar first (the closest sits nearest)."""
-        ranked = sorted(self.demos, key=lambda d: _similarity(request, d.request), reverse=True)
-        return list(reversed(ranked[: self.n_demos]))
+        if self.n_demos <= 0 or not self.demos:
+            return []
+        scores = self.similarity(request, [d.request for d in self.demos])
+        ranked = sorted(range(len(self.demos)), key=lambda i: scores[i], reverse=True)
+        return [self.demos[i] for i in reversed(ranked[: self.n_demos])]
 
     def messages(self, request: str, files: Sequence[str], history: Sequence[Message] = ()) -> list[Message]:
         """The full chat sent to the LLM: instructions, demos, trimmed history, the request."""

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from localgpt.errors import ExpertError
 from localgpt.experts import expert_class
@@ -23,7 +24,7 @@ class ModelPool:
     Example::
 
         pool = ModelPool(ExpertContext(settings), budget_bytes=8 << 30)
-        with pool.use(card) as expert:
+        with pool.use(card) as expert:   # loaded, and not evicted while in use
             expert.run(task, inputs, run_dir)
     """
 
@@ -43,6 +44,13 @@ class ModelPool:
         """The lock that serialises runs of ``card``'s expert."""
         with self._lock:
             return self._run_locks.setdefault(card.id, threading.Lock())
+
+    @contextmanager
+    def use(self, card: ModelCard) -> Iterator[Expert]:
+        """The loaded expert for ``card``, held for one run: runs of one model are serialised and
+        a model in use is never evicted (its run lock is taken before it is looked up)."""
+        with self.lock_for(card):
+            yield self.get(card)
 
     def get(self, card: ModelCard) -> Expert:
         """The loaded expert for ``card``, loading it (and evicting others) when needed."""

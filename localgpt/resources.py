@@ -131,8 +131,9 @@ class InputFiles:
     def find(self, value: str) -> Path | None:
         """A given file matching ``value`` by path or by bare name."""
         want = Path(value)
+        bare = want.name == value  # a bare name matches a given file of that name; a path must match exactly
         for f in self.files:
-            if f == want.resolve() or f.name == want.name:
+            if f == want.expanduser().resolve() or (bare and f.name == want.name):
                 return f
         return None
 

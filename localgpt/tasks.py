@@ -91,8 +91,8 @@ TASKS: tuple[TaskSpec, ...] = (
     TaskSpec("text-generation", "write new text from a prompt", (_text("the prompt"),), (T,), True),
     TaskSpec("sentence-similarity", "score how close in meaning two texts are",
              (_text("the first text"), InputSpec("other_text", T, True, "the second text")), (T,)),
-    TaskSpec("tabular-classification", "classify the rows of a table (CSV)",
-             (_text("the table as CSV text or the path of a CSV file"),), (T,)),
+    TaskSpec("tabular-classification", "classify a table shown in an image (a scan or screenshot of the table)",
+             (_image("the image of the table"),), (T,)),
     # --- vision ---
     TaskSpec("object-detection", "find and box the objects in an image", (_image(),), (IMG, T)),
     TaskSpec("image-classification", "say what an image shows, as labels with scores", (_image(),), (T,)),

@@ -1,0 +1,414 @@
+#!/usr/bin/env python
+"""Planning quality on TaskBench (Hugging Face tools domain): localgpt's real planner, scored.
+
+    python bench/taskbench.py                                  # default planner, whole dev file
+    python bench/taskbench.py --model model_store/smollm2-135m-instruct/model.gguf --limit 3
+    python bench/taskbench.py --limit 60 --demos similar --demo-source dev --n-demos 4
+    python bench/taskbench.py --no-constraint --limit 30       # ablation
+
+Writes ``<name>.predictions.jsonl`` (TaskBench's format: ``{"id", "task_nodes": [{"task",
+"arguments"}]}`` with ``<node-j>`` references) and ``<name>.json`` (metrics by single / chain /
+dag) into ``bench/results/``. Nothing is executed: the requests name files that do not exist.
+The planner never sees the gold plan of the record it plans: dev-file demos exclude that record.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import re
+import statistics
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from localgpt import tasks as registry  # noqa: E402
+from localgpt.demos import DEMOS, Demo  # noqa: E402
+from localgpt.errors import PlanError  # noqa: E402
+from localgpt.resources import kind_by_name, references  # noqa: E402
+from localgpt.tasks import Kind  # noqa: E402
+
+DEFAULT_DATA = REPO.parent / "shared" / "taskbench" / "hf_dev.jsonl"
+RESULTS = REPO / "bench" / "results"
+
+# TaskBench's 23 tool names and localgpt's task types (Hugging Face pipeline tags).
+TB_TO_LOCAL: dict[str, str] = {
+    "Token Classification": "token-classification",
+    "Translation": "translation",
+    "Summarization": "summarization",
+    "Question Answering": "question-answering",
+    "Conversational": "conversational",
+    "Text Generation": "text-generation",
+    "Sentence Similarity": "sentence-similarity",
+    "Tabular Classification": "tabular-classification",
+    "Object Detection": "object-detection",
+    "Image Classification": "image-classification",
+    "Image-to-Image": "image-to-image",
+    "Image-to-Text": "image-to-text",
+    "Text-to-Image": "text-to-image",
+    "Text-to-Video": "text-to-video",
+    "Visual Question Answering": "visual-question-answering",
+    "Document Question Answering": "document-question-answering",
+    "Image Segmentation": "image-segmentation",
+    "Depth Estimation": "depth-estimation",
+    "Text-to-Speech": "text-to-speech",
+    "Automatic Speech Recognition": "automatic-speech-recognition",
+    "Audio-to-Audio": "audio-to-audio",
+    "Audio Classification": "audio-classification",
+    "Image Editing": "image-editing",
+}
+LOCAL_TO_TB = {v: k for k, v in TB_TO_LOCAL.items()}
+NODE_REF = re.compile(r"<node-(\d+)>")
+
+
+# ---------------------------------------------------------------- metrics (as the README defines them)
+
+def tool_name(name: Any) -> str | None:
+    """A TaskBench tool name with underscores read as spaces; None when not one of the 23."""
+    if not isinstance(name, str):
+        return None
+    name = name.replace("_", " ").strip()
+    return name if name in TB_TO_LOCAL else None
+
+
+def node_set(nodes: Sequence[dict[str, Any]] | None) -> set[str]:
+    """Distinct known tool names of a list of task nodes."""
+    return {n for n in (tool_name(node.get("task")) for node in nodes or []) if n}
+
+
+def edge_set(nodes: Sequence[dict[str, Any]] | None) -> set[tuple[str, str]]:
+    """Distinct (source, target) tool-name pairs from ``<node-j>`` references; self-references ignored."""
+    nodes = list(nodes or [])
+    edges = set()
+    for i, node in enumerate(nodes):
+        target = tool_name(node.get("task"))
+        for arg in node.get("arguments") or []:
+            if not isinstance(arg, str):
+                continue
+            for j in (int(m) for m in NODE_REF.findall(arg)):
+                if j == i or not 0 <= j < len(nodes):
+                    continue
+                source = tool_name(nodes[j].get("task"))
+                if source and target:
+                    edges.add((source, target))
+    return edges
+
+
+@dataclass
+class Counts:
+    """Pooled true positives, false positives and false negatives."""
+
+    tp: int = 0
+    fp: int = 0
+    fn: int = 0
+
+    def add(self, gold: set[Any], pred: set[Any]) -> None:
+        self.tp += len(gold & pred)
+        self.fp += len(pred - gold)
+        self.fn += len(gold - pred)
+
+    def f1(self) -> float:
+        """Micro F1 in percent (0 when nothing was predicted or expected)."""
+        denom = 2 * self.tp + self.fp + self.fn
+        return 100.0 * 2 * self.tp / denom if denom else 0.0
+
+
+@dataclass
+class Score:
+    """Scores of one group of records."""
+
+    nodes: Counts = field(default_factory=Counts)
+    edges: Counts = field(default_factory=Counts)
+    n: int = 0
+    exact: int = 0
+    parsed: int = 0
+    valid: int = 0
+    seconds: list[float] = field(default_factory=list)
+    tokens: list[int] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        """The figures of this group."""
+        secs = sorted(self.seconds)
+        return {
+            "records": self.n,
+            "node_f1": round(self.nodes.f1(), 2),
+            "edge_f1": round(self.edges.f1(), 2),
+            "exact_match": round(100.0 * self.exact / self.n, 2) if self.n else 0.0,
+            "parse_rate": round(100.0 * self.parsed / self.n, 2) if self.n else 0.0,
+            "valid_rate": round(100.0 * self.valid / self.n, 2) if self.n else 0.0,
+            "mean_seconds": round(statistics.fmean(secs), 2) if secs else None,
+            "median_seconds": round(statistics.median(secs), 2) if secs else None,
+            "p90_seconds": round(secs[min(len(secs) - 1, int(0.9 * len(secs)))], 2) if secs else None,
+            "mean_tokens": round(statistics.fmean(self.tokens), 1) if self.tokens else None,
+        }
+
+
+def score(records: Sequence[dict[str, Any]], predictions: dict[str, dict[str, Any]],
+          meta: dict[str, dict[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
+    """Node F1, edge F1, exact match (same node and edge sets) and rates, overall and by type.
+
+    A record with no prediction counts as an empty plan. ``meta`` may carry per-record
+    ``parsed``, ``valid``, ``seconds`` and ``tokens``.
+    """
+    groups: dict[str, Score] = {}
+    for rec in records:
+        pred = predictions.get(str(rec["id"]), {})
+        info = (meta or {}).get(str(rec["id"]), {})
+        gold_n, gold_e = node_set(rec["task_nodes"]), edge_set(rec["task_nodes"])
+        pred_n, pred_e = node_set(pred.get("task_nodes")), edge_set(pred.get("task_nodes"))
+        for key in ("all", rec.get("type", "single")):
+            g = groups.setdefault(key, Score())
+            g.n += 1
+            g.nodes.add(gold_n, pred_n)
+            g.edges.add(gold_e, pred_e)
+            g.exact += int(gold_n == pred_n and gold_e == pred_e)
+            g.parsed += int(bool(info.get("parsed", bool(pred))))
+            g.valid += int(bool(info.get("valid", bool(pred))))
+            if "seconds" in info:
+                g.seconds.append(float(info["seconds"]))
+            if "tokens" in info:
+                g.tokens.append(int(info["tokens"]))
+    order = ["all", "single", "chain", "dag"]
+    return {k: groups[k].summary() for k in order if k in groups}
+
+
+# ---------------------------------------------------------------- conversions
+
+def to_taskbench(record_id: str, plan_tasks: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """A localgpt plan (list of task dicts) as a TaskBench prediction with ``<node-j>`` references."""
+    index = {t["id"]: j for j, t in enumerate(plan_tasks)}
+    nodes = []
+    for t in plan_tasks:
+        name = LOCAL_TO_TB.get(t.get("task", ""), t.get("task", ""))
+        args = []
+        spec = registry.get(t["task"]) if registry.is_known(t.get("task", "")) else None
+        order = [i.name for i in spec.inputs] if spec else list(t.get("args", {}))
+        values = t.get("args", {})
+        for key in order + [k for k in values if k not in order]:
+            if key not in values:
+                continue
+            value = str(values[key])
+            for ref in references(value):
+                if ref in index:
+                    value = re.sub(rf"<(?:resource|generated)>-{ref}\b", f"<node-{index[ref]}>", value,
+                                   flags=re.IGNORECASE)
+            args.append(value)
+        nodes.append({"task": name, "arguments": args})
+    return {"id": record_id, "task_nodes": nodes}
+
+
+def _arg_kind(arg: str, nodes: Sequence[dict[str, Any]]) -> Kind:
+    """The kind of a gold argument: a referenced node's output, a file's kind, or text."""
+    m = NODE_REF.fullmatch(arg.strip())
+    if m and int(m.group(1)) < len(nodes):
+        local = TB_TO_LOCAL.get(tool_name(nodes[int(m.group(1))].get("task")) or "")
+        if local:
+            return registry.get(local).output
+    return kind_by_name(arg) or Kind.TEXT
+
+
+def record_to_demo(rec: dict[str, Any]) -> Demo | None:
+    """A gold record as a localgpt demo (tasks in dependency order, named args); None if unusable."""
+    nodes = rec["task_nodes"]
+    names = [TB_TO_LOCAL.get(tool_name(n.get("task")) or "") for n in nodes]
+    if not nodes or not all(names):
+        return None
+    deps: dict[int, set[int]] = {}
+    for i, node in enumerate(nodes):
+        deps[i] = {int(j) for a in node["arguments"] if isinstance(a, str) for j in NODE_REF.findall(a)
+                   if int(j) != i and int(j) < len(nodes)}
+    order: list[int] = []
+    placed: set[int] = set()
+    while len(order) < len(nodes):
+        ready = [i for i in range(len(nodes)) if i not in placed and deps[i] <= placed]
+        if not ready:
+            return None  # a cycle in the gold graph
+        order.append(ready[0])
+        placed.add(ready[0])
+    new_id = {old: k for k, old in enumerate(order)}
+    tasks = []
+    for old in order:
+        spec = registry.get(names[old])
+        args: dict[str, str] = {}
+        for arg in nodes[old]["arguments"]:
+            if not isinstance(arg, str):
+                return None
+            kind = _arg_kind(arg, nodes)
+            if any(int(j) == old for j in NODE_REF.findall(arg)):
+                return None  # a self-reference: a quirk of the gold data
+            slot = next((i for i in spec.inputs if i.kind is kind and i.name not in args), None)
+            if slot is None:
+                return None  # the gold argument's kind fits no input of the task
+            args[slot.name] = NODE_REF.sub(lambda m: f"<resource>-{new_id.get(int(m.group(1)), 0)}", arg)
+        dep = sorted(new_id[d] for d in deps[old])
+        tasks.append({"id": new_id[old], "task": names[old], "dep": dep or [-1], "args": args})
+    files = tuple(sorted({a for n in nodes for a in n["arguments"] if isinstance(a, str) and kind_by_name(a)}))
+    return Demo(request=rec["user_request"], files=files, plan=tuple(tasks))
+
+
+def load_records(path: Path) -> list[dict[str, Any]]:
+    """Records of a TaskBench-format JSONL file."""
+    with open(path, encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
+def pick(records: list[dict[str, Any]], limit: int | None, seed: int) -> list[dict[str, Any]]:
+    """``limit`` records drawn with ``seed``, keeping the single / chain / dag proportions."""
+    if not limit or limit >= len(records):
+        return records
+    rng = random.Random(seed)
+    by_type: dict[str, list[dict[str, Any]]] = {}
+    for r in records:
+        by_type.setdefault(r.get("type", "single"), []).append(r)
+    chosen: list[dict[str, Any]] = []
+    for group in by_type.values():
+        share = max(1, round(limit * len(group) / len(records)))
+        chosen.extend(rng.sample(group, min(share, len(group))))
+    rng.shuffle(chosen)
+    return chosen[:limit]
+
+
+# ---------------------------------------------------------------- the run
+
+def bench_specs() -> list[registry.TaskSpec]:
+    """The task types TaskBench knows (localgpt's other types are left out of the schema)."""
+    return [registry.get(name) for name in TB_TO_LOCAL.values()]
+
+
+def parse_json_plan(raw: str) -> Any:
+    """The plan in an LLM reply: the whole reply as JSON, else its first JSON list."""
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        start, end = raw.find("["), raw.rfind("]")
+        if start != -1 and end > start:
+            try:
+                return json.loads(raw[start:end + 1])
+            except json.JSONDecodeError:
+                return None
+    return None
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Plan every chosen record, write predictions and metrics; returns the metrics document."""
+    from localgpt.llm import LlamaCppLLM
+    from localgpt.planner import Planner, validate_plan
+
+    records = load_records(Path(args.data))
+    chosen = pick(records, args.limit, args.seed)
+    bank: list[tuple[str | None, Demo]] = []
+    if args.demo_source in ("localgpt", "both"):
+        bank += [(None, d) for d in DEMOS]
+    if args.demo_source in ("dev", "both"):
+        for rec in records:
+            demo = record_to_demo(rec)
+            if demo is not None:
+                bank.append((str(rec["id"]), demo))
+    llm = LlamaCppLLM(args.model, n_ctx=args.n_ctx, n_threads=args.threads, seed=args.seed)
+    planner = Planner(llm, max_tasks=8, n_demos=0 if args.demos == "none" else args.n_demos,
+                      specs=bench_specs(), repair=not args.no_repair)
+    if args.no_constraint:
+        planner.schema = None  # type: ignore[assignment]
+    name = args.name or f"taskbench-{Path(args.model).parent.name}"
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    preds: dict[str, dict[str, Any]] = {}
+    meta: dict[str, dict[str, Any]] = {}
+    pred_path = RESULTS / f"{name}.predictions.jsonl"
+    with open(pred_path, "w", encoding="utf-8") as out:
+        for k, rec in enumerate(chosen, 1):
+            rid = str(rec["id"])
+            # leave-one-out: never show the record's own gold plan
+            planner.demos = [d for src, d in bank if src != rid]
+            if args.demos == "fixed":
+                planner.demos = planner.demos[: args.n_demos]
+                planner.choose_demos = lambda request, p=planner: list(p.demos)  # type: ignore[method-assign]
+            tokens_before = llm.stats.completion_tokens
+            start = time.perf_counter()
+            plan_tasks: list[dict[str, Any]] = []
+            parsed = valid = False
+            try:
+                plan = planner.plan(rec["user_request"], [])
+                plan_tasks = [t.model_dump() for t in plan.tasks]
+                parsed = valid = True
+            except PlanError:
+                decoded = parse_json_plan(planner.last_raw[-1]) if planner.last_raw else None
+                if isinstance(decoded, list):
+                    parsed = True
+                    plan_tasks = [t for t in decoded if isinstance(t, dict) and "task" in t and "id" in t]
+                    try:
+                        validate_plan(decoded, rec["user_request"], [], 8)
+                        valid = True
+                    except PlanError:
+                        pass
+            seconds = time.perf_counter() - start
+            pred = to_taskbench(rid, plan_tasks)
+            preds[rid] = pred
+            meta[rid] = {"parsed": parsed, "valid": valid, "seconds": seconds,
+                         "tokens": llm.stats.completion_tokens - tokens_before}
+            out.write(json.dumps(pred) + "\n")
+            out.flush()
+            nodes = " -> ".join(n["task"] for n in pred["task_nodes"]) or "(empty)"
+            gold = " -> ".join(n["task"] for n in rec["task_nodes"])
+            print(f"[{k}/{len(chosen)}] {seconds:5.1f}s {'ok ' if valid else 'BAD'} {nodes}  | gold: {gold}",
+                  file=sys.stderr, flush=True)
+    metrics = score(chosen, preds, meta)
+    doc = {
+        "benchmark": "taskbench-hf-dev",
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "model": str(args.model),
+        "data": str(args.data),
+        "settings": {"limit": args.limit, "seed": args.seed, "constraint": not args.no_constraint,
+                     "demos": args.demos, "n_demos": args.n_demos, "demo_source": args.demo_source,
+                     "repair": not args.no_repair, "threads": args.threads},
+        "metrics": metrics,
+        "predictions": str(pred_path.relative_to(REPO)),
+    }
+    (RESULTS / f"{name}.json").write_text(json.dumps(doc, indent=2) + "\n")
+    return doc
+
+
+def print_table(metrics: dict[str, dict[str, Any]]) -> None:
+    """The metrics as a table on stdout."""
+    cols = ["records", "node_f1", "edge_f1", "exact_match", "parse_rate", "valid_rate", "median_seconds",
+            "p90_seconds", "mean_tokens"]
+    print(f"{'type':8}" + "".join(f"{c:>15}" for c in cols))
+    for key, row in metrics.items():
+        print(f"{key:8}" + "".join(f"{str(row[c]):>15}" for c in cols))
+
+
+def main(argv: Iterable[str] | None = None) -> int:
+    """Command line."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default=str(REPO / "model_store" / "qwen2.5-coder-1.5b-instruct" / "model.gguf"))
+    p.add_argument("--data", default=str(DEFAULT_DATA))
+    p.add_argument("--limit", type=int, help="plan only this many records (stratified by type)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--n-ctx", type=int, default=4096)
+    p.add_argument("--no-constraint", action="store_true", help="ablation: decode without the JSON schema")
+    p.add_argument("--no-repair", action="store_true", help="ablation: no repair round")
+    p.add_argument("--demos", choices=["similar", "fixed", "none"], default="similar",
+                   help="how demos are chosen: by word overlap, the first N, or none")
+    p.add_argument("--n-demos", type=int, default=4)
+    p.add_argument("--demo-source", choices=["localgpt", "dev", "both"], default="localgpt",
+                   help="localgpt's own demos, leave-one-out dev records, or both")
+    p.add_argument("--name", help="file name stem under bench/results/")
+    args = p.parse_args(list(argv) if argv is not None else None)
+    if not Path(args.model).is_file():
+        print(f"error: model file {args.model} not found (python download_models.py --profile starter)",
+              file=sys.stderr)
+        return 1
+    doc = run(args)
+    print_table(doc["metrics"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

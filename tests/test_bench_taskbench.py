@@ -1,0 +1,133 @@
+"""The TaskBench metric code on hand-made cases, the conversions, and a smoke run of the benchmark."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from localgpt.planner import validate_plan
+
+REPO = Path(__file__).resolve().parent.parent
+spec = importlib.util.spec_from_file_location("taskbench", REPO / "bench" / "taskbench.py")
+assert spec and spec.loader
+tb = importlib.util.module_from_spec(spec)
+sys.modules["taskbench"] = tb
+spec.loader.exec_module(tb)
+
+
+def rec(rid: str, nodes: list[dict], kind: str = "chain") -> dict:
+    return {"id": rid, "user_request": "r", "task_nodes": nodes, "type": kind}
+
+
+CHAIN = [
+    {"task": "Image-to-Text", "arguments": ["example.jpg"]},
+    {"task": "Translation", "arguments": ["<node-0>"]},
+    {"task": "Text-to-Speech", "arguments": ["<node-1>"]},
+]
+
+
+def test_perfect_prediction_scores_100():
+    records = [rec("a", CHAIN), rec("b", CHAIN[:1], "single")]
+    preds = {r["id"]: {"task_nodes": r["task_nodes"]} for r in records}
+    m = tb.score(records, preds)
+    assert m["all"]["node_f1"] == 100.0 and m["all"]["edge_f1"] == 100.0
+    assert m["all"]["exact_match"] == 100.0
+
+
+def test_missing_or_empty_prediction_scores_0():
+    records = [rec("a", CHAIN)]
+    assert tb.score(records, {})["all"]["node_f1"] == 0.0
+    assert tb.score(records, {"a": {"task_nodes": []}})["all"]["edge_f1"] == 0.0
+
+
+def test_partial_case_computed_by_hand():
+    # gold: 3 nodes, 2 edges.  pred: Image-to-Text -> Summarization -> Text-to-Speech
+    # nodes: tp 2 (I2T, TTS), fp 1 (Summ), fn 1 (Translation) -> F1 = 2*2/(4+1+1) = 66.67
+    # edges: gold {(I2T,Tr),(Tr,TTS)}; pred {(I2T,Summ),(Summ,TTS)} -> tp 0 -> F1 0
+    pred = [{"task": "Image-to-Text", "arguments": ["example.jpg"]},
+            {"task": "Summarization", "arguments": ["<node-0>"]},
+            {"task": "Text-to-Speech", "arguments": ["<node-1>"]}]
+    m = tb.score([rec("a", CHAIN)], {"a": {"task_nodes": pred}})
+    assert m["all"]["node_f1"] == pytest.approx(66.67, abs=0.01)
+    assert m["all"]["edge_f1"] == 0.0
+    # pooled over records: add a perfect single record (1 node, 0 edges): nodes tp 3 fp 1 fn 1 -> 75.0
+    m2 = tb.score([rec("a", CHAIN), rec("b", CHAIN[:1], "single")],
+                  {"a": {"task_nodes": pred}, "b": {"task_nodes": CHAIN[:1]}})
+    assert m2["all"]["node_f1"] == pytest.approx(75.0)
+    assert m2["single"]["node_f1"] == 100.0 and m2["chain"]["node_f1"] == pytest.approx(66.67, abs=0.01)
+
+
+def test_forward_references_count_as_edges():
+    # alphabetical order in the gold data: node 0 uses node 1's output
+    nodes = [{"task": "Translation", "arguments": ["<node-1>"]}, {"task": "Image-to-Text", "arguments": ["x.jpg"]}]
+    assert tb.edge_set(nodes) == {("Image-to-Text", "Translation")}
+
+
+def test_self_references_and_unknown_names_are_ignored():
+    nodes = [{"task": "Translation", "arguments": ["<node-0>"]},
+             {"task": "Made Up Tool", "arguments": ["<node-0>"]},
+             {"task": "Text_Generation", "arguments": ["<node-0>", "<node-9>"]}]
+    assert tb.node_set(nodes) == {"Translation", "Text Generation"}
+    assert tb.edge_set(nodes) == {("Translation", "Text Generation")}
+
+
+def test_other_reference_forms_are_literals():
+    nodes = [{"task": "Image Classification", "arguments": ["example.jpg"]},
+             {"task": "Text Generation", "arguments": ["Image_Classification", {"from": 0}]}]
+    assert tb.edge_set(nodes) == set()
+
+
+def test_gold_records_convert_to_valid_localgpt_plans_and_back():
+    records = tb.load_records(tb.DEFAULT_DATA) if tb.DEFAULT_DATA.exists() else []
+    if not records:
+        pytest.skip(f"TaskBench data not found at {tb.DEFAULT_DATA}")
+    preds = {}
+    for r in records:
+        demo = tb.record_to_demo(r)
+        if demo is not None:
+            validate_plan(list(demo.plan), demo.request, demo.files, 8)
+            preds[str(r["id"])] = tb.to_taskbench(str(r["id"]), list(demo.plan))
+    assert len(preds) >= 250
+    converted = [r for r in records if str(r["id"]) in preds]
+    m = tb.score(converted, preds)["all"]
+    assert m["node_f1"] == 100.0 and m["edge_f1"] == 100.0
+
+
+def test_to_taskbench_maps_references_to_node_indices():
+    plan = [{"id": 3, "task": "automatic-speech-recognition", "args": {"audio": "a.wav"}},
+            {"id": 7, "task": "summarization", "args": {"text": "<resource>-3"}}]
+    out = tb.to_taskbench("x", plan)
+    assert out["task_nodes"] == [{"task": "Automatic Speech Recognition", "arguments": ["a.wav"]},
+                                 {"task": "Summarization", "arguments": ["<node-0>"]}]
+
+
+def test_every_taskbench_tool_maps_to_a_registered_task():
+    from localgpt import tasks
+
+    tools = json.loads((tb.DEFAULT_DATA.parent / "tool_desc.json").read_text())["nodes"] \
+        if tb.DEFAULT_DATA.exists() else []
+    for tool in tools:
+        assert tasks.is_known(tb.TB_TO_LOCAL[tool["id"]])
+    assert all(tasks.is_known(t) for t in tb.TB_TO_LOCAL.values())
+
+
+@pytest.mark.slow
+def test_smoke_run_with_smollm2(tmp_path, real_card):
+    card = real_card("smollm2-135m-instruct")
+    name = "smoke-test-taskbench"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "taskbench.py"), "--model", str(card.file("model.gguf")),
+         "--limit", "3", "--name", name, "--threads", "2"],
+        capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    doc = json.loads((REPO / "bench" / "results" / f"{name}.json").read_text())
+    assert doc["metrics"]["all"]["records"] == 3
+    assert doc["metrics"]["all"]["parse_rate"] == 100.0  # constrained decoding always parses
+    lines = (REPO / "bench" / "results" / f"{name}.predictions.jsonl").read_text().splitlines()
+    assert len(lines) == 3 and all("task_nodes" in json.loads(x) for x in lines)
+    assert "node_f1" in proc.stdout

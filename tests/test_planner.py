@@ -1,0 +1,289 @@
+"""Plan validation and the Planner driven by FakeLLM."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from localgpt.demos import DEMOS, Demo
+from localgpt.errors import PlanError
+from localgpt.llm import FakeLLM
+from localgpt.planner import Planner, trim_history, validate_plan
+
+
+def t(i: int, task: str, args: dict[str, str], dep: list[int] | None = None) -> dict[str, Any]:
+    return {"id": i, "task": task, "dep": dep if dep is not None else [-1], "args": args}
+
+
+def plan_error(raw: Any, request: str = "", files: tuple[str, ...] = (), **kw: Any) -> str:
+    with pytest.raises(PlanError) as err:
+        validate_plan(raw, request, files, **kw)
+    return err.value.message
+
+
+# --- validate_plan ---
+
+def test_valid_plan_roundtrip() -> None:
+    plan = validate_plan([t(0, "text-to-speech", {"text": "hello"}),
+                          t(1, "automatic-speech-recognition", {"audio": "<resource>-0"}, [0])])
+    assert [x.task for x in plan.tasks] == ["text-to-speech", "automatic-speech-recognition"]
+    assert plan.by_id(1).dep == [0]
+    # the {"tasks": [...]} wrapping is accepted too
+    assert validate_plan({"tasks": [t(0, "summarization", {"text": "x"})]}).tasks[0].task == "summarization"
+
+
+def test_not_a_list_or_malformed() -> None:
+    assert "not a list" in plan_error("oops")
+    assert "malformed" in plan_error([{"id": 0, "task": "summarization", "args": {"text": 1}}])
+    assert "malformed" in plan_error([{"id": 0, "task": "summarization", "args": {"text": "a"}, "extra": 1}])
+
+
+def test_duplicate_ids() -> None:
+    assert "two tasks have the id 0" in plan_error([t(0, "summarization", {"text": "a"}),
+                                                    t(0, "summarization", {"text": "b"})])
+
+
+def test_unknown_task_is_named() -> None:
+    msg = plan_error([t(0, "summarization", {"text": "a"}), t(1, "picture-painting", {"text": "a"})])
+    assert "picture-painting" in msg and "task 1" in msg
+
+
+def test_dep_on_missing_task() -> None:
+    msg = plan_error([t(0, "summarization", {"text": "a"}, [5])])
+    assert "task 0 depends on task 5" in msg and "does not exist" in msg
+
+
+def test_self_dep() -> None:
+    assert "depends on itself" in plan_error([t(0, "summarization", {"text": "a"}, [0])])
+
+
+def test_forward_dep() -> None:
+    msg = plan_error([t(0, "summarization", {"text": "a"}, [1]), t(1, "summarization", {"text": "b"})])
+    assert "task 0 depends on task 1" in msg and "after" in msg
+
+
+def test_cycle() -> None:
+    msg = plan_error([t(0, "summarization", {"text": "a"}, [1]), t(1, "summarization", {"text": "b"}, [0])])
+    assert "cycle" in msg
+    msg = plan_error([t(0, "summarization", {"text": "a"}, [2]), t(1, "summarization", {"text": "b"}, [0]),
+                      t(2, "summarization", {"text": "c"}, [1])])
+    assert "cycle" in msg
+
+
+def test_reference_to_later_task() -> None:
+    msg = plan_error([t(0, "summarization", {"text": "<resource>-1"}), t(1, "summarization", {"text": "b"})])
+    assert "<resource>-1" in msg and "does not come before" in msg
+
+
+def test_reference_to_missing_task() -> None:
+    msg = plan_error([t(0, "summarization", {"text": "shorten <resource>-4"})])
+    assert "no task 4" in msg
+
+
+def test_image_arg_referencing_text_task() -> None:
+    msg = plan_error([t(0, "summarization", {"text": "a"}),
+                      t(1, "image-classification", {"image": "<resource>-0"}, [0])])
+    assert "needs image" in msg and "task 0" in msg and "summarization" in msg
+
+
+def test_text_arg_referencing_image_only_task() -> None:
+    msg = plan_error([t(0, "text-to-image", {"text": "a cat"}),
+                      t(1, "text-to-speech", {"text": "<resource>-0"}, [0])])
+    assert "needs text" in msg and "text-to-image" in msg
+
+
+def test_text_arg_may_reference_task_producing_image_and_text() -> None:
+    plan = validate_plan([t(0, "object-detection", {"image": "cat.png"}),
+                          t(1, "summarization", {"text": "<resource>-0"}, [0])], files=["cat.png"])
+    assert plan.by_id(1).dep == [0]
+
+
+def test_literal_file_must_be_given_or_mentioned() -> None:
+    msg = plan_error([t(0, "image-classification", {"image": "dog.png"})], request="what is in the picture?")
+    assert "dog.png" in msg and "did not give" in msg
+    # mentioned in the request
+    validate_plan([t(0, "image-classification", {"image": "dog.png"})], request="what is in dog.png?")
+    # given as a file (full path or bare name)
+    validate_plan([t(0, "image-classification", {"image": "dog.png"})], files=["/data/pics/dog.png"])
+    validate_plan([t(0, "image-classification", {"image": "/data/pics/dog.png"})], files=["/data/pics/dog.png"])
+
+
+def test_literal_media_of_wrong_kind_or_plain_text() -> None:
+    msg = plan_error([t(0, "image-classification", {"image": "a cat"})])
+    assert "'a cat'" in msg and "needs image" in msg
+    msg = plan_error([t(0, "image-classification", {"image": "song.wav"})], files=["song.wav"])
+    assert "song.wav" in msg and "needs image" in msg
+
+
+def test_generated_reference_is_accepted() -> None:
+    plan = validate_plan([t(0, "text-to-image", {"text": "a cat"}),
+                          t(1, "image-classification", {"image": "<GENERATED>-0"}, [0]),
+                          t(2, "text-to-speech", {"text": "it is <generated>-1"}, [1])])
+    assert plan.by_id(1).dep == [0] and plan.by_id(2).dep == [1]
+
+
+def test_dep_derived_from_reference_and_minus_one_dropped() -> None:
+    plan = validate_plan([t(0, "text-to-speech", {"text": "hi"}),
+                          t(1, "summarization", {"text": "x"}),
+                          t(2, "automatic-speech-recognition", {"audio": "<resource>-0"}, [-1]),
+                          t(3, "translation", {"text": "<resource>-1 and <resource>-2"}, [-1])])
+    assert plan.by_id(0).dep == []
+    assert plan.by_id(2).dep == [0]
+    assert plan.by_id(3).dep == [1, 2]
+
+
+def test_required_arg_missing_or_empty() -> None:
+    msg = plan_error([t(0, "visual-question-answering", {"image": "a.png"})], files=["a.png"])
+    assert "missing its required argument 'text'" in msg
+    msg = plan_error([t(0, "summarization", {"text": "   "})])
+    assert "missing its required argument 'text'" in msg
+
+
+def test_unknown_arg_name() -> None:
+    msg = plan_error([t(0, "summarization", {"text": "a", "length": "short"})])
+    assert "no argument 'length'" in msg
+
+
+def test_too_many_tasks() -> None:
+    raw = [t(i, "summarization", {"text": "a"}) for i in range(3)]
+    assert "at most 2" in plan_error(raw, max_tasks=2)
+
+
+# --- the Planner ---
+
+TTS_PLAN = [t(0, "text-to-speech", {"text": "hello"})]
+BAD_PLAN = [t(0, "text-to-speech", {"text": "hello"}, [3])]
+
+
+def test_planner_valid_first_reply() -> None:
+    llm = FakeLLM([json.dumps(TTS_PLAN)])
+    planner = Planner(llm)
+    plan = planner.plan("say hello aloud")
+    assert [x.task for x in plan.tasks] == ["text-to-speech"]
+    assert len(llm.calls) == 1
+    assert llm.calls[0].schema == planner.schema
+    msgs = llm.calls[0].messages
+    assert msgs[0]["role"] == "system" and "text-to-speech" in msgs[0]["content"]
+    assert msgs[-1]["role"] == "user" and "say hello aloud" in msgs[-1]["content"]
+    assert planner.last_raw == [json.dumps(TTS_PLAN)]
+
+
+def test_planner_repairs_once() -> None:
+    llm = FakeLLM([json.dumps(BAD_PLAN), json.dumps(TTS_PLAN)])
+    plan = Planner(llm).plan("say hello aloud")
+    assert plan.tasks[0].dep == []
+    assert len(llm.calls) == 2
+    second = llm.calls[1].messages
+    assert second[-2] == {"role": "assistant", "content": json.dumps(BAD_PLAN)}
+    assert "task 0 depends on task 3" in second[-1]["content"]
+    assert llm.calls[1].schema == llm.calls[0].schema
+
+
+def test_planner_gives_up_after_two_invalid() -> None:
+    llm = FakeLLM([json.dumps(BAD_PLAN), json.dumps(BAD_PLAN)])
+    with pytest.raises(PlanError) as err:
+        Planner(llm).plan("say hello aloud")
+    assert err.value.raw == json.dumps(BAD_PLAN)
+    assert "task 0 depends on task 3" in err.value.message
+    assert len(llm.calls) == 2
+
+
+def test_planner_without_repair_calls_once() -> None:
+    llm = FakeLLM([json.dumps(BAD_PLAN), json.dumps(TTS_PLAN)])
+    with pytest.raises(PlanError):
+        Planner(llm, repair=False).plan("say hello aloud")
+    assert len(llm.calls) == 1
+
+
+def test_planner_repairs_non_json() -> None:
+    llm = FakeLLM(['[{"id": 0, "task": "text-to-sp', json.dumps(TTS_PLAN)])
+    plan = Planner(llm).plan("say hello aloud")
+    assert plan.tasks[0].task == "text-to-speech"
+    assert "not complete JSON" in llm.calls[1].messages[-1]["content"]
+
+
+def test_planner_empty_request_makes_no_call() -> None:
+    llm = FakeLLM([json.dumps(TTS_PLAN)])
+    with pytest.raises(PlanError, match="empty"):
+        Planner(llm).plan("   ")
+    assert llm.calls == []
+
+
+def test_planner_checks_files() -> None:
+    plan = [t(0, "image-classification", {"image": "photo.png"})]
+    llm = FakeLLM([json.dumps(plan)])
+    assert Planner(llm).plan("what is this?", files=["/somewhere/photo.png"]).tasks[0].args["image"] == "photo.png"
+    assert "/somewhere/photo.png" in llm.calls[0].messages[-1]["content"]
+    llm = FakeLLM([json.dumps(plan), json.dumps(plan)])
+    with pytest.raises(PlanError, match="did not give"):
+        Planner(llm).plan("what is this?")
+
+
+def test_demos_by_similarity() -> None:
+    planner = Planner(FakeLLM(), n_demos=3)
+    chosen = planner.choose_demos("Read this sentence aloud: see you tomorrow.")
+    assert len(chosen) == 3
+    assert chosen[-1].plan[0]["task"] == "text-to-speech"
+    assert chosen[-1] is DEMOS[0]
+    chosen = planner.choose_demos("Transcribe lecture.mp3 and give me a short summary of it.")
+    assert [x["task"] for x in chosen[-1].plan] == ["automatic-speech-recognition", "summarization"]
+
+
+def test_demos_in_messages_never_exceed_n_demos() -> None:
+    for n in (0, 1, 4):
+        llm = FakeLLM()
+        msgs = Planner(llm, n_demos=n).messages("Read this aloud: hi", [])
+        assistant = [m for m in msgs if m["role"] == "assistant"]
+        assert len(assistant) == n
+        assert len(msgs) == 2 + 2 * n
+    many = [Demo(f"request {i}", (), ({"id": 0, "task": "summarization", "dep": [-1], "args": {"text": "x"}},))
+            for i in range(10)]
+    assert len(Planner(FakeLLM(), demos=many, n_demos=4).choose_demos("request")) == 4
+
+
+def test_closest_demo_sits_just_before_request() -> None:
+    msgs = Planner(FakeLLM(), n_demos=4).messages("Read this sentence aloud: see you", [])
+    assert "Read this sentence aloud: good morning" in msgs[-3]["content"]
+    assert json.loads(msgs[-2]["content"])[0]["task"] == "text-to-speech"
+
+
+def test_history_trimmed_oldest_first() -> None:
+    llm = FakeLLM(n_ctx=100_000)
+    planner = Planner(llm, n_demos=2)
+    history = [{"role": "user" if i % 2 == 0 else "assistant", "content": f"message {i} " + "x" * 400}
+               for i in range(6)]
+    full = planner.messages("Read this aloud: hi", [], history)
+    assert [m["content"] for m in full[-7:-1]] == [h["content"] for h in history]
+
+    base = planner.messages("Read this aloud: hi", [], [])
+    used = planner.max_tokens() + sum(llm.count_tokens(m["content"]) + 8 for m in base)
+    per_message = llm.count_tokens(history[0]["content"]) + 8
+    llm.n_ctx = used + 2 * per_message + 5  # room for exactly two history messages
+    msgs = planner.messages("Read this aloud: hi", [], history)
+    assert len(msgs) == len(base) + 2
+    assert [m["content"] for m in msgs[-3:-1]] == [history[4]["content"], history[5]["content"]]
+    assert msgs[-1]["content"].startswith("Request: Read this aloud: hi")
+
+    llm.n_ctx = used  # no room at all: history dropped, request kept
+    msgs = planner.messages("Read this aloud: hi", [], history)
+    assert len(msgs) == len(base) and msgs[-1] == base[-1]
+
+
+def test_history_reaches_planner_call() -> None:
+    llm = FakeLLM([json.dumps(TTS_PLAN)])
+    history = [{"role": "user", "content": "my name is Ada"}, {"role": "assistant", "content": "hi Ada"}]
+    Planner(llm).plan("say hello aloud", history=history)
+    contents = [m["content"] for m in llm.calls[0].messages]
+    assert contents[-3:-1] == ["my name is Ada", "hi Ada"]
+
+
+def test_trim_history_keeps_latest_and_strips_extra_keys() -> None:
+    llm = FakeLLM()
+    history = [{"role": "user", "content": "a" * 40, "extra": "x"}, {"role": "assistant", "content": "b" * 40}]
+    assert trim_history(llm, history, 1000) == [{"role": "user", "content": "a" * 40},
+                                                {"role": "assistant", "content": "b" * 40}]
+    assert trim_history(llm, history, 18) == [{"role": "assistant", "content": "b" * 40}]
+    assert trim_history(llm, history, 5) == []
+    assert trim_history(llm, history, -10) == []
