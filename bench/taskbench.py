@@ -317,10 +317,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.no_constraint:
         planner.schema = None  # type: ignore[assignment]
     name = args.name or f"taskbench-{Path(args.model).parent.name}"
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    results = Path(args.out_dir)
+    results.mkdir(parents=True, exist_ok=True)
     preds: dict[str, dict[str, Any]] = {}
     meta: dict[str, dict[str, Any]] = {}
-    pred_path = RESULTS / f"{name}.predictions.jsonl"
+    pred_path = results / f"{name}.predictions.jsonl"
     with open(pred_path, "w", encoding="utf-8") as out:
         for k, rec in enumerate(chosen, 1):
             rid = str(rec["id"])
@@ -368,9 +369,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                      "demos": args.demos, "n_demos": args.n_demos, "demo_source": args.demo_source,
                      "repair": not args.no_repair, "threads": args.threads},
         "metrics": metrics,
-        "predictions": str(pred_path.relative_to(REPO)),
+        "predictions": pred_path.name,
     }
-    (RESULTS / f"{name}.json").write_text(json.dumps(doc, indent=2) + "\n")
+    (results / f"{name}.json").write_text(json.dumps(doc, indent=2) + "\n")
     return doc
 
 
@@ -399,7 +400,8 @@ def main(argv: Iterable[str] | None = None) -> int:
     p.add_argument("--n-demos", type=int, default=4)
     p.add_argument("--demo-source", choices=["localgpt", "dev", "both"], default="localgpt",
                    help="localgpt's own demos, leave-one-out dev records, or both")
-    p.add_argument("--name", help="file name stem under bench/results/")
+    p.add_argument("--name", help="file name stem of the outputs")
+    p.add_argument("--out-dir", default=str(RESULTS), help="where the outputs go (default: bench/results)")
     args = p.parse_args(list(argv) if argv is not None else None)
     if not Path(args.model).is_file():
         print(f"error: model file {args.model} not found (python download_models.py --profile starter)",

@@ -122,12 +122,12 @@ def test_smoke_run_with_smollm2(tmp_path, real_card):
     name = "smoke-test-taskbench"
     proc = subprocess.run(
         [sys.executable, str(REPO / "bench" / "taskbench.py"), "--model", str(card.file("model.gguf")),
-         "--limit", "3", "--name", name, "--threads", "2"],
+         "--limit", "3", "--name", name, "--threads", "2", "--out-dir", str(tmp_path)],
         capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    doc = json.loads((REPO / "bench" / "results" / f"{name}.json").read_text())
+    doc = json.loads((tmp_path / f"{name}.json").read_text())
     assert doc["metrics"]["all"]["records"] == 3
     assert doc["metrics"]["all"]["parse_rate"] == 100.0  # constrained decoding always parses
-    lines = (REPO / "bench" / "results" / f"{name}.predictions.jsonl").read_text().splitlines()
+    lines = (tmp_path / f"{name}.predictions.jsonl").read_text().splitlines()
     assert len(lines) == 3 and all("task_nodes" in json.loads(x) for x in lines)
     assert "node_f1" in proc.stdout
