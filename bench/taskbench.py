@@ -296,6 +296,23 @@ def parse_json_plan(raw: str) -> Any:
     return None
 
 
+def make_similarity(args: argparse.Namespace) -> Any:
+    """Word overlap, or cosine similarity of MiniLM embeddings from the model store."""
+    from localgpt.planner import EmbeddingSimilarity, word_overlap
+
+    if args.similarity == "words":
+        return word_overlap
+    from localgpt.catalog import Catalog
+    from localgpt.config import Settings
+    from localgpt.experts.base import ExpertContext
+    from localgpt.experts.onnx import SentenceSimilarityExpert
+
+    settings = Settings(threads=args.threads)
+    expert = SentenceSimilarityExpert(Catalog(settings.store).get(args.embedder), ExpertContext(settings=settings))
+    expert.load()
+    return EmbeddingSimilarity(expert.embed)
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Plan every chosen record, write predictions and metrics; returns the metrics document."""
     from localgpt.llm import LlamaCppLLM
@@ -313,7 +330,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 bank.append((str(rec["id"]), demo))
     llm = LlamaCppLLM(args.model, n_ctx=args.n_ctx, n_threads=args.threads, seed=args.seed)
     planner = Planner(llm, max_tasks=8, n_demos=0 if args.demos == "none" else args.n_demos,
-                      specs=bench_specs(), repair=not args.no_repair)
+                      specs=bench_specs(), repair=not args.no_repair, similarity=make_similarity(args))
     if args.no_constraint:
         planner.schema = None  # type: ignore[assignment]
     name = args.name or f"taskbench-{Path(args.model).parent.name}"
@@ -367,7 +384,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "data": str(args.data),
         "settings": {"limit": args.limit, "seed": args.seed, "constraint": not args.no_constraint,
                      "demos": args.demos, "n_demos": args.n_demos, "demo_source": args.demo_source,
-                     "repair": not args.no_repair, "threads": args.threads},
+                     "repair": not args.no_repair, "threads": args.threads, "similarity": args.similarity},
         "metrics": metrics,
         "predictions": pred_path.name,
     }
@@ -400,6 +417,9 @@ def main(argv: Iterable[str] | None = None) -> int:
     p.add_argument("--n-demos", type=int, default=4)
     p.add_argument("--demo-source", choices=["localgpt", "dev", "both"], default="localgpt",
                    help="localgpt's own demos, leave-one-out dev records, or both")
+    p.add_argument("--similarity", choices=["embedding", "words"], default="embedding",
+                   help="how similar demos are found: MiniLM sentence embeddings or word overlap")
+    p.add_argument("--embedder", default="all-minilm-l6-v2-int8", help="embedding model id in the store")
     p.add_argument("--name", help="file name stem of the outputs")
     p.add_argument("--out-dir", default=str(RESULTS), help="where the outputs go (default: bench/results)")
     args = p.parse_args(list(argv) if argv is not None else None)

@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     task_timeout: float = Field(default=600.0, gt=0, description="seconds before a task is failed")
     max_tasks: int = Field(default=8, ge=1, le=32, description="most tasks a plan may have")
     memory_budget_mb: int = Field(default=8192, ge=64, description="RAM the model pool may hold")
+    demo_similarity: str = Field(
+        default="auto", pattern="^(auto|embedding|words)$",
+        description="how the planner picks its demos: sentence embeddings (auto: when a model is installed) or words")
     seed: int = 0
 
     def gpu_layers(self) -> int:

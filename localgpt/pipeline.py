@@ -20,7 +20,7 @@ from localgpt.errors import ConfigError, LocalGPTError
 from localgpt.executor import Executor
 from localgpt.experts.base import ExpertContext
 from localgpt.llm import LLM, LlamaCppLLM, Message
-from localgpt.planner import Planner, validate_plan
+from localgpt.planner import EmbeddingSimilarity, Planner, Similarity, validate_plan, word_overlap
 from localgpt.pool import ModelPool
 from localgpt.resources import InputFiles, RunDir
 from localgpt.responder import Responder, produced_files
@@ -63,10 +63,28 @@ class Pipeline:
         self.llm = llm
         self.catalog = catalog
         self.pool = pool or ModelPool(ExpertContext(settings=settings, llm=llm), settings.memory_budget_mb << 20)
-        self.planner = Planner(llm, max_tasks=settings.max_tasks)
+        self.planner = Planner(llm, max_tasks=settings.max_tasks, similarity=self._demo_similarity())
         self.selector = Selector(catalog, llm)
         self.executor = Executor(self.pool, max_workers=settings.max_workers, timeout=settings.task_timeout)
         self.responder = Responder(llm)
+
+    def _demo_similarity(self) -> Similarity:
+        """Sentence embeddings from an installed embedding model when there is one, else word overlap."""
+        if self.settings.demo_similarity == "words":
+            return word_overlap
+        card = next((c for c in self.catalog.candidates("sentence-similarity")
+                     if c.backend == "onnx-embedding"), None)
+        if card is None:
+            if self.settings.demo_similarity == "embedding":
+                raise ConfigError("demo_similarity is 'embedding' but no embedding model is installed",
+                                  "install one: python download_models.py --profile starter")
+            return word_overlap
+
+        def embed(texts: list[str]) -> Any:
+            with self.pool.use(card) as expert:
+                return expert.embed(texts)  # type: ignore[attr-defined]
+
+        return EmbeddingSimilarity(embed)
 
     @classmethod
     def from_settings(cls, settings: Settings, planner: str | None = None) -> Pipeline:
