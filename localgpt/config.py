@@ -48,7 +48,7 @@ class Settings(BaseSettings):
     n_gpu_layers: int | None = Field(
         default=None, description="LLM layers on the GPU; unset: all of them unless device is cpu (-1 = all)")
     device: str = Field(default="auto", pattern="^(auto|cpu|cuda)$")
-    constraint_backend: str = Field(default="llguidance", pattern="^(llguidance|outlines_core)$")
+    prompt_cache_mb: int = Field(default=512, ge=0, description="RAM for reusing LLM prompt prefixes; 0 turns it off")
     max_workers: int = Field(default=4, ge=1, description="tasks run at once")
     task_timeout: float = Field(default=600.0, gt=0, description="seconds before a task is failed")
     max_tasks: int = Field(default=8, ge=1, le=32, description="most tasks a plan may have")

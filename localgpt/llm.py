@@ -50,6 +50,7 @@ class LLMStats:
 
     calls: int = 0
     prompt_tokens: int = 0
+    prompt_tokens_evaluated: int = 0
     completion_tokens: int = 0
     decode_seconds: float = 0.0
     constraint_builds: dict[str, float] = field(default_factory=dict)
@@ -67,11 +68,42 @@ def schema_label(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8")).hexdigest()[:12] + " " + key[:60]
 
 
+class CheckedProcessor:
+    """Wraps a logits processor so that an error inside it is not lost.
+
+    llama-cpp-python calls logits processors from a C callback, where an exception is printed and
+    dropped and decoding goes on unconstrained. This records the first error, from then on allows
+    only the end-of-sequence token, and lets ``generate`` raise it.
+    """
+
+    def __init__(self, inner: Any, eos: int) -> None:
+        self.inner = inner
+        self.eos = eos
+        self.error: Exception | None = None
+
+    def reset(self) -> None:
+        """Start a new generation."""
+        self.error = None
+        self.inner.reset()
+
+    def __call__(self, input_ids: Any, logits: Any) -> Any:
+        if self.error is None:
+            try:
+                return self.inner(input_ids, logits)
+            except Exception as exc:
+                self.error = exc
+        logits[:] = float("-inf")
+        logits[self.eos] = 0.0
+        return logits
+
+
 class LlamaCppLLM:
     """A GGUF model run by llama-cpp-python, constrained by outlines.
 
     The constraint for each distinct schema is compiled once and cached; calls are serialised
-    (llama.cpp contexts are not thread-safe).
+    (llama.cpp contexts are not thread-safe). With ``prompt_cache_mb`` > 0 the model's state after
+    each call is kept in RAM and the longest matching prompt prefix is reused, so a fixed system
+    prompt is evaluated once rather than on every request (prompt evaluation dominates on a CPU).
 
     Example::
 
@@ -88,6 +120,7 @@ class LlamaCppLLM:
         n_gpu_layers: int = 0,
         backend: str = "llguidance",
         seed: int = 0,
+        prompt_cache_mb: int = 512,
     ) -> None:
         self.path = Path(path)
         if not self.path.is_file():
@@ -100,6 +133,7 @@ class LlamaCppLLM:
         self.n_gpu_layers = n_gpu_layers
         self.backend = backend
         self.seed = seed
+        self.prompt_cache_mb = prompt_cache_mb
         self.stats = LLMStats()
         self._lock = threading.RLock()
         self._llama: Any = None
@@ -130,6 +164,8 @@ class LlamaCppLLM:
             )
         except (ValueError, RuntimeError) as exc:
             raise ConfigError(f"cannot load GGUF model '{self.path}': {exc}", "is it a valid GGUF file?") from exc
+        if self.prompt_cache_mb > 0:
+            self._llama.set_cache(llama_cpp.LlamaRAMCache(capacity_bytes=self.prompt_cache_mb << 20))
         self._model = outlines.from_llamacpp(self._llama)
 
     def constraint(self, schema: dict[str, Any] | None) -> Any:
@@ -137,7 +173,7 @@ class LlamaCppLLM:
         key = schema_key(schema)
         with self._lock:
             self._ensure_loaded()
-            gen = self._generators.get(key)
+            gen: Any = self._generators.get(key)
             if gen is None:
                 import outlines
                 from outlines.types import JsonSchema
@@ -147,6 +183,7 @@ class LlamaCppLLM:
                     gen = outlines.Generator(self._model)
                 else:
                     gen = outlines.Generator(self._model, JsonSchema(self._prepare(schema)), backend=self.backend)
+                    gen.logits_processor = CheckedProcessor(gen.logits_processor, self._llama.token_eos())
                 self.stats.constraint_builds[schema_label(key)] = time.perf_counter() - start
                 self._generators[key] = gen
             return gen
@@ -175,6 +212,7 @@ class LlamaCppLLM:
             prompt = Chat([dict(m) for m in messages])
             kwargs: dict[str, Any] = {"max_tokens": max_tokens, "temperature": temperature, "seed": self.seed}
             start = time.perf_counter()
+            self._perf_reset()
             try:
                 if on_token is None:
                     text = gen(prompt, **kwargs)
@@ -189,11 +227,28 @@ class LlamaCppLLM:
                 raise LocalGPTError(f"the LLM failed: {exc}", "the prompt may exceed the context window") from exc
             finally:
                 self._llama.reset()
+            failure = getattr(gen.logits_processor, "error", None)
+            if failure is not None:
+                raise LocalGPTError(f"the output constraint failed while decoding: {failure!r}",
+                                    f"try the other constraint backend (now {self.backend})") from failure
             self.stats.decode_seconds += time.perf_counter() - start
             self.stats.calls += 1
             self.stats.prompt_tokens += sum(self.count_tokens(m["content"]) for m in messages)
+            self.stats.prompt_tokens_evaluated += self._perf_prompt_tokens()
             self.stats.completion_tokens += self.count_tokens(text)
             return str(text)
+
+    def _perf_reset(self) -> None:
+        """Zero llama.cpp's counters for the coming call."""
+        import llama_cpp
+
+        llama_cpp.llama_perf_context_reset(self._llama._ctx.ctx)
+
+    def _perf_prompt_tokens(self) -> int:
+        """Prompt tokens llama.cpp evaluated in the last call (fewer than the prompt on a cache hit)."""
+        import llama_cpp
+
+        return int(llama_cpp.llama_perf_context(self._llama._ctx.ctx).n_p_eval)
 
     def count_tokens(self, text: str) -> int:
         """Tokens of ``text`` in this model's vocabulary."""

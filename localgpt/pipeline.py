@@ -91,7 +91,7 @@ class Pipeline:
         """A pipeline on the installed models, with the controller LLM ``planner`` (id or path)."""
         model_id, gguf = resolve_planner(settings, planner)
         llm = LlamaCppLLM(gguf, n_ctx=settings.n_ctx, n_threads=settings.threads,
-                          n_gpu_layers=settings.gpu_layers(), backend=settings.constraint_backend,
+                          n_gpu_layers=settings.gpu_layers(), prompt_cache_mb=settings.prompt_cache_mb,
                           seed=settings.seed)
         catalog = Catalog(settings.store, controller=model_id or gguf.stem)
         return cls(settings, llm, catalog)
