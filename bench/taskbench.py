@@ -423,6 +423,9 @@ def main(argv: Iterable[str] | None = None) -> int:
     p.add_argument("--name", help="file name stem of the outputs")
     p.add_argument("--out-dir", default=str(RESULTS), help="where the outputs go (default: bench/results)")
     args = p.parse_args(list(argv) if argv is not None else None)
+    if not Path(args.data).is_file():
+        print(f"error: TaskBench data {args.data} not found (give one with --data)", file=sys.stderr)
+        return 1
     if not Path(args.model).is_file():
         print(f"error: model file {args.model} not found (python download_models.py --profile starter)",
               file=sys.stderr)

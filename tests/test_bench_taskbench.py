@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import missing
 
 from localgpt.planner import validate_plan
 
@@ -83,9 +84,9 @@ def test_other_reference_forms_are_literals():
 
 
 def test_gold_records_convert_to_valid_localgpt_plans_and_back():
-    records = tb.load_records(tb.DEFAULT_DATA) if tb.DEFAULT_DATA.exists() else []
-    if not records:
-        pytest.skip(f"TaskBench data not found at {tb.DEFAULT_DATA}")
+    if not tb.DEFAULT_DATA.exists():
+        missing(f"TaskBench data not found at {tb.DEFAULT_DATA}")
+    records = tb.load_records(tb.DEFAULT_DATA)
     preds = {}
     for r in records:
         demo = tb.record_to_demo(r)
@@ -109,8 +110,10 @@ def test_to_taskbench_maps_references_to_node_indices():
 def test_every_taskbench_tool_maps_to_a_registered_task():
     from localgpt import tasks
 
-    tools = json.loads((tb.DEFAULT_DATA.parent / "tool_desc.json").read_text())["nodes"] \
-        if tb.DEFAULT_DATA.exists() else []
+    if not tb.DEFAULT_DATA.exists():
+        missing(f"TaskBench data not found at {tb.DEFAULT_DATA}")
+    tools = json.loads((tb.DEFAULT_DATA.parent / "tool_desc.json").read_text())["nodes"]
+    assert len(tools) == 23
     for tool in tools:
         assert tasks.is_known(tb.TB_TO_LOCAL[tool["id"]])
     assert all(tasks.is_known(t) for t in tb.TB_TO_LOCAL.values())
@@ -119,6 +122,8 @@ def test_every_taskbench_tool_maps_to_a_registered_task():
 @pytest.mark.slow
 def test_smoke_run_with_smollm2(tmp_path, real_card):
     card = real_card("smollm2-135m-instruct")
+    if not tb.DEFAULT_DATA.exists():
+        missing(f"TaskBench data not found at {tb.DEFAULT_DATA}")
     name = "smoke-test-taskbench"
     proc = subprocess.run(
         [sys.executable, str(REPO / "bench" / "taskbench.py"), "--model", str(card.file("model.gguf")),
