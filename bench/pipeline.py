@@ -25,6 +25,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from localgpt.config import Settings  # noqa: E402
+from localgpt.errors import LocalGPTError  # noqa: E402
 from localgpt.pipeline import Pipeline  # noqa: E402
 from localgpt.planner import validate_plan  # noqa: E402
 
@@ -67,9 +68,10 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--quick", action="store_true", help="first request only (smoke mode)")
     p.add_argument("--out", default=str(REPO / "bench" / "results" / "pipeline.json"))
+    p.add_argument("--runs-dir", default=str(REPO / "runs" / "bench-pipeline"), help="where produced files go")
     args = p.parse_args()
 
-    workdir = REPO / "runs" / "bench-pipeline"
+    workdir = Path(args.runs_dir)
     workdir.mkdir(parents=True, exist_ok=True)
     settings = Settings(planner=args.planner, threads=args.threads, runs_dir=workdir)
     pipe = Pipeline.from_settings(settings)
@@ -80,7 +82,12 @@ def main() -> int:
         request = req.format(wav=wav.name)
         llm_before = pipe.llm.stats.decode_seconds  # type: ignore[attr-defined]
         start = time.perf_counter()
-        result = pipe.run(request, [wav] if "{wav}" in req else [])
+        try:
+            result = pipe.run(request, [wav] if "{wav}" in req else [])
+        except LocalGPTError as exc:  # a small planner may fail to plan: record it, go on
+            rows.append({"request": request, "error": str(exc), "wall_s": round(time.perf_counter() - start, 2)})
+            print(f"failed: {exc}", file=sys.stderr)
+            continue
         wall = time.perf_counter() - start
         llm_s = pipe.llm.stats.decode_seconds - llm_before  # type: ignore[attr-defined]
         exp_s = expert_seconds(result)
@@ -125,7 +132,7 @@ def main() -> int:
     cols = ["llm_calls", "plan_s", "select_s", "execute_s", "respond_s", "wall_s", "overhead_s"]
     print(f"{'request':60}" + "".join(f"{c:>11}" for c in cols))
     for row in rows:
-        print(f"{row['request'][:58]:60}" + "".join(f"{row[c]!s:>11}" for c in cols))
+        print(f"{row['request'][:58]:60}" + "".join(f"{row.get(c, '-')!s:>11}" for c in cols))
     par = doc["parallel"]
     print(f"\nindependent tasks: serial {par['serial_s']} s, parallel {par['parallel_s']} s, "
           f"speedup x{par['speedup']}")

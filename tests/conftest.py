@@ -21,7 +21,7 @@ from localgpt.schema import ModelCard
 REPO = Path(__file__).resolve().parent.parent
 
 
-def test_store() -> Path:
+def store_dir() -> Path:
     """The folder holding the real models the tests use."""
     return Path(os.environ.get("LOCALGPT_TEST_STORE", REPO / "model_store"))
 
@@ -36,7 +36,7 @@ def missing(reason: str) -> None:
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     """Settings whose runs go to a temp folder and whose store is the test store."""
-    return Settings(store=test_store(), runs_dir=tmp_path / "runs", threads=2, planner="smollm2-135m-instruct")
+    return Settings(store=store_dir(), runs_dir=tmp_path / "runs", threads=2, planner="smollm2-135m-instruct")
 
 
 @pytest.fixture
@@ -51,7 +51,7 @@ def real_card() -> Callable[[str], ModelCard]:
     from localgpt.catalog import Catalog
 
     def get(model_id: str) -> ModelCard:
-        store = test_store()
+        store = store_dir()
         if not (store / model_id / "model.json").exists():
             missing(f"model '{model_id}' is not installed in {store}; run: python download_models.py --profile test")
         catalog = Catalog(store)

@@ -88,7 +88,7 @@ REQUESTS: list[tuple[str, tuple[str, ...]]] = [
 
 def model_path() -> Path:
     """The SmolLM2 GGUF of the test store, or skip (fail under CI)."""
-    store = conftest.test_store()
+    store = conftest.store_dir()
     path = store / SMOLLM / "model.gguf"
     if not path.is_file():
         conftest.missing(f"'{SMOLLM}' is not installed in {store}; run: python download_models.py --profile test")
