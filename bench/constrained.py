@@ -230,7 +230,7 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 def measure_decode(model: Path, n: int, threads: int) -> dict[str, Any]:
     """Constrained and unconstrained generation of the same planner prompts."""
-    llm = LlamaCppLLM(model, n_threads=threads)
+    llm = LlamaCppLLM(model, n_threads=threads, prompt_cache_mb=0)  # each prompt evaluated in full
     planner = Planner(llm)
     schema, max_tokens = planner.schema, planner.max_tokens()
     llm.generate([{"role": "user", "content": "hi"}], schema=schema, max_tokens=2)  # warm up both paths
