@@ -97,6 +97,28 @@ class CheckedProcessor:
         return logits
 
 
+def lean_state_cache(capacity_bytes: int) -> Any:
+    """A llama.cpp RAM state cache that keeps only what prefix reuse needs and counts all it keeps.
+
+    llama-cpp-python's own cache stores a copy of the logits of every prompt position (hundreds of
+    MB per entry for a 150k vocabulary) without counting it against the capacity, so memory grows
+    with each call. Only the last row is ever read back (the next call evaluates at least one fresh
+    token, which overwrites the logits), so that row alone is kept, and the size counts everything.
+    """
+    import llama_cpp
+
+    class LeanStateCache(llama_cpp.LlamaRAMCache):
+        def __setitem__(self, key: Any, value: Any) -> None:
+            value.scores = value.scores[-1:].copy()
+            super().__setitem__(key, value)
+
+        @property
+        def cache_size(self) -> int:
+            return sum(s.llama_state_size + s.scores.nbytes + s.input_ids.nbytes for s in self.cache_state.values())
+
+    return LeanStateCache(capacity_bytes=capacity_bytes)
+
+
 class LlamaCppLLM:
     """A GGUF model run by llama-cpp-python, constrained by outlines.
 
@@ -165,7 +187,7 @@ class LlamaCppLLM:
         except (ValueError, RuntimeError) as exc:
             raise ConfigError(f"cannot load GGUF model '{self.path}': {exc}", "is it a valid GGUF file?") from exc
         if self.prompt_cache_mb > 0:
-            self._llama.set_cache(llama_cpp.LlamaRAMCache(capacity_bytes=self.prompt_cache_mb << 20))
+            self._llama.set_cache(lean_state_cache(self.prompt_cache_mb << 20))
         self._model = outlines.from_llamacpp(self._llama)
 
     def constraint(self, schema: dict[str, Any] | None) -> Any:

@@ -255,3 +255,17 @@ def test_prompt_prefix_is_evaluated_once_and_reused() -> None:
     plain.generate(second, schema=planner.schema, max_tokens=planner.max_tokens())
     assert plain.stats.prompt_tokens_evaluated - before > system_tokens  # without it, all again
     plain.close()
+
+
+def test_prompt_cache_stays_within_its_capacity() -> None:
+    """Every saved state counts in full (logits included) and the cache never exceeds its capacity."""
+    capacity_mb = 24
+    llm = LlamaCppLLM(model_path(), n_threads=2, prompt_cache_mb=capacity_mb)
+    planner = Planner(llm, n_demos=1)
+    for request in ("Read 'one' aloud", "Transcribe a.wav", "Summarize: cats sleep a lot.", "Draw a red boat"):
+        llm.generate(planner.messages(request, []), schema=planner.schema, max_tokens=64)
+        cache = llm._llama.cache
+        assert cache.cache_size <= capacity_mb << 20
+        assert all(state.scores.shape[0] == 1 for state in cache.cache_state.values())
+    assert len(llm._llama.cache.cache_state) >= 1
+    llm.close()
