@@ -37,12 +37,14 @@ REQUESTS = [
 ]
 
 # Independent tasks on three different models: what parallel execution can overlap.
+LONG_TEXT = ("Independent tasks in a plan start together as soon as their inputs are ready, so a request "
+             "that both reads a paragraph aloud and transcribes a recording should take about as long as "
+             "the slower of the two, not the sum of both, when the machine has cores to spare.")
 PARALLEL_PLAN = [
-    {"id": 0, "task": "text-to-speech", "dep": [-1], "args": {"text": "parallel tasks start together"}},
+    {"id": 0, "task": "text-to-speech", "dep": [-1], "args": {"text": LONG_TEXT}},
     {"id": 1, "task": "automatic-speech-recognition", "dep": [-1], "args": {"audio": "{wav}"}},
     {"id": 2, "task": "sentence-similarity", "dep": [-1],
-     "args": {"text": "the weather is lovely today", "other_text": "it is a beautiful sunny day"}},
-    {"id": 3, "task": "text-to-speech", "dep": [-1], "args": {"text": "and finish at about the same time"}},
+     "args": {"text": LONG_TEXT, "other_text": "parallel tasks finish in the time of the slowest"}},
 ]
 
 
@@ -52,14 +54,16 @@ def make_wav(pipe: Pipeline, folder: Path) -> Path:
     from localgpt.resources import RunDir
 
     expert = pipe.pool.get(card)
-    out = expert.run("text-to-speech", {"text": "Local models keep private data on this machine. "
-                                                "Nothing is sent to a cloud service."}, RunDir(folder))
+    out = expert.run("text-to-speech", {"text": "Local models keep private data on this machine. Nothing is "
+                                                "sent to a cloud service, and every file a task produces "
+                                                "stays in the run folder."}, RunDir(folder))
     return Path(out.outputs["audio"])
 
 
 def expert_seconds(result: Any) -> float:
-    """Time spent inside experts (loading included)."""
-    return sum(r.seconds for r in result.results)
+    """Time spent inside dedicated experts (loading included); tasks the controller LLM served are
+    already counted in the LLM's time."""
+    return sum(r.seconds for r in result.results if r.model != "controller-llm")
 
 
 def main() -> int:
@@ -111,10 +115,13 @@ def main() -> int:
     timing = {}
     for workers in (1, 4):
         ex = Executor(pipe.pool, max_workers=workers)
-        start = time.perf_counter()
-        res = ex.run(plan, cards, pipe.input_files([wav]), RunDir(workdir / f"w{workers}"))
-        timing[workers] = time.perf_counter() - start
-        assert all(r.status == "done" for r in res), [r.error for r in res]
+        runs = []
+        for _ in range(3):  # the median of three
+            start = time.perf_counter()
+            res = ex.run(plan, cards, pipe.input_files([wav]), RunDir(workdir / f"w{workers}"))
+            runs.append(time.perf_counter() - start)
+            assert all(r.status == "done" for r in res), [r.error for r in res]
+        timing[workers] = sorted(runs)[1]
     pipe.close()
 
     doc = {

@@ -46,5 +46,5 @@ def test_pipeline_smoke(tmp_path: Path, real_card: Callable[[str], ModelCard]) -
     doc = json.loads(out.read_text())
     assert len(doc["requests"]) == 1
     par = doc["parallel"]
-    assert par["tasks"] == 4 and par["serial_s"] > 0 and par["parallel_s"] > 0
+    assert par["tasks"] == 3 and par["serial_s"] > 0 and par["parallel_s"] > 0
     assert "speedup" in proc.stdout
