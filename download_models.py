@@ -55,7 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(list_packs())
         return 0
     try:
-        store = args.store if args.store is not None else Settings().store
+        store = args.store if args.store is not None else Settings.load().store
         if args.dry_run:
             plan = dry_run(args.profile)
             for item in plan:

@@ -27,11 +27,11 @@ def _settings(args: argparse.Namespace) -> Any:
         overrides["store"] = Path(args.store)
     if getattr(args, "runs_dir", None):
         overrides["runs_dir"] = Path(args.runs_dir)
-    if getattr(args, "threads", None):
+    if getattr(args, "threads", None) is not None:
         overrides["threads"] = args.threads
     if getattr(args, "planner", None):
         overrides["planner"] = args.planner
-    return Settings(**overrides)
+    return Settings.load(**overrides)
 
 
 def _err(text: str) -> None:
@@ -262,6 +262,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into a command that stopped reading (| head)
         sys.stderr.close()
         return 0
+    except OSError as exc:  # a folder that cannot be written, a full disk...
+        _err(f"error: {exc}")
+        return 1
 
 
 if __name__ == "__main__":

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
-from pydantic import Field
+from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from localgpt.errors import ConfigError
 
 
 def _default_store() -> Path:
@@ -57,6 +60,18 @@ class Settings(BaseSettings):
         default="auto", pattern="^(auto|embedding|words)$",
         description="how the planner picks its demos: sentence embeddings (auto: when a model is installed) or words")
     seed: int = 0
+
+    @classmethod
+    def load(cls, **overrides: Any) -> Settings:
+        """Settings from the environment and ``overrides``; a bad value is a :class:`ConfigError`
+        naming the setting (and its ``LOCALGPT_`` variable)."""
+        try:
+            return cls(**overrides)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            name = ".".join(str(p) for p in first["loc"])
+            raise ConfigError(f"setting '{name}' (LOCALGPT_{name.upper()}) is invalid: {first['msg']}",
+                              f"got {first.get('input')!r}") from exc
 
     def gpu_layers(self) -> int:
         """LLM layers to offload: the explicit setting, else all unless the device is the CPU.

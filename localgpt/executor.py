@@ -7,9 +7,10 @@ skipped with the cause; each task has a timeout. This module imports no model li
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 
 from localgpt import tasks as registry
 from localgpt.errors import InputError, LocalGPTError
@@ -19,6 +20,7 @@ from localgpt.schema import Event, ModelCard, Plan, Task, TaskResult
 from localgpt.tasks import Kind
 
 Emit = Callable[[Event], None]
+POLL_SECONDS = 0.5  # how often running tasks are checked against the timeout
 
 
 def resolve_args(task: Task, results: dict[int, TaskResult], files: InputFiles) -> dict[str, str]:
@@ -40,7 +42,7 @@ def resolve_args(task: Task, results: dict[int, TaskResult], files: InputFiles) 
                     raise InputError(f"task {ref} produced no {kind.value} for task {task.id}")
                 resolved[name] = produced
             else:
-                resolved[name] = str(files.check(value, kind=kind))
+                resolved[name] = str(files.check(value.strip(), kind=kind))
             continue
 
         def text_of(match: object) -> str:
@@ -67,19 +69,41 @@ class Executor:
         self.max_workers = max_workers
         self.timeout = timeout
 
-    def _run_one(self, task: Task, card: ModelCard, args: dict[str, str], out: RunDir) -> TaskResult:
-        start = time.perf_counter()
+    def _run_one(self, task: Task, card: ModelCard, args: dict[str, str], out: RunDir,
+                 started: dict[int, float]) -> TaskResult:
+        begin = time.perf_counter()
         with self.pool.use(card) as expert:
+            started[task.id] = time.monotonic()  # the timeout counts from here, not from the queue
             produced = expert.run(task.task, args, out)
         spec = registry.get(task.task)
         if spec.output.value not in produced.outputs:
             raise LocalGPTError(f"model '{card.id}' returned no {spec.output.value} for task {task.id} ({task.task})")
         return TaskResult(id=task.id, task=task.task, args=args, status="done", model=card.id,
-                          outputs=produced.outputs, data=produced.data, seconds=time.perf_counter() - start)
+                          outputs=produced.outputs, data=produced.data, seconds=time.perf_counter() - begin)
+
+    @staticmethod
+    def _spawn(fn: Callable[..., TaskResult], *args: object) -> Future[TaskResult]:
+        """Run ``fn`` on a daemon thread: a task that times out must not keep the process alive."""
+        fut: Future[TaskResult] = Future()
+
+        def work() -> None:
+            if not fut.set_running_or_notify_cancel():
+                return
+            try:
+                fut.set_result(fn(*args))
+            except BaseException as exc:  # handed to the collector, which reports it
+                fut.set_exception(exc)
+
+        threading.Thread(target=work, name="localgpt-task", daemon=True).start()
+        return fut
 
     def run(self, plan: Plan, cards: dict[int, ModelCard], files: InputFiles, out: RunDir,
             emit: Emit = lambda e: None, failed: dict[int, str] | None = None) -> list[TaskResult]:
-        """Run every task of ``plan``; ``failed`` lists tasks already failed (e.g. no model) with why."""
+        """Run every task of ``plan``; ``failed`` lists tasks already failed (e.g. no model) with why.
+
+        At most ``max_workers`` tasks run at once. A task that runs longer than the timeout is
+        failed; its thread cannot be stopped and finishes in the background.
+        """
         results: dict[int, TaskResult] = {}
         waiting = {t.id: t for t in plan.tasks}
 
@@ -92,48 +116,45 @@ class Executor:
             task = plan.by_id(tid)
             finish(TaskResult(id=tid, task=task.task, args=task.args, status="failed", error=why))
 
-        running: dict[Future[TaskResult], tuple[Task, float]] = {}
-        executor = ThreadPoolExecutor(max_workers=self.max_workers, thread_name_prefix="localgpt-task")
-        try:
-            while waiting or running:
-                before = len(waiting)
-                self._skip_dependants(waiting, results, finish)
-                for task in [t for t in waiting.values() if all(d in results for d in t.dep)]:
-                    del waiting[task.id]
-                    try:
-                        args = resolve_args(task, results, files)
-                    except LocalGPTError as exc:
-                        finish(TaskResult(id=task.id, task=task.task, args=task.args, status="failed",
-                                          model=cards[task.id].id, error=exc.message))
-                        continue
-                    emit(Event(type="task_start", data={"id": task.id, "task": task.task,
-                                                        "model": cards[task.id].id, "args": args}))
-                    fut = executor.submit(self._run_one, task, cards[task.id], args, out)
-                    running[fut] = (task, time.monotonic())
-                if not running:
-                    if len(waiting) == before:  # nothing can ever start: an unvalidated plan's bad deps
-                        stuck = [(t, [d for d in t.dep if d not in results]) for t in waiting.values()]
-                        for task, blocked in stuck:
-                            finish(TaskResult(id=task.id, task=task.task, args=task.args, status="failed",
-                                              error=f"task {task.id} waits for task(s) {blocked}, which are "
-                                                    "not in the plan or form a cycle"))
+        running: dict[Future[TaskResult], Task] = {}
+        started: dict[int, float] = {}
+        while waiting or running:
+            before = len(waiting)
+            self._skip_dependants(waiting, results, finish)
+            for task in [t for t in waiting.values() if all(d in results for d in t.dep)]:
+                if len(running) >= self.max_workers:
+                    break
+                del waiting[task.id]
+                try:
+                    args = resolve_args(task, results, files)
+                except LocalGPTError as exc:
+                    finish(TaskResult(id=task.id, task=task.task, args=task.args, status="failed",
+                                      model=cards[task.id].id, error=exc.message))
                     continue
-                deadline = min(started for _, started in running.values()) + self.timeout
-                done, _ = wait(list(running), timeout=max(0.0, deadline - time.monotonic()),
-                               return_when=FIRST_COMPLETED)
-                for fut in done:
-                    task, started = running.pop(fut)
-                    finish(self._collect(fut, task, cards[task.id], started))
-                now = time.monotonic()
-                for fut, (task, started) in list(running.items()):
-                    if now - started >= self.timeout:
-                        running.pop(fut)
-                        fut.cancel()
+                emit(Event(type="task_start", data={"id": task.id, "task": task.task,
+                                                    "model": cards[task.id].id, "args": args}))
+                running[self._spawn(self._run_one, task, cards[task.id], args, out, started)] = task
+            if not running:
+                if len(waiting) == before:  # nothing can ever start: an unvalidated plan's bad deps
+                    stuck = [(t, [d for d in t.dep if d not in results]) for t in waiting.values()]
+                    for task, blocked in stuck:
                         finish(TaskResult(id=task.id, task=task.task, args=task.args, status="failed",
-                                          model=cards[task.id].id, seconds=now - started,
-                                          error=f"timed out after {self.timeout:g} s"))
-        finally:
-            executor.shutdown(wait=False, cancel_futures=True)
+                                          error=f"task {task.id} waits for task(s) {blocked}, which are "
+                                                "not in the plan or form a cycle"))
+                continue
+            active = [started[t.id] for t in running.values() if t.id in started]
+            limit = POLL_SECONDS if not active else min(POLL_SECONDS, min(active) + self.timeout - time.monotonic())
+            done, _ = wait(list(running), timeout=max(0.0, limit), return_when=FIRST_COMPLETED)
+            for fut in done:
+                task = running.pop(fut)
+                finish(self._collect(fut, task, cards[task.id], started.get(task.id, time.monotonic())))
+            now = time.monotonic()
+            for fut, task in list(running.items()):
+                if task.id in started and now - started[task.id] >= self.timeout:
+                    running.pop(fut)
+                    finish(TaskResult(id=task.id, task=task.task, args=task.args, status="failed",
+                                      model=cards[task.id].id, seconds=now - started[task.id],
+                                      error=f"timed out after {self.timeout:g} s"))
         return [results[t.id] for t in plan.tasks]
 
     @staticmethod

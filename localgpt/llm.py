@@ -245,7 +245,7 @@ class LlamaCppLLM:
                             parts.append(chunk)
                             on_token(chunk)
                     text = "".join(parts)
-            except ValueError as exc:
+            except (ValueError, RuntimeError) as exc:
                 raise LocalGPTError(f"the LLM failed: {exc}", "the prompt may exceed the context window") from exc
             finally:
                 self._llama.reset()

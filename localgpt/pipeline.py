@@ -84,7 +84,18 @@ class Pipeline:
             with self.pool.use(card) as expert:
                 return expert.embed(texts)  # type: ignore[attr-defined]
 
-        return EmbeddingSimilarity(embed)
+        similarity = EmbeddingSimilarity(embed)
+        if self.settings.demo_similarity == "embedding":
+            return similarity
+
+        def with_fallback(request: str, candidates: Sequence[str]) -> list[float]:
+            try:
+                return similarity(request, candidates)
+            except LocalGPTError as exc:  # a broken embedding model must not stop planning
+                logging.getLogger(__name__).warning("demo retrieval by embeddings failed (%s); using words", exc)
+                return word_overlap(request, candidates)
+
+        return with_fallback
 
     @classmethod
     def from_settings(cls, settings: Settings, planner: str | None = None) -> Pipeline:
@@ -142,8 +153,12 @@ class Pipeline:
         timings["execute"] = time.perf_counter() - start
 
         start = time.perf_counter()
-        answer = self.responder.respond(
-            request, results, history, on_token=lambda tok: emit(Event(type="answer_delta", data={"text": tok})))
+        on_token = lambda tok: emit(Event(type="answer_delta", data={"text": tok}))  # noqa: E731
+        try:
+            answer = self.responder.respond(request, results, history, on_token=on_token)
+        except LocalGPTError as exc:  # the results and files must not be lost with the answer
+            answer = self.responder.fallback(results, reason=str(exc))
+            on_token(answer)
         timings["respond"] = time.perf_counter() - start
 
         result = RunResult(request=request, plan=plan, selections=selections, results=results, answer=answer,

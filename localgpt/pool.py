@@ -93,8 +93,9 @@ class ModelPool:
             return list(self._loaded)
 
     def close(self) -> None:
-        """Unload everything."""
+        """Unload every expert not in use (one still running, e.g. after a timeout, is left to finish)."""
         with self._lock:
-            for expert, _ in self._loaded.values():
-                expert.close()
-            self._loaded.clear()
+            for model_id in list(self._loaded):
+                if not self._run_locks[model_id].locked():
+                    expert, _ = self._loaded.pop(model_id)
+                    expert.close()

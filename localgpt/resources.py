@@ -51,11 +51,17 @@ def sniff_kind(path: Path) -> Kind | None:
         return Kind.IMAGE
     if head[:4] == b"RIFF" and head[8:12] == b"WAVE":
         return Kind.AUDIO
-    if head[:4] in (b"fLaC", b"OggS") or head[:3] == b"ID3" or head[:2] in (b"\xff\xfb", b"\xff\xf3"):
+    if head[:4] in (b"fLaC", b"OggS") or head[:3] == b"ID3":
         return Kind.AUDIO
-    if head[4:8] == b"ftyp":
+    if len(head) > 1 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0:  # an MPEG audio frame sync (MP3)
+        return Kind.AUDIO
+    if head[:4] == b"RIFF" and head[8:12] == b"AVI ":
+        return Kind.VIDEO
+    if head[4:8] == b"ftyp":  # MP4 family: audio-only brands, or an audio file name, else video
         brand = head[8:12]
-        return Kind.AUDIO if brand in (b"M4A ", b"M4B ") else Kind.VIDEO
+        if brand in (b"M4A ", b"M4B ") or kind_by_name(path.name) is Kind.AUDIO:
+            return Kind.AUDIO
+        return Kind.VIDEO
     if head[:4] == b"\x1a\x45\xdf\xa3":
         return Kind.VIDEO
     return None

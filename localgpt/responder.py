@@ -26,18 +26,18 @@ def produced_files(results: Sequence[TaskResult]) -> list[str]:
     return files
 
 
-def results_for_prompt(results: Sequence[TaskResult]) -> list[dict[str, object]]:
-    """A compact, JSON-ready view of the results for the responder."""
+def results_for_prompt(results: Sequence[TaskResult], limit: int = RESULT_TEXT_MAX) -> list[dict[str, object]]:
+    """A compact, JSON-ready view of the results for the responder, each text cut to ``limit``."""
     view = []
     for r in results:
         item: dict[str, object] = {"id": r.id, "task": r.task, "status": r.status}
         if r.model:
             item["model"] = r.model
         if r.status == "done":
-            item["outputs"] = {k: v[:RESULT_TEXT_MAX] for k, v in r.outputs.items()}
+            item["outputs"] = {k: v[:limit] for k, v in r.outputs.items()}
             if r.data is not None:
                 text = json.dumps(r.data, default=str)
-                item["details"] = text if len(text) <= 600 else text[:600] + "..."
+                item["details"] = text if len(text) <= limit // 2 else text[: limit // 2] + "..."
         else:
             item["error"] = r.error
         view.append(item)
@@ -64,13 +64,34 @@ class Responder:
             "request directly and truthfully from these results: quote the important outputs, say which model "
             "did what when it helps, and say plainly what failed and why. Do not invent results."
         )
-        body = json.dumps(results_for_prompt(results), ensure_ascii=False, indent=1)
+        room = self.llm.n_ctx - self.max_tokens - self.llm.count_tokens(system + request) - 64
+        limit = RESULT_TEXT_MAX
+        while True:  # shrink each result's text until the results fit the context window
+            body = json.dumps(results_for_prompt(results, limit), ensure_ascii=False, indent=1)
+            if self.llm.count_tokens(body) <= room or limit <= 100:
+                break
+            limit //= 2
         user = f"Request: {request}\nResults:\n{body}"
         msgs: list[Message] = [{"role": "system", "content": system}]
         budget = self.llm.n_ctx - self.max_tokens - self.llm.count_tokens(system + user) - 32
         msgs.extend(trim_history(self.llm, history, budget))
         msgs.append({"role": "user", "content": user})
         return msgs
+
+    @staticmethod
+    def fallback(results: Sequence[TaskResult], reason: str) -> str:
+        """An answer written by code from the results, for when the LLM cannot write one."""
+        lines = [f"(The answer could not be written by the LLM: {reason}. Here are the results.)"]
+        for r in results:
+            if r.status == "done":
+                text = r.outputs.get("text") or ", ".join(f"{k}: {v}" for k, v in r.outputs.items())
+                lines.append(f"- task {r.id} ({r.task}, {r.model}): {text[:RESULT_TEXT_MAX]}")
+            else:
+                lines.append(f"- task {r.id} ({r.task}) {r.status}: {r.error}")
+        files = produced_files(results)
+        if files:
+            lines.append("\nFiles produced:\n" + "\n".join(f"- {f}" for f in files))
+        return "\n".join(lines)
 
     def respond(self, request: str, results: Sequence[TaskResult], history: Sequence[Message] = (),
                 on_token: TokenCallback | None = None) -> str:

@@ -186,3 +186,10 @@ def test_tasks_text_listing(tmp_path: Path) -> None:
 def test_unknown_command_is_usage_error(tmp_path: Path) -> None:
     proc = localgpt("frobnicate", cwd=tmp_path)
     assert proc.returncode == 2 and "invalid choice" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_bad_setting_is_one_clear_line(tmp_path: Path) -> None:
+    proc = localgpt("--threads", "0", "plan", "x", cwd=tmp_path)
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("error: setting 'threads' (LOCALGPT_THREADS) is invalid")
+    assert "Traceback" not in proc.stderr

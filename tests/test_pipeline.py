@@ -255,3 +255,16 @@ def test_missing_user_file_is_an_input_error(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="does not exist"):
         s.pipeline().run("caption gone.png", [tmp_path / "gone.png"])
     assert s.llm.calls == []
+
+
+def test_answer_falls_back_to_the_results_when_the_llm_cannot_write_it(tmp_path: Path) -> None:
+    from localgpt.responder import Responder
+    from localgpt.schema import TaskResult
+
+    results = [TaskResult(id=0, task="text-to-speech", status="done", model="tts", outputs={"audio": "/r/a.wav"}),
+               TaskResult(id=1, task="automatic-speech-recognition", status="done", model="asr",
+                          outputs={"text": "hello there"}),
+               TaskResult(id=2, task="summarization", status="skipped", error="skipped because task 9 failed")]
+    text = Responder.fallback(results, reason="context window exceeded")
+    assert "context window exceeded" in text and "hello there" in text
+    assert "skipped because task 9 failed" in text and text.rstrip().endswith("- /r/a.wav")

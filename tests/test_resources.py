@@ -35,10 +35,24 @@ def test_sniff_kind(tmp_path: Path, name: str) -> None:
 
 
 def test_sniff_kind_unknown(tmp_path: Path) -> None:
-    for i, data in enumerate([b"", b"hello, this is plain text", b"%PDF-1.7\n", b"RIFF\x00\x00\x00\x00AVI "]):
+    for i, data in enumerate([b"", b"hello, this is plain text", b"%PDF-1.7\n", b"RIFF\x00\x00\x00\x00WXYZ"]):
         path = tmp_path / f"f{i}.bin"
         path.write_bytes(data)
         assert sniff_kind(path) is None, data
+
+
+def test_sniff_kind_common_recorder_and_legacy_formats(tmp_path: Path) -> None:
+    cases = {
+        "clip.avi": (b"RIFF\x00\x00\x00\x00AVI LIST", Kind.VIDEO),
+        "memo.m4a": (b"\x00\x00\x00\x20ftypisom\x00\x00\x02\x00", Kind.AUDIO),  # phone recorders
+        "movie.mp4": (b"\x00\x00\x00\x20ftypisom\x00\x00\x02\x00", Kind.VIDEO),
+        "song.mp3": (b"\xff\xfa\x90\x00" + bytes(60), Kind.AUDIO),  # MPEG frame sync, no ID3 tag
+        "low.mp3": (b"\xff\xe3\x18\xc4" + bytes(60), Kind.AUDIO),
+    }
+    for name, (data, kind) in cases.items():
+        path = tmp_path / name
+        path.write_bytes(data)
+        assert sniff_kind(path) is kind, name
 
 
 def test_kind_by_name() -> None:
