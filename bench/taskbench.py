@@ -296,6 +296,26 @@ def parse_json_plan(raw: str) -> Any:
     return None
 
 
+def load_partial(pred_path: Path, meta_path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Predictions and per-record figures of an earlier, interrupted run (records present in both)."""
+
+    def read(path: Path) -> dict[str, Any]:
+        found: dict[str, Any] = {}
+        if path.exists():
+            for line in path.read_text(encoding="utf-8").splitlines():
+                try:
+                    item = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # the last line of a killed run
+                found[str(item["id"])] = item
+        return found
+
+    preds, metas = read(pred_path), read(meta_path)
+    keep = [i for i in preds if i in metas]
+    return ({i: preds[i] for i in keep},
+            {i: {k: v for k, v in metas[i].items() if k != "id"} for i in keep})
+
+
 def make_similarity(args: argparse.Namespace) -> Any:
     """Word overlap, or cosine similarity of MiniLM embeddings from the model store."""
     from localgpt.planner import EmbeddingSimilarity, word_overlap
@@ -336,12 +356,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     name = args.name or f"taskbench-{Path(args.model).parent.name}"
     results = Path(args.out_dir)
     results.mkdir(parents=True, exist_ok=True)
-    preds: dict[str, dict[str, Any]] = {}
-    meta: dict[str, dict[str, Any]] = {}
     pred_path = results / f"{name}.predictions.jsonl"
-    with open(pred_path, "w", encoding="utf-8") as out:
+    meta_path = results / f"{name}.meta.jsonl"
+    preds, meta = load_partial(pred_path, meta_path) if args.resume else ({}, {})
+    if preds:
+        print(f"resuming: {len(preds)} record(s) already planned in {pred_path}", file=sys.stderr)
+    # rewrite what is kept (drops a line cut short by a kill), then append
+    pred_path.write_text("".join(json.dumps(preds[i]) + "\n" for i in preds), encoding="utf-8")
+    meta_path.write_text("".join(json.dumps({"id": i, **meta[i]}) + "\n" for i in preds), encoding="utf-8")
+    with open(pred_path, "a", encoding="utf-8") as out, open(meta_path, "a", encoding="utf-8") as side:
         for k, rec in enumerate(chosen, 1):
             rid = str(rec["id"])
+            if rid in preds:
+                continue
             # leave-one-out: never show the record's own gold plan
             planner.demos = [d for src, d in bank if src != rid]
             if args.demos == "fixed":
@@ -372,6 +399,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                          "tokens": llm.stats.completion_tokens - tokens_before}
             out.write(json.dumps(pred) + "\n")
             out.flush()
+            side.write(json.dumps({"id": rid, **meta[rid]}) + "\n")
+            side.flush()
             nodes = " -> ".join(n["task"] for n in pred["task_nodes"]) or "(empty)"
             gold = " -> ".join(n["task"] for n in rec["task_nodes"])
             print(f"[{k}/{len(chosen)}] {seconds:5.1f}s {'ok ' if valid else 'BAD'} {nodes}  | gold: {gold}",
@@ -387,6 +416,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                      "repair": not args.no_repair, "threads": args.threads, "similarity": args.similarity},
         "metrics": metrics,
         "predictions": pred_path.name,
+        "per_record": meta_path.name,
     }
     (results / f"{name}.json").write_text(json.dumps(doc, indent=2) + "\n")
     return doc
@@ -421,6 +451,8 @@ def main(argv: Iterable[str] | None = None) -> int:
                    help="how similar demos are found: MiniLM sentence embeddings or word overlap")
     p.add_argument("--embedder", default="all-minilm-l6-v2-int8", help="embedding model id in the store")
     p.add_argument("--name", help="file name stem of the outputs")
+    p.add_argument("--resume", action="store_true",
+                   help="keep the records an interrupted run of the same --name already planned")
     p.add_argument("--out-dir", default=str(RESULTS), help="where the outputs go (default: bench/results)")
     args = p.parse_args(list(argv) if argv is not None else None)
     if not Path(args.data).is_file():

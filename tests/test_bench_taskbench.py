@@ -136,3 +136,17 @@ def test_smoke_run_with_smollm2(tmp_path, real_card):
     lines = (tmp_path / f"{name}.predictions.jsonl").read_text().splitlines()
     assert len(lines) == 3 and all("task_nodes" in json.loads(x) for x in lines)
     assert "node_f1" in proc.stdout
+    again = subprocess.run(proc.args + ["--resume"], capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and "resuming: 3 record(s)" in again.stderr
+    assert "[1/3]" not in again.stderr  # nothing planned twice
+    assert json.loads((tmp_path / f"{name}.json").read_text())["metrics"] == doc["metrics"]
+
+
+def test_partial_run_is_read_back_without_a_cut_last_line(tmp_path):
+    preds = tmp_path / "x.predictions.jsonl"
+    meta = tmp_path / "x.meta.jsonl"
+    preds.write_text('{"id": "1", "task_nodes": []}\n{"id": "2", "task_nodes": []}\n{"id": "3", "task_no')
+    meta.write_text('{"id": "1", "parsed": true, "valid": true, "seconds": 1.0, "tokens": 5}\n')
+    got_preds, got_meta = tb.load_partial(preds, meta)
+    assert list(got_preds) == ["1"]  # 2 has no figures, 3 was cut by a kill
+    assert got_meta == {"1": {"parsed": True, "valid": True, "seconds": 1.0, "tokens": 5}}
