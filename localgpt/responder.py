@@ -26,6 +26,12 @@ def produced_files(results: Sequence[TaskResult]) -> list[str]:
     return files
 
 
+def files_section(results: Sequence[TaskResult]) -> str:
+    """The closing list of produced files ("" when there are none), as every answer ends."""
+    files = produced_files(results)
+    return "\n\nFiles produced:\n" + "\n".join(f"- {f}" for f in files) if files else ""
+
+
 def results_for_prompt(results: Sequence[TaskResult], limit: int = RESULT_TEXT_MAX) -> list[dict[str, object]]:
     """A compact, JSON-ready view of the results for the responder, each text cut to ``limit``."""
     view = []
@@ -88,19 +94,15 @@ class Responder:
                 lines.append(f"- task {r.id} ({r.task}, {r.model}): {text[:RESULT_TEXT_MAX]}")
             else:
                 lines.append(f"- task {r.id} ({r.task}) {r.status}: {r.error}")
-        files = produced_files(results)
-        if files:
-            lines.append("\nFiles produced:\n" + "\n".join(f"- {f}" for f in files))
-        return "\n".join(lines)
+        return "\n".join(lines) + files_section(results)
 
     def respond(self, request: str, results: Sequence[TaskResult], history: Sequence[Message] = (),
                 on_token: TokenCallback | None = None) -> str:
         """The answer text, streamed to ``on_token``, ending with the list of produced files."""
         answer = self.llm.generate(self.messages(request, results, history), max_tokens=self.max_tokens,
                                    on_token=on_token).strip()
-        files = produced_files(results)
-        if files:
-            tail = "\n\nFiles produced:\n" + "\n".join(f"- {f}" for f in files)
+        tail = files_section(results)
+        if tail:
             if on_token is not None:
                 on_token(tail)
             answer += tail
