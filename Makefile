@@ -8,26 +8,33 @@ BIN    := $(VENV)/bin
 export CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF
 REQUEST ?= Say 'the quick brown fox' aloud, then transcribe the audio and tell me if the transcript matches
 
-.PHONY: install demo models test-models lint test clean
+.PHONY: install install-test demo models test-models lint test clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade --quiet pip
-	$(BIN)/python -m pip install --quiet -e '.[cpu,test]'
+	$(BIN)/python -m pip install --quiet -e '.[cpu]'
+	touch $@
+
+# The tests also need the PyTorch backends, the server, batch (Ray) and the test tools.
+$(BIN)/.installed-test: $(BIN)/.installed
+	$(BIN)/python -m pip install --quiet -e '.[cpu,torch,server,batch,test]'
 	touch $@
 
 install: $(BIN)/.installed
 
+install-test: $(BIN)/.installed-test
+
 models: install
 	$(BIN)/python download_models.py --profile starter
 
-test-models: install
+test-models: install-test
 	$(BIN)/python download_models.py --profile test
 
 demo: models
 	$(BIN)/localgpt run "$(REQUEST)"
 
-lint: install
+lint: install-test
 	$(BIN)/ruff check localgpt tests bench download_models.py
 	$(BIN)/mypy localgpt
 
