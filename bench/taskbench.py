@@ -130,6 +130,7 @@ class Score:
     exact: int = 0
     parsed: int = 0
     valid: int = 0
+    salvaged: int = 0
     seconds: list[float] = field(default_factory=list)
     tokens: list[int] = field(default_factory=list)
 
@@ -143,6 +144,7 @@ class Score:
             "exact_match": round(100.0 * self.exact / self.n, 2) if self.n else 0.0,
             "parse_rate": round(100.0 * self.parsed / self.n, 2) if self.n else 0.0,
             "valid_rate": round(100.0 * self.valid / self.n, 2) if self.n else 0.0,
+            "salvaged_rate": round(100.0 * self.salvaged / self.n, 2) if self.n else 0.0,
             "mean_seconds": round(statistics.fmean(secs), 2) if secs else None,
             "median_seconds": round(statistics.median(secs), 2) if secs else None,
             "p90_seconds": round(secs[min(len(secs) - 1, int(0.9 * len(secs)))], 2) if secs else None,
@@ -155,7 +157,7 @@ def score(records: Sequence[dict[str, Any]], predictions: dict[str, dict[str, An
     """Node F1, edge F1, exact match (same node and edge sets) and rates, overall and by type.
 
     A record with no prediction counts as an empty plan. ``meta`` may carry per-record
-    ``parsed``, ``valid``, ``seconds`` and ``tokens``.
+    ``parsed``, ``valid``, ``salvaged`` (mended after repair), ``seconds`` and ``tokens``.
     """
     groups: dict[str, Score] = {}
     for rec in records:
@@ -171,6 +173,7 @@ def score(records: Sequence[dict[str, Any]], predictions: dict[str, dict[str, An
             g.exact += int(gold_n == pred_n and gold_e == pred_e)
             g.parsed += int(bool(info.get("parsed", bool(pred))))
             g.valid += int(bool(info.get("valid", bool(pred))))
+            g.salvaged += int(bool(info.get("salvaged", False)))
             if "seconds" in info:
                 g.seconds.append(float(info["seconds"]))
             if "tokens" in info:
@@ -350,7 +353,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 bank.append((str(rec["id"]), demo))
     llm = LlamaCppLLM(args.model, n_ctx=args.n_ctx, n_threads=args.threads, seed=args.seed)
     planner = Planner(llm, max_tasks=8, n_demos=0 if args.demos == "none" else args.n_demos,
-                      specs=bench_specs(), repair=not args.no_repair, similarity=make_similarity(args))
+                      specs=bench_specs(), repair=not args.no_repair, salvage=not args.no_salvage,
+                      similarity=make_similarity(args))
     if args.no_constraint:
         planner.schema = None  # type: ignore[assignment]
     name = args.name or f"taskbench-{Path(args.model).parent.name}"
@@ -395,8 +399,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             seconds = time.perf_counter() - start
             pred = to_taskbench(rid, plan_tasks)
             preds[rid] = pred
-            meta[rid] = {"parsed": parsed, "valid": valid, "seconds": seconds,
-                         "tokens": llm.stats.completion_tokens - tokens_before}
+            meta[rid] = {"parsed": parsed, "valid": valid, "salvaged": planner.last_salvaged, "seconds": seconds,
+                         "tokens": llm.stats.completion_tokens - tokens_before, "raw": planner.last_raw}
             out.write(json.dumps(pred) + "\n")
             out.flush()
             side.write(json.dumps({"id": rid, **meta[rid]}) + "\n")
@@ -413,7 +417,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "data": str(args.data),
         "settings": {"limit": args.limit, "seed": args.seed, "constraint": not args.no_constraint,
                      "demos": args.demos, "n_demos": args.n_demos, "demo_source": args.demo_source,
-                     "repair": not args.no_repair, "threads": args.threads, "similarity": args.similarity},
+                     "repair": not args.no_repair, "salvage": not args.no_salvage, "threads": args.threads,
+                     "similarity": args.similarity},
         "metrics": metrics,
         "predictions": pred_path.name,
         "per_record": meta_path.name,
@@ -424,8 +429,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def print_table(metrics: dict[str, dict[str, Any]]) -> None:
     """The metrics as a table on stdout."""
-    cols = ["records", "node_f1", "edge_f1", "exact_match", "parse_rate", "valid_rate", "median_seconds",
-            "p90_seconds", "mean_tokens"]
+    cols = ["records", "node_f1", "edge_f1", "exact_match", "parse_rate", "valid_rate", "salvaged_rate",
+            "median_seconds", "p90_seconds", "mean_tokens"]
     print(f"{'type':8}" + "".join(f"{c:>15}" for c in cols))
     for key, row in metrics.items():
         print(f"{key:8}" + "".join(f"{str(row[c]):>15}" for c in cols))
@@ -442,6 +447,8 @@ def main(argv: Iterable[str] | None = None) -> int:
     p.add_argument("--n-ctx", type=int, default=4096)
     p.add_argument("--no-constraint", action="store_true", help="ablation: decode without the JSON schema")
     p.add_argument("--no-repair", action="store_true", help="ablation: no repair round")
+    p.add_argument("--no-salvage", action="store_true",
+                   help="ablation: no mending of a plan still invalid after repair (converters, dropped tasks)")
     p.add_argument("--demos", choices=["similar", "fixed", "none"], default="similar",
                    help="how demos are chosen: by word overlap, the first N, or none")
     p.add_argument("--n-demos", type=int, default=4)

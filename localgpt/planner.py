@@ -186,6 +186,131 @@ def _check_media_literal(task: Task, name: str, value: str, kind: Kind, given: s
                         "use a file from the request or the output of an earlier task")
 
 
+# The task that turns one kind into another, used to mend a plan that wires mismatched kinds together.
+CONVERTERS: dict[tuple[Kind, Kind], str] = {
+    (Kind.IMAGE, Kind.TEXT): "image-to-text",
+    (Kind.AUDIO, Kind.TEXT): "automatic-speech-recognition",
+    (Kind.TEXT, Kind.AUDIO): "text-to-speech",
+    (Kind.TEXT, Kind.IMAGE): "text-to-image",
+    (Kind.TEXT, Kind.VIDEO): "text-to-video",
+}
+
+
+class _Mender:
+    """Rebuilds a plan task by task, keeping what is sound (see :func:`salvage_plan`)."""
+
+    def __init__(self, specs: Sequence[TaskSpec], request: str, files: Sequence[str]) -> None:
+        self.known = {s.name: s for s in specs}
+        self.out: list[dict[str, Any]] = []
+        self.id_map: dict[int, int] = {}
+        names = [str(f) for f in files] + sorted(_file_words(request), key=request.find)
+        self.user_files = list(dict.fromkeys(names))
+        self.allowed = set(self.user_files) | {n.replace("\\", "/").rsplit("/", 1)[-1] for n in self.user_files}
+
+    def produces(self, new_id: int) -> tuple[Kind, ...]:
+        return self.known[self.out[new_id]["task"]].produces
+
+    def convert(self, source: str, have: Kind, want: Kind) -> str | None:
+        """A reference to a converter task added now, fed ``source`` (of kind ``have``)."""
+        name = CONVERTERS.get((have, want))
+        if name is None or name not in self.known:
+            return None
+        spec = self.known[name]
+        self.out.append({"id": len(self.out), "task": name, "dep": [-1], "args": {spec.inputs[0].name: source}})
+        return f"<resource>-{len(self.out) - 1}"
+
+    def latest(self, kind: Kind) -> str | None:
+        """The latest output of ``kind`` so far, else the first user file of that kind."""
+        for new_id in range(len(self.out) - 1, -1, -1):
+            if kind in self.produces(new_id):
+                return f"<resource>-{new_id}"
+        return next((f for f in self.user_files if kind_by_name(f) is kind), None)
+
+    def fix(self, value: str, kind: Kind) -> str | None:
+        """``value`` made sound for an argument of ``kind``, or None when it cannot be."""
+        value = value.strip()
+        if is_pure_reference(value):
+            old = references(value)[0]
+            if old not in self.id_map:
+                return None
+            new = self.id_map[old]
+            have = self.produces(new)
+            if kind in have:
+                return f"<resource>-{new}"
+            return self.convert(f"<resource>-{new}", have[0], kind)
+        found = kind_by_name(value)
+        base = value.replace("\\", "/").rsplit("/", 1)[-1]
+        given = found is not None and (value in self.allowed or base in self.allowed)
+        if kind is Kind.TEXT:
+            if given and found is not None and found is not kind:  # a user's media file: read it
+                return self.convert(value, found, kind)
+
+            def remap(m: re.Match[str]) -> str:
+                old = int(m.group(1))
+                new = self.id_map.get(old)
+                return f"<resource>-{new}" if new is not None and Kind.TEXT in self.produces(new) else ""
+            fixed = REFERENCE.sub(remap, value).strip()
+            return fixed or None
+        if given and found is not None:
+            return value if found is kind else self.convert(value, found, kind)
+        return None
+
+    def add(self, item: Any) -> None:
+        """Add one task of the raw plan if it can be made sound; drop it otherwise."""
+        if not isinstance(item, dict) or item.get("task") not in self.known:
+            return
+        old_id, args = item.get("id"), item.get("args")
+        if not isinstance(old_id, int) or old_id in self.id_map:
+            return
+        spec = self.known[item["task"]]
+        args = args if isinstance(args, dict) else {}
+        mark = len(self.out)
+        fixed: dict[str, str] = {}
+        for inp in spec.inputs:
+            value = args.get(inp.name)
+            value = value if isinstance(value, str) and value.strip() else ""
+            new = self.fix(value, inp.kind) if value else None
+            # a lost media input, or a text that was only a reference, takes the latest fitting output
+            if new is None and inp.required and (inp.kind is not Kind.TEXT or is_pure_reference(value)):
+                new = self.latest(inp.kind)
+            if new is None:
+                if inp.required:
+                    del self.out[mark:]  # converters added for a task that is dropped go too
+                    return
+                continue
+            fixed[inp.name] = new
+        self.id_map[old_id] = len(self.out)
+        self.out.append({"id": len(self.out), "task": spec.name, "dep": [-1], "args": fixed})
+
+
+def salvage_plan(raw: Any, request: str = "", files: Sequence[str] = (), max_tasks: int = 32,
+                 specs: Sequence[TaskSpec] = registry.TASKS) -> Plan:
+    """Mend a decoded plan that failed validation, keeping every task that can be kept.
+
+    Tasks are renumbered in order. A reference to a task that does not exist, or a file the
+    user did not give, becomes the latest earlier output of the kind needed (or the user's
+    file of that kind); an output of the wrong kind gets a converter task in between
+    (image-to-text, speech recognition, text-to-speech, text-to-image, text-to-video); a task
+    whose required input cannot be found is dropped, with the converters made for it. Raises
+    :class:`PlanError` when nothing valid remains.
+
+    Example::
+
+        salvage_plan([{"id": 0, "task": "sentence-similarity", "dep": [-1],
+                       "args": {"text": "example.jpg", "other": "a cat"}}], "compare example.jpg ...")
+    """
+    if isinstance(raw, dict) and "tasks" in raw:
+        raw = raw["tasks"]
+    if not isinstance(raw, list):
+        raise PlanError("the plan is not a list of tasks")
+    mender = _Mender(specs, request, files)
+    for item in raw:
+        mender.add(item)
+    if not mender.out:
+        raise PlanError("no task of the plan could be kept")
+    return validate_plan(mender.out[:max_tasks], request, files, max_tasks)
+
+
 def word_overlap(request: str, candidates: Sequence[str]) -> list[float]:
     """Similarity of ``request`` to each candidate: Jaccard overlap of lower-case words."""
     wa = set(re.findall(r"[a-z]+", request.lower()))
@@ -235,13 +360,15 @@ class Planner:
 
     def __init__(self, llm: LLM, *, max_tasks: int = 8, n_demos: int = 4,
                  demos: Sequence[Demo] = DEMOS, specs: Sequence[TaskSpec] = registry.TASKS,
-                 repair: bool = True, similarity: Similarity = word_overlap) -> None:
+                 repair: bool = True, salvage: bool = True, similarity: Similarity = word_overlap) -> None:
         self.llm = llm
         self.max_tasks = max_tasks
         self.n_demos = n_demos
         self.demos = list(demos)
         self.specs = list(specs)
         self.repair = repair
+        self.salvage = salvage
+        self.last_salvaged = False
         self.similarity = similarity
         self.schema = plan_schema(self.specs, max_tasks)
         self.last_raw: list[str] = []
@@ -295,19 +422,23 @@ class Planner:
         return min(1536, 120 * self.max_tasks)
 
     def plan(self, request: str, files: Sequence[str] = (), history: Sequence[Message] = ()) -> Plan:
-        """Plan ``request``; raises :class:`PlanError` when no valid plan comes after one repair round."""
+        """Plan ``request``; raises :class:`PlanError` when no valid plan comes after one repair round and
+        mending (:func:`salvage_plan`) cannot keep any task."""
         if not request.strip():
             raise PlanError("the request is empty", "say what you want done")
         start = time.perf_counter()
         msgs = self.messages(request, files, history)
         self.last_raw = []
+        self.last_salvaged = False
         error: PlanError | None = None
+        decoded: Any = None
         for attempt in range(2 if self.repair else 1):
             raw = self.llm.generate(msgs, schema=self.schema, max_tokens=self.max_tokens())
             self.last_raw.append(raw)
             try:
                 decoded = json.loads(raw)
             except json.JSONDecodeError as exc:
+                decoded = None
                 error = PlanError(f"the planner's reply is not complete JSON ({exc.msg})", raw=raw)
             else:
                 try:
@@ -321,8 +452,17 @@ class Planner:
                     {"role": "assistant", "content": raw},
                     {"role": "user", "content": f"That plan is invalid: {error.message}. Reply with a corrected plan."},
                 ]
-        self.last_seconds = time.perf_counter() - start
         assert error is not None
+        if self.salvage and decoded is not None:
+            try:
+                plan = salvage_plan(decoded, request, files, self.max_tasks, self.specs)
+            except PlanError:
+                pass
+            else:
+                self.last_salvaged = True
+                self.last_seconds = time.perf_counter() - start
+                return plan
+        self.last_seconds = time.perf_counter() - start
         raise PlanError(f"could not make a valid plan: {error.message}",
                         "rephrase the request, or name the files it uses", raw=error.raw)
 
@@ -339,4 +479,4 @@ def trim_history(llm: LLM, history: Sequence[Message], budget: int) -> list[Mess
     return list(reversed(kept))
 
 
-__all__ = ["Planner", "plan_schema", "validate_plan", "trim_history", "REFERENCE"]
+__all__ = ["Planner", "plan_schema", "validate_plan", "salvage_plan", "trim_history", "REFERENCE"]

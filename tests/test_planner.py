@@ -184,7 +184,7 @@ def test_planner_repairs_once() -> None:
 def test_planner_gives_up_after_two_invalid() -> None:
     llm = FakeLLM([json.dumps(BAD_PLAN), json.dumps(BAD_PLAN)])
     with pytest.raises(PlanError) as err:
-        Planner(llm).plan("say hello aloud")
+        Planner(llm, salvage=False).plan("say hello aloud")
     assert err.value.raw == json.dumps(BAD_PLAN)
     assert "task 0 depends on task 3" in err.value.message
     assert len(llm.calls) == 2
@@ -193,7 +193,7 @@ def test_planner_gives_up_after_two_invalid() -> None:
 def test_planner_without_repair_calls_once() -> None:
     llm = FakeLLM([json.dumps(BAD_PLAN), json.dumps(TTS_PLAN)])
     with pytest.raises(PlanError):
-        Planner(llm, repair=False).plan("say hello aloud")
+        Planner(llm, repair=False, salvage=False).plan("say hello aloud")
     assert len(llm.calls) == 1
 
 

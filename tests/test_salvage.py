@@ -1,0 +1,96 @@
+"""Mending a plan that failed validation (salvage_plan) and the Planner's use of it."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from localgpt.errors import PlanError
+from localgpt.llm import FakeLLM
+from localgpt.planner import Planner, salvage_plan
+
+
+def t(i: int, task: str, args: dict[str, str], dep: list[int] | None = None) -> dict[str, Any]:
+    return {"id": i, "task": task, "dep": dep if dep is not None else [-1], "args": args}
+
+
+def shape(plan: Any) -> list[tuple[int, str, dict[str, str], list[int]]]:
+    return [(x.id, x.task, x.args, x.dep) for x in plan.tasks]
+
+
+def test_image_given_where_text_is_needed_gets_a_converter() -> None:
+    request = "how similar is the text in example.jpg to 'The cat is on the mat.'"
+    plan = salvage_plan([t(0, "sentence-similarity", {"text": "The cat is on the mat.", "other_text": "example.jpg"})],
+                        request)
+    assert shape(plan) == [
+        (0, "image-to-text", {"image": "example.jpg"}, []),
+        (1, "sentence-similarity", {"text": "The cat is on the mat.", "other_text": "<resource>-0"}, [0]),
+    ]
+
+
+def test_output_of_the_wrong_kind_is_converted() -> None:
+    # text-to-image's picture fed to a text task: a caption goes in between
+    plan = salvage_plan([t(0, "text-to-image", {"text": "a red boat"}),
+                         t(1, "summarization", {"text": "<resource>-0"}, [0])])
+    assert [x.task for x in plan.tasks] == ["text-to-image", "image-to-text", "summarization"]
+    assert plan.tasks[1].args == {"image": "<resource>-0"}
+    assert plan.tasks[2].args == {"text": "<resource>-1"} and plan.tasks[2].dep == [1]
+
+
+def test_reference_to_a_missing_task_takes_the_latest_output_of_that_kind() -> None:
+    plan = salvage_plan([t(0, "image-classification", {"image": "photo.png"}),
+                         t(1, "text-to-image", {"text": "a cat"}),
+                         t(2, "image-to-text", {"image": "<resource>-7"}, [7])], "classify photo.png, then ...")
+    assert plan.tasks[2].args == {"image": "<resource>-1"} and plan.tasks[2].dep == [1]
+    # a text that was only a dangling reference takes the latest text output
+    plan = salvage_plan([t(0, "image-classification", {"image": "photo.png"}),
+                         t(1, "translation", {"text": "<resource>-5"})], "classify photo.png and translate it")
+    assert plan.tasks[1].args == {"text": "<resource>-0"}
+
+
+def test_invented_file_becomes_the_users_file_of_that_kind() -> None:
+    plan = salvage_plan([t(0, "automatic-speech-recognition", {"audio": "speech.wav"})], "transcribe it",
+                        files=["/data/talk.flac"])
+    assert plan.tasks[0].args == {"audio": "/data/talk.flac"}
+
+
+def test_tasks_that_cannot_be_mended_are_dropped_with_their_converters() -> None:
+    plan = salvage_plan([
+        t(0, "no-such-task", {"text": "x"}),
+        t(1, "summarization", {"text": "a long text"}),
+        t(2, "visual-question-answering", {"image": "missing.jpg", "text": "what is it?"}),  # no image anywhere
+        t(3, "text-to-speech", {"text": "<resource>-1"}),
+        t(3, "translation", {"text": "duplicate id"}),
+    ], "summarize and read aloud")
+    assert shape(plan) == [(0, "summarization", {"text": "a long text"}, []),
+                           (1, "text-to-speech", {"text": "<resource>-0"}, [0])]
+
+
+def test_embedded_references_are_renumbered_or_removed() -> None:
+    plan = salvage_plan([t(3, "summarization", {"text": "a text"}),
+                         t(5, "translation", {"text": "<resource>-3 and <resource>-9", "target_language": "French"})])
+    assert plan.tasks[1].args["text"] == "<resource>-0 and"
+    assert plan.tasks[1].dep == [0]
+
+
+def test_nothing_left_is_an_error() -> None:
+    with pytest.raises(PlanError, match="no task"):
+        salvage_plan([t(0, "image-to-text", {"image": "none.jpg"})], "describe it")
+    with pytest.raises(PlanError, match="not a list"):
+        salvage_plan("nonsense")
+
+
+def test_planner_mends_after_the_repair_round_fails() -> None:
+    bad = [t(0, "sentence-similarity", {"text": "example.jpg", "other_text": "a cat"}),
+           t(1, "text-to-speech", {"text": "<resource>-4"})]
+    llm = FakeLLM([json.dumps(bad), json.dumps(bad)])
+    planner = Planner(llm)
+    plan = planner.plan("compare the text in example.jpg with 'a cat' and read the result aloud")
+    assert len(llm.calls) == 2 and planner.last_salvaged
+    assert [x.task for x in plan.tasks] == ["image-to-text", "sentence-similarity", "text-to-speech"]
+    assert plan.tasks[2].args == {"text": "<resource>-1"}
+    # off: the error reaches the caller
+    with pytest.raises(PlanError):
+        Planner(FakeLLM([json.dumps(bad), json.dumps(bad)]), salvage=False).plan("compare example.jpg with 'a cat'")
