@@ -153,12 +153,13 @@ def test_stream_yields_same_events(full: tuple[Setup, Path]) -> None:
 
 
 def test_stream_plan_error_is_an_event(tmp_path: Path) -> None:
-    bad = json.dumps([t(0, "text-to-speech", {"text": "hi"}, [7])])
+    # a file the user never gave, and no image to put in its place: not even mending keeps a task
+    bad = json.dumps([t(0, "image-to-text", {"image": "nothere.jpg"})])
     s = Setup(tmp_path, [bad, bad])
-    events = list(s.pipeline().stream("say hi aloud"))
+    events = list(s.pipeline().stream("describe my picture"))
     assert [e.type for e in events] == ["error"]
     assert events[0].data["type"] == "PlanError"
-    assert "task 0 depends on task 7" in events[0].data["message"]
+    assert "'nothere.jpg', which the user did not give" in events[0].data["message"]
     assert events[0].data["hint"]
 
 
