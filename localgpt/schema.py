@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class Task(BaseModel):
@@ -39,6 +39,15 @@ class FileEntry(BaseModel):
     path: str
     sha256: str
     size: int
+
+    @field_validator("path")
+    @classmethod
+    def _inside_the_folder(cls, value: str) -> str:
+        """A relative path that stays inside the model's folder (no ``..``, no absolute path)."""
+        parts = value.replace("\\", "/").split("/")
+        if not value or value.startswith(("/", "\\")) or ":" in parts[0] or ".." in parts or "" in parts:
+            raise ValueError(f"file path {value!r} must be relative and stay inside the model's folder")
+        return value
 
 
 class ModelSource(BaseModel):

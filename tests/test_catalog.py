@@ -73,6 +73,15 @@ def test_broken_manifest_names_file(store: Path) -> None:
         Catalog(store).cards()
 
 
+@pytest.mark.parametrize("bad", ["../other/model.onnx", "/etc/passwd", "sub/../../x"])
+def test_manifest_file_paths_must_stay_in_the_folder(store: Path, bad: str) -> None:
+    data = json.loads((store / "tts" / "model.json").read_text())
+    data["files"] = [{"path": bad, "sha256": "0" * 64, "size": 1}]
+    (store / "tts" / "model.json").write_text(json.dumps(data))
+    with pytest.raises(StoreError, match="inside the model's folder"):
+        Catalog(store).get("tts")
+
+
 def test_manifest_id_must_match_folder(store: Path) -> None:
     data = json.loads((store / "tts" / "model.json").read_text())
     data["id"] = "other"
