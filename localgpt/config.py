@@ -56,10 +56,20 @@ class Settings(BaseSettings):
     task_timeout: float = Field(default=600.0, gt=0, description="seconds before a task is failed")
     max_tasks: int = Field(default=8, ge=1, le=32, description="most tasks a plan may have")
     memory_budget_mb: int = Field(default=8192, ge=64, description="RAM the model pool may hold")
+    max_input_mb: int = Field(default=512, ge=1, description="largest input file a task accepts")
+    vram_budget_mb: int = Field(
+        default=0, ge=0, description="GPU memory the model pool may hold; 0: 90% of the first GPU's memory")
     demo_similarity: str = Field(
         default="auto", pattern="^(auto|embedding|words)$",
         description="how the planner picks its demos: sentence embeddings (auto: when a model is installed) or words")
+    batch_workers: int = Field(default=2, ge=1, description="items `localgpt batch` runs at once")
     seed: int = 0
+    # the HTTP server (localgpt serve)
+    api_key: str | None = Field(default=None, description="bearer token the server requires; unset: no auth")
+    data_dir: Path = Field(default=Path("data"), description="the server's uploads and produced files")
+    max_upload_mb: int = Field(default=200, ge=1, description="largest file the server accepts")
+    concurrency: int = Field(default=1, ge=1, description="requests the server runs at once")
+    queue_size: int = Field(default=16, ge=0, description="requests that may wait; beyond them: 429")
 
     @classmethod
     def load(cls, **overrides: Any) -> Settings:

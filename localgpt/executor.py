@@ -42,7 +42,11 @@ def resolve_args(task: Task, results: dict[int, TaskResult], files: InputFiles) 
                     raise InputError(f"task {ref} produced no {kind.value} for task {task.id}")
                 resolved[name] = produced
             else:
-                resolved[name] = str(files.check(value.strip(), kind=kind))
+                try:  # checked at the door: exists, allowed, the right kind, decodable, not too big
+                    resolved[name] = str(files.check(value.strip(), kind=kind))
+                except InputError as exc:
+                    raise InputError(f"task {task.id} ({task.task}), argument '{name}': {exc.message}",
+                                     exc.hint) from exc
             continue
 
         def text_of(match: object) -> str:

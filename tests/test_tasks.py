@@ -22,10 +22,14 @@ HF_TAGS = {
 }
 
 
-def test_registry_has_hf_tags_and_image_editing() -> None:
+CONTROL = {"pose-detection", "canny-control", "pose-text-to-image", "canny-text-to-image", "depth-text-to-image",
+           "segmentation-text-to-image"}
+
+
+def test_registry_has_hf_tags_image_editing_and_control() -> None:
     assert len(HF_TAGS) == 24
-    assert set(tasks.names()) == HF_TAGS | {"image-editing"}
-    assert len(tasks.TASKS) == 25
+    assert set(tasks.names()) == HF_TAGS | {"image-editing"} | CONTROL
+    assert len(tasks.TASKS) == 31
 
 
 def test_names_unique_and_lookup() -> None:

@@ -21,6 +21,15 @@ BUILTIN_BACKENDS: dict[str, str] = {
     "onnx-embedding": "localgpt.experts.onnx:SentenceSimilarityExpert",
     "piper": "localgpt.experts.piper:PiperExpert",
     "faster-whisper": "localgpt.experts.whisper:FasterWhisperExpert",
+    "transformers": "localgpt.experts.hf:TransformersExpert",
+    "diffusers": "localgpt.experts.diffusers:DiffusersExpert",
+    "canny": "localgpt.experts.control:CannyExpert",
+    "mediapipe-pose": "localgpt.experts.control:PoseExpert",
+    "spacy": "localgpt.experts.spacy_ner:SpacyNERExpert",
+    "fasttext": "localgpt.experts.fasttext_lid:FastTextLanguageExpert",
+    "rapidocr": "localgpt.experts.ocr:RapidOCRExpert",
+    "silero-vad": "localgpt.experts.vad:SileroVADExpert",
+    "transformers-s2s": "localgpt.experts.hf_text_audio:SpeechToSpeechExpert",
 }
 
 
