@@ -278,7 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
         common.add_argument("--store", default=default,
                             help="model store folder (default: LOCALGPT_STORE or ./model_store)")
         common.add_argument("--threads", type=int, default=default,
-                            help="CPU threads for the LLM (default: free cores)")
+                            help="CPU threads for the LLM and the experts (default: free cores)")
         return common
 
     common = common_options(argparse.SUPPRESS)

@@ -1,8 +1,9 @@
 """Stage 1: turn a request into a validated task graph.
 
 The LLM decodes under a JSON-schema constraint generated from the task registry, so its reply
-always parses; :func:`validate_plan` then checks the meaning, and one repair round feeds the
-error back before giving up with a :class:`PlanError`.
+always parses; :func:`validate_plan` then checks the meaning, one repair round feeds the error
+back, and a plan still invalid after it is mended (:func:`salvage_plan`: converter tasks between
+mismatched kinds, tasks that cannot be kept dropped) before giving up with a :class:`PlanError`.
 """
 
 from __future__ import annotations

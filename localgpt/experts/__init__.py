@@ -32,6 +32,9 @@ BUILTIN_BACKENDS: dict[str, str] = {
     "transformers-s2s": "localgpt.experts.hf_text_audio:SpeechToSpeechExpert",
 }
 
+# Backends whose packages come with the ``torch`` extra (PyTorch, transformers, diffusers, optimum).
+TORCH_BACKENDS = frozenset({"transformers", "transformers-s2s", "diffusers"})
+
 
 def backend_names() -> list[str]:
     """Every backend name available: built in and from installed entry points."""
@@ -55,9 +58,10 @@ def expert_class(backend: str) -> type[Expert]:
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
+        extra = "torch" if backend in TORCH_BACKENDS else "cpu"
         raise ExpertError(
             f"backend '{backend}' needs a package that is not installed: {exc.name or exc}",
-            "install localgpt with its model extras: pip install -e '.[cpu]'",
+            f"install localgpt with its model extras: pip install -e '.[{extra}]'",
         ) from exc
     cls: type[Expert] = getattr(module, class_name)
     return cls

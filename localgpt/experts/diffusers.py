@@ -155,9 +155,9 @@ class DiffusersExpert(Expert):
             if split:  # a ControlNet alone, plugged into the Stable Diffusion pipeline named by options.base_model
                 controlnet = _from_pretrained(diffusers.ControlNetModel, str(folder), variant, torch_dtype=dtype,
                                               local_files_only=True)
-                base, local, base_variant = self._base_model()
+                base, base_variant = self._base_model()
                 pipe = _from_pretrained(cls, base, base_variant, controlnet=controlnet, torch_dtype=dtype,
-                                        local_files_only=local)
+                                        local_files_only=True)
             else:
                 pipe = _from_pretrained(cls, str(folder), variant, torch_dtype=dtype, local_files_only=True)
         except (OSError, ValueError, TypeError, KeyError) as exc:
@@ -168,9 +168,9 @@ class DiffusersExpert(Expert):
         self._pipe = pipe
         super().load()
 
-    def _base_model(self) -> tuple[str, bool, str | None]:
-        """Where the base pipeline of a lone ControlNet is (a model of the store, a folder, or on a
-        connected machine a hub repo), whether it is local, and its weights variant."""
+    def _base_model(self) -> tuple[str, str | None]:
+        """The folder of the base pipeline a lone ControlNet plugs into (a model of the store or a
+        folder) and its weights variant; nothing is fetched at run time."""
         from localgpt.catalog import MANIFEST, read_manifest
 
         opts = self.card.options
@@ -180,12 +180,10 @@ class DiffusersExpert(Expert):
                 variant = opts.get("base_variant")
                 if variant is None and (folder / MANIFEST).is_file():
                     variant = read_manifest(folder / MANIFEST).options.get("variant")
-                return str(folder), True, variant
-        if "/" in base and not Path(base).expanduser().exists():
-            # a hub repo id: huggingface_hub fetches it (fails offline, with its own message)
-            return base, False, opts.get("base_variant")
+                return str(folder), variant
         raise ExpertError(f"model '{self.card.id}' plugs into base model '{base}', which is not installed",
-                          f"install it into the store as '{base}', or set options.base_model to its folder")
+                          f"install it into the store as '{base}' (e.g. localgpt models pull --hub REPO "
+                          f"--task text-to-image --id {base}), or set options.base_model to its folder")
 
     # --- running ---
 
