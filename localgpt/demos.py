@@ -80,4 +80,7 @@ DEMOS: tuple[Demo, ...] = (
          (_t(0, "canny-control", {"image": "house.png"}),
           _t(1, "canny-text-to-image", {"image": "<resource>-0", "text": "a watercolour of a cottage in the snow"},
              (0,)))),
+    Demo("Keep the straight lines of office.jpg and draw it as a spaceship bridge.", ("office.jpg",),
+         (_t(0, "line-control", {"image": "office.jpg"}),
+          _t(1, "line-text-to-image", {"image": "<resource>-0", "text": "a spaceship bridge"}, (0,)))),
 )

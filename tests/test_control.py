@@ -313,6 +313,135 @@ def contract_cases() -> list[Any]:
 
     return [
         Case("canny", lambda env: CANNY, "canny-control", photo),
+        Case("opencv-lines", lambda env: LINES, "line-control", photo),
         Case("mediapipe-pose", lambda env: env.real_card("mediapipe-pose"), "pose-detection", photo,
              held=lambda e: e._landmarker),
     ]
+
+
+# --- straight lines (M-LSD style) and scribbles ---
+
+LINES = ModelCard(id="opencv-lines", tasks=["line-control"], backend="opencv-lines", format="none",
+                  description="straight line segments")
+LINE_REQUEST = "draw a castle following the straight lines of room.jpg"
+
+
+def test_line_map_of_a_real_photo(photos: dict[str, Path], tmp_path: Path) -> None:
+    rocket = tmp_path / "rocket.png"
+    Image.fromarray(skimage_data.rocket()).save(rocket)  # launch towers: many straight girders
+    expert = expert_class("opencv-lines")(LINES, _ctx(tmp_path))
+    result = expert.run("line-control", {"image": str(rocket)}, RunDir(tmp_path / "run"))
+    with Image.open(result.outputs["image"]) as img:
+        assert img.mode == "RGB" and img.size == (640, 427)
+        lines = np.asarray(img)
+    assert (lines[..., 0] == lines[..., 2]).all()  # white (grey at anti-aliased borders) on black
+    lit = lines[..., 0] > 127
+    assert 0.005 < lit.mean() < 0.2 and result.data["line_fraction"] > 0
+    segments = np.asarray(result.data["segments"])
+    assert result.data["count"] >= 20 and len(segments) == min(result.data["count"], 200)
+    assert (segments[:, [0, 2]] <= 640).all() and (segments[:, [1, 3]] <= 427).all() and (segments >= -1).all()
+    lengths = np.hypot(segments[:, 2] - segments[:, 0], segments[:, 3] - segments[:, 1])
+    assert (np.diff(lengths) <= 0.2).all() and lengths[-1] >= result.data["min_length"] - 0.5  # longest first
+    for x1, y1, x2, y2 in segments[:10]:  # each listed segment is drawn: its midpoint is lit
+        x, y = int(round((x1 + x2) / 2)), int(round((y1 + y2) / 2))
+        assert lit[max(0, y - 1):y + 2, max(0, x - 1):x + 2].any()
+    assert result.outputs["text"].startswith(f"{result.data['count']} straight line segments")
+    # the Hough fallback finds lines in the same photo too
+    hough = LINES.model_copy(update={"options": {"method": "hough"}})
+    other = expert_class("opencv-lines")(hough, _ctx(tmp_path)).run("line-control", {"image": str(rocket)},
+                                                                      RunDir(tmp_path / "run"))
+    assert other.data["method"] == "hough" and other.data["count"] > 10
+    assert result.data["method"] in ("lsd", "hough")
+
+
+def test_line_map_finds_the_sides_of_a_drawn_frame(tmp_path: Path) -> None:
+    from PIL import ImageDraw
+
+    img = Image.new("RGB", (200, 150), (200, 200, 200))
+    ImageDraw.Draw(img).rectangle((40, 30, 160, 120), outline=(20, 20, 20), width=3)
+    img.save(tmp_path / "frame.png")
+    result = expert_class("opencv-lines")(LINES, _ctx(tmp_path)).run(
+        "line-control", {"image": str(tmp_path / "frame.png")}, RunDir(tmp_path / "run"))
+    top = result.data["segments"][:4]  # the four longest: along the frame's sides (either edge of the stroke)
+    for x1, y1, x2, y2 in top:
+        horizontal = abs(y1 - y2) < 2 and abs(abs(x1 - x2) - 120) < 8 and min(abs(y1 - 30), abs(y1 - 120)) < 4
+        vertical = abs(x1 - x2) < 2 and abs(abs(y1 - y2) - 90) < 8 and min(abs(x1 - 40), abs(x1 - 160)) < 4
+        assert horizontal or vertical, (x1, y1, x2, y2)
+
+
+def test_line_map_bad_inputs_are_clear(tmp_path: Path) -> None:
+    expert = expert_class("opencv-lines")(LINES, _ctx(tmp_path))
+    Image.new("RGB", (64, 48), (90, 120, 200)).save(tmp_path / "sky.png")
+    with pytest.raises(InputError, match="no straight lines .* in 'sky.png'"):
+        expert.run("line-control", {"image": str(tmp_path / "sky.png")}, RunDir(tmp_path / "run"))
+    (tmp_path / "room.jpg").write_text("not a photo")
+    with pytest.raises(InputError, match="room.jpg.*not a decodable image"):
+        expert.run("line-control", {"image": str(tmp_path / "room.jpg")}, RunDir(tmp_path / "run"))
+    with pytest.raises(ExpertError, match="not 'canny-control'"):
+        expert.run("canny-control", {"image": str(tmp_path / "sky.png")}, RunDir(tmp_path / "run"))
+
+
+def test_scribble_map_normalises_either_way_round() -> None:
+    from PIL import ImageDraw
+
+    from localgpt.experts.control import scribble_map
+
+    def sketch(ink: tuple[int, int, int], paper: tuple[int, int, int]) -> Any:
+        img = Image.new("RGB", (64, 48), paper)
+        ImageDraw.Draw(img).line((8, 40, 32, 8, 56, 40), fill=ink, width=3)
+        return img
+
+    white_on_black, polarity = scribble_map(sketch((255, 255, 255), (0, 0, 0)), "chalk.png")
+    assert polarity == "light-on-dark"
+    lines = np.asarray(white_on_black)
+    assert white_on_black.mode == "RGB" and white_on_black.size == (64, 48)
+    assert set(np.unique(lines)) == {0, 255} and 0.02 < (lines[..., 0] > 0).mean() < 0.3
+    for ink, paper in (((30, 30, 30), (255, 255, 255)), ((200, 0, 0), (250, 245, 235))):  # pencil; red crayon
+        normalised, polarity = scribble_map(sketch(ink, paper), "pencil.png")
+        assert polarity == "dark-on-light"
+        assert (np.asarray(normalised) == lines).all()  # the same white-on-black map
+    with pytest.raises(InputError, match="sketch 'empty.png' holds no lines"):
+        scribble_map(Image.new("RGB", (64, 48), (255, 255, 255)), "empty.png")
+
+
+@pytest.fixture(scope="session")
+def line_controlnet(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny ControlNet pipeline serving line-text-to-image (built once)."""
+    pytest.importorskip("diffusers")
+    from test_diffusers import build_controlnet
+
+    root = tmp_path_factory.mktemp("line-controlnet")
+    build_controlnet(root, "tiny-controlnet-mlsd", ("line-text-to-image",))
+    return root / "tiny-controlnet-mlsd"
+
+
+def test_planned_line_flow_makes_the_picture(line_controlnet: Path, tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    Image.fromarray(skimage_data.rocket()).resize((96, 64)).save(tmp_path / "room.jpg")
+    catalog = Catalog(tmp_path / "store")
+    shutil.copytree(line_controlnet, tmp_path / "staging-mlsd")
+    catalog.add(Catalog(line_controlnet.parent).get(line_controlnet.name).model_copy(update={"path": None}),
+                tmp_path / "staging-mlsd")
+    (tmp_path / "staging-lines").mkdir()
+    catalog.add(LINES, tmp_path / "staging-lines")
+    plan = [{"id": 0, "task": "line-control", "dep": [-1], "args": {"image": "room.jpg"}},
+            {"id": 1, "task": "line-text-to-image", "dep": [0],
+             "args": {"image": "<resource>-0", "text": "a castle"}}]
+    pipe, _ = _pipeline(tmp_path, catalog, [json.dumps(plan)])
+    result = pipe.run(LINE_REQUEST, files=[tmp_path / "room.jpg"])
+    assert [t.task for t in result.plan.tasks] == ["line-control", "line-text-to-image"]
+    lines, picture = result.results
+    assert lines.status == "done" and picture.status == "done", (lines.error, picture.error)
+    assert [s.model for s in result.selections] == ["opencv-lines", "tiny-controlnet-mlsd"]
+    assert picture.args["image"] == lines.outputs["image"] and lines.data["count"] > 0
+    with Image.open(lines.outputs["image"]) as img:
+        assert img.size == (96, 64)
+    with Image.open(picture.outputs["image"]) as img:
+        assert img.size == (96, 64) and img.format == "PNG"
+    assert picture.outputs["image"] in result.files and result.answer
+    # the planner was shown the straight-lines demo as the closest example (last before the request)
+    llm = pipe.llm
+    assert isinstance(llm, FakeLLM)
+    planning = llm.calls[0].messages
+    assert "line-text-to-image" in planning[-2]["content"] and "office.jpg" in planning[-3]["content"]

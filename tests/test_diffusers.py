@@ -345,3 +345,118 @@ def contract_cases() -> list[Any]:
         Case("diffusers-controlnet", lambda env: _contract_card(env.base, "tiny-controlnet-pose", build_controlnet),
              "pose-text-to-image", picture, held=lambda e: e._pipe),
     ]
+
+
+# --- scribble and the SDXL variant ---
+
+def _sketch(path: Path, size: tuple[int, int], ink: tuple[int, int, int], paper: tuple[int, int, int]) -> Path:
+    """A sketch: a house outline and its roof in ``ink`` on ``paper``."""
+    from PIL import ImageDraw
+
+    img = Image.new("RGB", size, paper)
+    draw = ImageDraw.Draw(img)
+    w, h = size
+    draw.rectangle((w // 4, h // 2, 3 * w // 4, h - 3), outline=ink, width=2)
+    draw.line((w // 4, h // 2, w // 2, h // 5, 3 * w // 4, h // 2), fill=ink, width=2)
+    img.save(path)
+    return path
+
+
+def wake_controlnet(controlnet: Any, seed: int = 0) -> None:
+    """Give a fresh ControlNet's zero-initialised layers random weights, so the control image changes the
+    picture (a ControlNet built from config ignores its control image until trained)."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in (controlnet.controlnet_cond_embedding.conv_out, controlnet.controlnet_down_blocks,
+                       controlnet.controlnet_mid_block):
+            for param in module.parameters():
+                param.copy_(torch.randn(param.shape, generator=generator) * 0.5)
+
+
+def test_scribble_either_way_round_gives_the_same_picture(tiny_store: Path, tmp_path: Path) -> None:
+    expert = _expert(tiny_store, "tiny-controlnet-pose", tmp_path)  # the same ControlNet, as a scribble card
+    expert.card = expert.card.model_copy(update={"tasks": ["scribble-text-to-image"]})
+    expert.load()
+    wake_controlnet(expert._pipe.controlnet)
+    out = RunDir(tmp_path / "run")
+    pencil = _sketch(tmp_path / "pencil.png", (48, 40), (20, 20, 20), (250, 250, 245))  # dark lines on white
+    chalk = _sketch(tmp_path / "chalk.png", (48, 40), (255, 255, 255), (0, 0, 0))  # white lines on black
+    first = expert.run("scribble-text-to-image", {"text": "a castle", "image": str(pencil)}, out)
+    second = expert.run("scribble-text-to-image", {"text": "a castle", "image": str(chalk)}, out)
+    assert first.data["sketch"] == "dark-on-light" and second.data["sketch"] == "light-on-dark"
+    # both sketches became the same white-on-black control image, so the seeded pictures are the same file
+    assert first.outputs["image"] == second.outputs["image"]
+    with Image.open(first.outputs["image"]) as img:
+        assert img.size == (48, 40)
+    # an unnormalised dark-on-light control image would have given another picture
+    raw = expert.card.model_copy(update={"tasks": ["pose-text-to-image"]})
+    expert.card = raw
+    other = expert.run("pose-text-to-image", {"text": "a castle", "image": str(pencil)}, out)
+    assert other.outputs["image"] != first.outputs["image"]
+    expert.card = raw.model_copy(update={"tasks": ["scribble-text-to-image"]})
+    blank = Image.new("RGB", (48, 40), (240, 240, 240))
+    blank.save(tmp_path / "blank.png")
+    with pytest.raises(InputError, match="sketch 'blank.png' holds no lines"):
+        expert.run("scribble-text-to-image", {"text": "a castle", "image": str(tmp_path / "blank.png")}, out)
+
+
+def tiny_sdxl_parts(folder: Path) -> dict[str, Any]:
+    """A tiny SDXL UNet (text-and-time addition embeddings) with its two CLIP text encoders, tokenizers, VAE and
+    scheduler; cross-attention takes both encoders' hidden states side by side."""
+    tok = tiny_tokenizer(folder / "tok")
+    config = transformers.CLIPTextConfig(
+        vocab_size=len(tok), hidden_size=TEXT_DIM, intermediate_size=32, num_attention_heads=2,
+        num_hidden_layers=1, max_position_embeddings=16, projection_dim=TEXT_DIM,
+        bos_token_id=0, eos_token_id=1, pad_token_id=1)
+    torch.manual_seed(6)
+    return {"vae": tiny_vae(), "text_encoder": transformers.CLIPTextModel(config).eval(),
+            "text_encoder_2": transformers.CLIPTextModelWithProjection(config).eval(), "tokenizer": tok,
+            "tokenizer_2": tok, "unet": diffusers.UNet2DConditionModel(sample_size=16, out_channels=4,
+                                                                        up_block_types=("CrossAttnUpBlock2D",
+                                                                                        "UpBlock2D"),
+                                                                        **SDXL_BLOCKS),
+            "scheduler": diffusers.EulerDiscreteScheduler(num_train_timesteps=100, steps_offset=1)}
+
+
+# the blocks shared by the tiny SDXL UNet and its ControlNet: 6 time ids x 8 + the pooled text embedding
+SDXL_BLOCKS: dict[str, Any] = {
+    "block_out_channels": (8, 16), "layers_per_block": 1, "in_channels": 4, "attention_head_dim": 4,
+    "down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D"), "norm_num_groups": 8,
+    "cross_attention_dim": 2 * TEXT_DIM, "addition_embed_type": "text_time", "addition_time_embed_dim": 8,
+    "projection_class_embeddings_input_dim": TEXT_DIM + 6 * 8, "use_linear_projection": True}
+
+
+def test_sdxl_controlnet_card_generates_at_control_size(tmp_path: Path) -> None:
+    from localgpt.catalog import Catalog
+
+    parts = tiny_sdxl_parts(tmp_path / "src")
+    torch.manual_seed(7)
+    controlnet = diffusers.ControlNetModel(conditioning_embedding_out_channels=(4, 8), **SDXL_BLOCKS)
+    pipe = diffusers.StableDiffusionXLControlNetPipeline(controlnet=controlnet, add_watermarker=False, **parts)
+    store = tmp_path / "store"
+    save_model(store, "tiny-sdxl-controlnet", pipe, ["canny-text-to-image"],
+               pipeline_class="StableDiffusionXLControlNetPipeline", min_size=32)
+    edges = _png(tmp_path / "edges.png", (40, 32), (0, 0, 0))
+    expert = _expert(store, "tiny-sdxl-controlnet", tmp_path)
+    result = expert.run("canny-text-to-image", {"text": "a castle", "image": str(edges)}, RunDir(tmp_path / "run"))
+    assert type(expert._pipe).__name__ == "StableDiffusionXLControlNetPipeline"
+    with Image.open(result.outputs["image"]) as img:
+        assert img.size == (40, 32) and img.format == "PNG"
+        low, high = img.convert("L").getextrema()
+    assert low != high and result.data["steps_run"] == 2 and result.data["size"] == [40, 32]
+    expert.close()
+    # the hub's shape: a lone SDXL ControlNet whose card plugs it into an SDXL base pipeline of the store
+    base = diffusers.StableDiffusionXLPipeline(add_watermarker=False, **parts)
+    save_model(store, "tiny-sdxl", base, ["text-to-image"], pipeline_class="StableDiffusionXLPipeline")
+    folder = tmp_path / "cn.partial"
+    controlnet.save_pretrained(str(folder))
+    card = ModelCard(id="tiny-sdxl-controlnet-alone", tasks=["line-text-to-image"], backend="diffusers",
+                     format="pytorch", description="a lone tiny SDXL ControlNet",
+                     options={"pipeline_class": "StableDiffusionXLControlNetPipeline", "base_model": "tiny-sdxl",
+                              "steps": 2, "min_size": 32})
+    card = Catalog(store).add(card, folder)
+    alone = _expert(store, card.id, tmp_path)
+    lines = alone.run("line-text-to-image", {"text": "a castle", "image": str(edges)}, RunDir(tmp_path / "run"))
+    with Image.open(lines.outputs["image"]) as img:
+        assert img.size == (40, 32)
+    assert type(alone._pipe).__name__ == "StableDiffusionXLControlNetPipeline"

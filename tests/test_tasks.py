@@ -22,14 +22,14 @@ HF_TAGS = {
 }
 
 
-CONTROL = {"pose-detection", "canny-control", "pose-text-to-image", "canny-text-to-image", "depth-text-to-image",
-           "segmentation-text-to-image"}
+CONTROL = {"pose-detection", "canny-control", "line-control", "pose-text-to-image", "canny-text-to-image",
+           "depth-text-to-image", "segmentation-text-to-image", "line-text-to-image", "scribble-text-to-image"}
 
 
 def test_registry_has_hf_tags_image_editing_and_control() -> None:
     assert len(HF_TAGS) == 24
     assert set(tasks.names()) == HF_TAGS | {"image-editing"} | CONTROL
-    assert len(tasks.TASKS) == 31
+    assert len(tasks.TASKS) == 34
 
 
 def test_names_unique_and_lookup() -> None:

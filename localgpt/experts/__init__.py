@@ -24,6 +24,7 @@ BUILTIN_BACKENDS: dict[str, str] = {
     "transformers": "localgpt.experts.hf:TransformersExpert",
     "diffusers": "localgpt.experts.diffusers:DiffusersExpert",
     "canny": "localgpt.experts.control:CannyExpert",
+    "opencv-lines": "localgpt.experts.control:LineExpert",
     "mediapipe-pose": "localgpt.experts.control:PoseExpert",
     "spacy": "localgpt.experts.spacy_ner:SpacyNERExpert",
     "fasttext": "localgpt.experts.fasttext_lid:FastTextLanguageExpert",

@@ -35,6 +35,8 @@ DEFAULT_CLASSES: dict[str, str] = {
     "canny-text-to-image": "StableDiffusionControlNetPipeline",
     "depth-text-to-image": "StableDiffusionControlNetPipeline",
     "segmentation-text-to-image": "StableDiffusionControlNetPipeline",
+    "line-text-to-image": "StableDiffusionControlNetPipeline",
+    "scribble-text-to-image": "StableDiffusionControlNetPipeline",
 }
 # What each task asks of the pipeline: a prompt only, a source image, or a control image.
 MODES: dict[str, str] = {
@@ -46,6 +48,8 @@ MODES: dict[str, str] = {
     "canny-text-to-image": "control",
     "depth-text-to-image": "control",
     "segmentation-text-to-image": "control",
+    "line-text-to-image": "control",
+    "scribble-text-to-image": "control",
 }
 REINSTALL = "reinstall it with: python download_models.py, or check that the folder holds a diffusers pipeline"
 
@@ -100,13 +104,15 @@ def _multiple_of_8(n: int) -> int:
 class DiffusersExpert(Expert):
     """A diffusers pipeline; serves the tasks listed in ``DEFAULT_CLASSES`` that its card names.
 
-    Card options: ``pipeline_class`` (the diffusers class, default by the card's first task),
+    Card options: ``pipeline_class`` (the diffusers class, default by the card's first task; e.g.
+    ``StableDiffusionXLControlNetPipeline`` for an SDXL ControlNet),
     ``steps`` (default 25), ``guidance`` (classifier-free guidance scale, default 7.5),
     ``width``/``height`` (default 512 or the UNet's native size), ``negative_prompt``,
     ``strength`` (image-to-image, default 0.75), ``image_guidance`` (image editing, default 1.5),
     ``max_side`` (a larger source image is worked on scaled down, then resized back; default 1024),
     ``frames`` and ``fps`` (text-to-video, default 16 and 8), ``control_scale`` (ControlNet,
     default 1.0), ``min_size``/``max_size`` (accepted control image sides, default 64 and 2048),
+    ``scribble_threshold`` (scribble: grey levels a line differs from the sketch's ground, default 64),
     ``variant`` (weights variant such as "fp16"), ``base_model`` (for a folder holding only a
     ControlNet: the store id, folder or hub repo of the Stable Diffusion pipeline it plugs into).
     A run is seeded with ``settings.seed``, so the same request gives the same image.
@@ -277,6 +283,11 @@ class DiffusersExpert(Expert):
                 data["image_guidance"] = kwargs["image_guidance_scale"]
         else:  # control
             control = self._control_image(task, inputs.get("image", ""))
+            if task == "scribble-text-to-image":  # a user's sketch, either way round: white lines on black
+                from localgpt.experts.control import scribble_map
+
+                control, data["sketch"] = scribble_map(control, Path(inputs.get("image", "")).name,
+                                                       int(opts.get("scribble_threshold", 64)))
             width, height = control.size
             kwargs.update(image=control, width=width, height=height,
                           controlnet_conditioning_scale=float(opts.get("control_scale", 1.0)))
