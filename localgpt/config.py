@@ -62,6 +62,10 @@ class Settings(BaseSettings):
     demo_similarity: str = Field(
         default="auto", pattern="^(auto|embedding|words)$",
         description="how the planner picks its demos: sentence embeddings (auto: when a model is installed) or words")
+    plan_tasks: str = Field(
+        default="all", pattern="^(installed|all)$",
+        description="task types the planner is offered: all of the registry (a request for a task no installed "
+                    "model serves is told which model is missing), or only those installed models serve")
     batch_workers: int = Field(default=2, ge=1, description="items `localgpt batch` runs at once")
     seed: int = 0
     # the HTTP server (localgpt serve)

@@ -14,8 +14,10 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from localgpt import tasks as registry
 from localgpt.catalog import Catalog
 from localgpt.config import Settings
+from localgpt.demos import DEMOS
 from localgpt.errors import ConfigError, LocalGPTError
 from localgpt.executor import Executor
 from localgpt.experts.base import ExpertContext
@@ -26,6 +28,7 @@ from localgpt.resources import InputFiles, RunDir
 from localgpt.responder import Responder, produced_files
 from localgpt.schema import Event, ModelCard, Plan, RunResult, Selection
 from localgpt.selector import Selector
+from localgpt.tasks import TaskSpec
 
 Emit = Callable[[Event], None]
 
@@ -63,11 +66,25 @@ class Pipeline:
         self.llm = llm
         self.catalog = catalog
         self.pool = pool or ModelPool(ExpertContext(settings=settings, llm=llm), settings.memory_budget_mb << 20)
-        self.planner = Planner(llm, max_tasks=settings.max_tasks, similarity=self._demo_similarity())
+        specs = self._planner_tasks()
+        names = {spec.name for spec in specs}
+        demos = [d for d in DEMOS if all(step["task"] in names for step in d.plan)]
+        self.planner = Planner(llm, max_tasks=settings.max_tasks, specs=specs, demos=demos,
+                               similarity=self._demo_similarity())
         self.selector = Selector(catalog, llm)
         self.executor = Executor(self.pool, max_workers=settings.max_workers, timeout=settings.task_timeout)
         self.responder = Responder(llm)
         self.file_roots: list[Path] | None = None  # folders requests may read; None: the cwd and runs_dir
+
+    def _planner_tasks(self) -> list[TaskSpec]:
+        """The task types the planner may use: the whole registry by default, so a request for a task
+        nothing installed serves ends in a clear "no model" error rather than a plan around it; with
+        ``plan_tasks="installed"``, only those an installed model or the controller LLM serves (a shorter
+        prompt, plans that always run), falling back to all when nothing serves any task."""
+        if self.settings.plan_tasks == "all":
+            return list(registry.TASKS)
+        served = [spec for spec in registry.TASKS if self.catalog.candidates(spec.name)]
+        return served or list(registry.TASKS)
 
     def _demo_similarity(self) -> Similarity:
         """Sentence embeddings from an installed embedding model when there is one, else word overlap."""

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from fakes import Recorder, fake_factory, png_bytes
 
+from localgpt import tasks
 from localgpt.catalog import CONTROLLER_ID, Catalog
 from localgpt.config import Settings
 from localgpt.errors import InputError
@@ -280,3 +281,26 @@ def test_input_size_limit_comes_from_settings(tmp_path: Path) -> None:
     big.write_bytes(b"RIFF" + b"\0" * 1_100_000)
     with pytest.raises(InputError, match="big.wav"):
         s.pipeline().input_files([]).check(big, explicit=True, kind=Kind.AUDIO)
+
+
+def test_planner_is_offered_only_the_tasks_installed_models_serve(tmp_path: Path) -> None:
+    s = Setup(tmp_path, [], controller="smollm2-135m-instruct")
+    # the default offers every task type, so a request for a missing one is told which model is missing
+    assert len(s.pipeline().planner.specs) == len(tasks.TASKS)
+    s.settings = s.settings.model_copy(update={"plan_tasks": "installed"})
+    install(s.store, "tts", ["text-to-speech"])
+    install(s.store, "asr", ["automatic-speech-recognition"])
+    planner = s.pipeline().planner
+    names = {spec.name for spec in planner.specs}
+    llm_text = {spec.name for spec in tasks.TASKS if spec.llm_servable}
+    assert names == {"text-to-speech", "automatic-speech-recognition"} | llm_text
+    assert "text-to-image" not in names and "pose-text-to-image" not in names
+    offered = {v["properties"]["task"]["const"] for v in planner.schema["items"]["anyOf"]}
+    assert offered == names
+    assert "text-to-image" not in planner.system_prompt()
+    assert planner.demos and all(step["task"] in names for d in planner.demos for step in d.plan)
+    # nothing serving any task (no controller either): the whole registry again
+    (tmp_path / "bare").mkdir()
+    bare = Setup(tmp_path / "bare", [])
+    bare.settings = bare.settings.model_copy(update={"plan_tasks": "installed"})
+    assert len(bare.pipeline().planner.specs) == len(tasks.TASKS)
