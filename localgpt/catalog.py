@@ -80,6 +80,17 @@ def read_manifest(path: Path) -> ModelCard:
     return card.model_copy(update={"path": path.parent})
 
 
+def existing_card(store: Path, model_id: str) -> ModelCard | None:
+    """The card of ``model_id`` in ``store`` when its manifest exists and reads cleanly, else None."""
+    manifest = Path(store) / model_id / MANIFEST
+    if not manifest.is_file():
+        return None
+    try:
+        return read_manifest(manifest)
+    except StoreError:
+        return None
+
+
 def write_manifest(card: ModelCard, folder: Path) -> Path:
     """Write ``card`` as ``folder/model.json`` (via a temporary file, so a reader never sees half of it)."""
     target = folder / MANIFEST

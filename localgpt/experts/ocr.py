@@ -28,6 +28,21 @@ def check_image(path: str) -> None:
         raise InputError(f"image file '{path}' cannot be decoded: {exc}", "give a PNG, JPEG or WebP image") from exc
 
 
+def bundled_engine(holder: Any, purpose: str, **options: Any) -> Any:
+    """A RapidOCR engine on the models bundled with rapidocr, made on first use and kept on ``holder``
+    (an expert's pipeline), so it is freed with it; ``purpose`` names the task in the error."""
+    engine = getattr(holder, "_localgpt_ocr", None)
+    if engine is None:
+        try:
+            from rapidocr_onnxruntime import RapidOCR
+        except ImportError as exc:
+            raise ExpertError(f"{purpose} reads text with rapidocr-onnxruntime, which is not installed",
+                              "install localgpt's cpu extra: pip install -e '.[cpu]'") from exc
+        engine = RapidOCR(**options)
+        holder._localgpt_ocr = engine
+    return engine
+
+
 class RapidOCRExpert(Expert):
     """PP-OCR models run by rapidocr; serves ``image-to-text`` by reading the text in the image.
 
