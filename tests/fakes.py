@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from localgpt import tasks as registry
+from localgpt.catalog import Catalog
 from localgpt.experts import expert_class
 from localgpt.experts.base import Expert, ExpertContext, ExpertOutput
 from localgpt.pool import ExpertFactory
@@ -109,3 +110,13 @@ def fake_factory(ctx: ExpertContext, backends: dict[str, type[Expert]] | None = 
         return cls(card, ctx)
 
     return build
+
+
+def install(store: Path, model_id: str, tasks: list[str], **options: Any) -> ModelCard:
+    """Add a fake-backend model to ``store`` the way an installer does."""
+    folder = store.parent / f"staging-{model_id}"
+    folder.mkdir(parents=True)
+    (folder / "weights.bin").write_bytes(model_id.encode() * 8)
+    card = ModelCard(id=model_id, tasks=tasks, backend="fake", format="fake",
+                     description=f"{model_id}: a fake model for {', '.join(tasks)}", options=options)
+    return Catalog(store).add(card, folder)

@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 from conftest import missing, store_dir
-from fakes import FakeExpert, Recorder, fake_factory, png_bytes, wav_bytes
+from fakes import FakeExpert, Recorder, fake_factory, install, png_bytes, wav_bytes
 
 from localgpt.batch import BadLine, Item, OutputLog, Progress, folder_items, read_items, run_batch
 from localgpt.catalog import Catalog
@@ -35,7 +35,6 @@ from localgpt.llm import FakeLLM, Message
 from localgpt.pipeline import Pipeline
 from localgpt.pool import ModelPool
 from localgpt.resources import RunDir
-from localgpt.schema import ModelCard
 
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
@@ -99,13 +98,6 @@ def fake_pipeline(settings: Settings) -> Pipeline:
     return Pipeline(settings, llm, Catalog(settings.store), pool)
 
 
-def install(store: Path, model_id: str, tasks: list[str], **options: Any) -> None:
-    """Add a fake-backend model to ``store``."""
-    folder = store.parent / f"staging-{model_id}"
-    folder.mkdir(parents=True)
-    (folder / "weights.bin").write_bytes(model_id.encode())
-    Catalog(store).add(ModelCard(id=model_id, tasks=tasks, backend="fake", format="fake",
-                                 description=f"fake {model_id}", options=options), folder)
 
 
 def make_settings(tmp: Path, sleep: float = 0.0) -> Settings:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fakes import Recorder, fake_factory, png_bytes
+from fakes import Recorder, fake_factory, install, png_bytes
 
 from localgpt import tasks
 from localgpt.catalog import CONTROLLER_ID, Catalog
@@ -19,20 +19,12 @@ from localgpt.experts.base import ExpertContext
 from localgpt.llm import FakeLLM, Message
 from localgpt.pipeline import Pipeline
 from localgpt.pool import ModelPool
-from localgpt.schema import Event, ModelCard
+from localgpt.schema import Event
 from localgpt.tasks import Kind
 
 ANSWER = "Here is what the models did."
 
 
-def install(store: Path, model_id: str, tasks: list[str], **options: Any) -> ModelCard:
-    """Add a fake-backend model to ``store`` the way an installer does."""
-    folder = store.parent / f"staging-{model_id}"
-    folder.mkdir(parents=True)
-    (folder / "weights.bin").write_bytes(model_id.encode() * 8)
-    card = ModelCard(id=model_id, tasks=tasks, backend="fake", format="fake",
-                     description=f"{model_id}: a fake model for {', '.join(tasks)}", options=options)
-    return Catalog(store).add(card, folder)
 
 
 def router(choose: str | None = None) -> Callable[[Sequence[Message], dict[str, Any] | None], str]:

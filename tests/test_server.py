@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
-from fakes import FakeExpert, Recorder, fake_factory, png_bytes, wav_bytes
+from fakes import FakeExpert, Recorder, fake_factory, install, png_bytes, wav_bytes
 
 from localgpt.catalog import Catalog
 from localgpt.config import Settings
@@ -25,7 +25,6 @@ from localgpt.experts.base import ExpertContext
 from localgpt.llm import FakeLLM, Message
 from localgpt.pipeline import Pipeline
 from localgpt.pool import ModelPool
-from localgpt.schema import ModelCard
 
 ANSWER = "The models finished the work."
 FAKE_MODELS = {"draw-fake": ["text-to-image"], "caption-fake": ["image-to-text"],
@@ -33,14 +32,6 @@ FAKE_MODELS = {"draw-fake": ["text-to-image"], "caption-fake": ["image-to-text"]
 IMAGE_FILE = re.compile(r"\S+\.(?:png|jpg)")
 
 
-def install(store: Path, model_id: str, tasks: list[str], **options: Any) -> ModelCard:
-    """Add a fake-backend model to ``store`` the way an installer does."""
-    folder = store.parent / f"staging-{model_id}"
-    folder.mkdir(parents=True)
-    (folder / "weights.bin").write_bytes(model_id.encode() * 8)
-    card = ModelCard(id=model_id, tasks=tasks, backend="fake", format="fake",
-                     description=f"{model_id}: a fake model for {', '.join(tasks)}", options=options)
-    return Catalog(store).add(card, folder)
 
 
 def plan_for(request: str, files: list[str]) -> list[dict[str, Any]]:
