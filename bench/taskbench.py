@@ -2,14 +2,15 @@
 """Planning quality on TaskBench (Hugging Face tools domain): localgpt's real planner, scored.
 
     python bench/taskbench.py                                  # default planner, whole dev file
+    python bench/taskbench.py --data other.jsonl               # records the planner has never seen
     python bench/taskbench.py --model model_store/smollm2-135m-instruct/model.gguf --limit 3
-    python bench/taskbench.py --limit 60 --demos similar --demo-source dev --n-demos 4
-    python bench/taskbench.py --no-constraint --limit 30       # ablation
+    python bench/taskbench.py --limit 60 --no-decompose --n-demos 4   # ablations on a sample
 
 Writes ``<name>.predictions.jsonl`` (TaskBench's format: ``{"id", "task_nodes": [{"task",
 "arguments"}]}`` with ``<node-j>`` references) and ``<name>.json`` (metrics by single / chain /
 dag) into ``bench/results/``. Nothing is executed: the requests name files that do not exist.
-The planner never sees the gold plan of the record it plans: dev-file demos exclude that record.
+Demos come from the dev file (``--demo-data``) and never include the record being planned (same
+id or same request), so on the dev file itself they are leave-one-out.
 """
 
 from __future__ import annotations
@@ -253,7 +254,15 @@ def record_to_demo(rec: dict[str, Any]) -> Demo | None:
         dep = sorted(new_id[d] for d in deps[old])
         tasks.append({"id": new_id[old], "task": names[old], "dep": dep or [-1], "args": args})
     files = tuple(sorted({a for n in nodes for a in n["arguments"] if isinstance(a, str) and kind_by_name(a)}))
-    return Demo(request=rec["user_request"], files=files, plan=tuple(tasks))
+    steps = tuple(str(s) for s in rec.get("task_steps") or () if isinstance(s, str))
+    return Demo(request=rec["user_request"], files=files, plan=tuple(tasks), steps=steps)
+
+
+def leave_one_out(bank: Sequence[tuple[str | None, Demo]], rec: dict[str, Any]) -> list[Demo]:
+    """The demos of ``bank`` (source id, demo) that may be shown while planning ``rec``: never the
+    record's own gold plan (same id), nor any record with the very same request."""
+    rid, request = str(rec["id"]), rec["user_request"].strip()
+    return [d for src, d in bank if src != rid and d.request.strip() != request]
 
 
 def load_records(path: Path) -> list[dict[str, Any]]:
@@ -347,14 +356,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.demo_source in ("localgpt", "both"):
         bank += [(None, d) for d in DEMOS]
     if args.demo_source in ("dev", "both"):
-        for rec in records:
+        for rec in load_records(Path(args.demo_data)):
             demo = record_to_demo(rec)
             if demo is not None:
                 bank.append((str(rec["id"]), demo))
     llm = LlamaCppLLM(args.model, n_ctx=args.n_ctx, n_threads=args.threads, seed=args.seed)
     planner = Planner(llm, max_tasks=8, n_demos=0 if args.demos == "none" else args.n_demos,
                       specs=bench_specs(), repair=not args.no_repair, salvage=not args.no_salvage,
-                      similarity=make_similarity(args))
+                      similarity=make_similarity(args), decompose=not args.no_decompose,
+                      samples=args.samples, sample_temperature=args.sample_temperature)
     if args.no_constraint:
         planner.schema = None  # type: ignore[assignment]
     name = args.name or f"taskbench-{Path(args.model).parent.name}"
@@ -373,8 +383,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             rid = str(rec["id"])
             if rid in preds:
                 continue
-            # leave-one-out: never show the record's own gold plan
-            planner.demos = [d for src, d in bank if src != rid]
+            planner.demos = leave_one_out(bank, rec)
             if args.demos == "fixed":
                 planner.demos = planner.demos[: args.n_demos]
                 planner.choose_demos = lambda request, p=planner: list(p.demos)  # type: ignore[method-assign]
@@ -388,6 +397,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 parsed = valid = True
             except PlanError:
                 decoded = parse_json_plan(planner.last_raw[-1]) if planner.last_raw else None
+                if isinstance(decoded, dict):
+                    decoded = decoded.get("tasks")
                 if isinstance(decoded, list):
                     parsed = True
                     plan_tasks = [t for t in decoded if isinstance(t, dict) and "task" in t and "id" in t]
@@ -418,7 +429,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "settings": {"limit": args.limit, "seed": args.seed, "constraint": not args.no_constraint,
                      "demos": args.demos, "n_demos": args.n_demos, "demo_source": args.demo_source,
                      "repair": not args.no_repair, "salvage": not args.no_salvage, "threads": args.threads,
-                     "similarity": args.similarity},
+                     "similarity": args.similarity, "decompose": not args.no_decompose,
+                     "samples": args.samples, "sample_temperature": args.sample_temperature,
+                     "demo_data": str(args.demo_data) if args.demo_source != "localgpt" else None},
         "metrics": metrics,
         "predictions": pred_path.name,
         "per_record": meta_path.name,
@@ -449,11 +462,19 @@ def main(argv: Iterable[str] | None = None) -> int:
     p.add_argument("--no-repair", action="store_true", help="ablation: no repair round")
     p.add_argument("--no-salvage", action="store_true",
                    help="ablation: no mending of a plan still invalid after repair (converters, dropped tasks)")
+    p.add_argument("--no-decompose", action="store_true",
+                   help="ablation: the planner writes its tasks straight away, without the steps first")
+    p.add_argument("--samples", type=int, default=0,
+                   help="self-consistency: sample K more plans and keep the one they agree on most (default 0)")
+    p.add_argument("--sample-temperature", type=float, default=0.7, help="temperature of those samples")
     p.add_argument("--demos", choices=["similar", "fixed", "none"], default="similar",
                    help="how demos are chosen: by word overlap, the first N, or none")
-    p.add_argument("--n-demos", type=int, default=4)
-    p.add_argument("--demo-source", choices=["localgpt", "dev", "both"], default="localgpt",
-                   help="localgpt's own demos, leave-one-out dev records, or both")
+    p.add_argument("--n-demos", type=int, default=3)
+    p.add_argument("--demo-source", choices=["localgpt", "dev", "both"], default="dev",
+                   help="localgpt's own demos, the records of --demo-data (never the one being planned), or both")
+    p.add_argument("--demo-data", default=str(DEFAULT_DATA),
+                   help="TaskBench records the demos come from (default: the dev file; leave-one-out when it is "
+                        "also --data)")
     p.add_argument("--similarity", choices=["embedding", "words"], default="embedding",
                    help="how similar demos are found: MiniLM sentence embeddings or word overlap")
     p.add_argument("--embedder", default="all-minilm-l6-v2-int8", help="embedding model id in the store")

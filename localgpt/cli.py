@@ -58,6 +58,8 @@ class ProgressPrinter:
             return
         if event.type == "plan":
             _err(f"Plan ({len(d['tasks'])} task{'s' if len(d['tasks']) != 1 else ''}):")
+            for step in d.get("steps", []):
+                _err(f"  # {step}")
             for t in d["tasks"]:
                 deps = f" after {', '.join(map(str, t['dep']))}" if t["dep"] else ""
                 _err(f"  [{t['id']}] {t['task']}{deps}  {json.dumps(t['args'], ensure_ascii=False)}")
@@ -112,6 +114,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if args.json:
         print(plan.model_dump_json(indent=2))
     else:
+        for step in plan.steps:
+            print(f"# {step}")
         for t in plan.tasks:
             deps = f" after {', '.join(map(str, t.dep))}" if t.dep else ""
             print(f"[{t.id}] {t.task}{deps}  {json.dumps(t.args, ensure_ascii=False)}")

@@ -35,8 +35,10 @@ class LLM(Protocol):
         max_tokens: int = 512,
         temperature: float = 0.0,
         on_token: TokenCallback | None = None,
+        seed: int | None = None,
     ) -> str:
-        """Reply to a chat; with ``schema`` the reply is JSON valid against it; ``on_token`` streams."""
+        """Reply to a chat; with ``schema`` the reply is JSON valid against it; ``on_token`` streams;
+        ``seed`` (default: the model's own) makes a sample at ``temperature`` > 0 repeatable."""
         ...
 
     def count_tokens(self, text: str) -> int:
@@ -225,6 +227,7 @@ class LlamaCppLLM:
         max_tokens: int = 512,
         temperature: float = 0.0,
         on_token: TokenCallback | None = None,
+        seed: int | None = None,
     ) -> str:
         """Reply to ``messages``; see :class:`LLM`."""
         from outlines.inputs import Chat
@@ -232,7 +235,8 @@ class LlamaCppLLM:
         with self._lock:
             gen = self.constraint(schema)
             prompt = Chat([dict(m) for m in messages])
-            kwargs: dict[str, Any] = {"max_tokens": max_tokens, "temperature": temperature, "seed": self.seed}
+            kwargs: dict[str, Any] = {"max_tokens": max_tokens, "temperature": temperature,
+                                      "seed": self.seed if seed is None else seed}
             start = time.perf_counter()
             self._perf_reset()
             try:
@@ -297,6 +301,8 @@ class FakeCall:
 
     messages: list[Message]
     schema: dict[str, Any] | None
+    temperature: float = 0.0
+    seed: int | None = None
 
 
 class FakeLLM:
@@ -323,10 +329,11 @@ class FakeLLM:
         max_tokens: int = 512,
         temperature: float = 0.0,
         on_token: TokenCallback | None = None,
+        seed: int | None = None,
     ) -> str:
         """Return the next scripted reply."""
         with self._lock:
-            self.calls.append(FakeCall([dict(m) for m in messages], schema))
+            self.calls.append(FakeCall([dict(m) for m in messages], schema, temperature, seed))
             self.stats.calls += 1
             if self.replies:
                 reply = self.replies.pop(0)

@@ -150,7 +150,7 @@ class Pipeline:
             plan = validate_plan([t.model_dump() for t in plan.tasks], request, inputs.names(),
                                  self.settings.max_tasks)
         timings["plan"] = time.perf_counter() - start
-        emit(Event(type="plan", data={"tasks": [t.model_dump() for t in plan.tasks]}))
+        emit(Event(type="plan", data={"tasks": [t.model_dump() for t in plan.tasks], "steps": list(plan.steps)}))
 
         start = time.perf_counter()
         cards: dict[int, ModelCard] = {}

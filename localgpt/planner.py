@@ -1,9 +1,11 @@
 """Stage 1: turn a request into a validated task graph.
 
-The LLM decodes under a JSON-schema constraint generated from the task registry, so its reply
-always parses; :func:`validate_plan` then checks the meaning, one repair round feeds the error
-back, and a plan still invalid after it is mended (:func:`salvage_plan`: converter tasks between
-mismatched kinds, tasks that cannot be kept dropped) before giving up with a :class:`PlanError`.
+The LLM decomposes, then plans, in one reply: the request's steps in plain words, then one task
+per step. It decodes under a JSON-schema constraint generated from the task registry, so its reply
+always parses; :func:`validate_plan` then checks the meaning, an invalid plan is mended
+(:func:`salvage_plan`: converter tasks between mismatched kinds, tasks that cannot be kept
+dropped), and only a reply mending keeps nothing of gets one repair round (the error fed back)
+before giving up with a :class:`PlanError`. Self-consistency over sampled plans is an option.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from localgpt.tasks import EXTENSIONS, Kind, TaskSpec
 
 TEXT_MAX = 240  # longest literal text argument the constraint admits, in characters
 FILE_MAX = 120  # longest file name
+STEP_MAX = 160  # longest step of a decomposed plan, in characters
+SAMPLE_SEED = 1000  # seed of the first self-consistency sample (the next ones count up)
 _FILE_WORD = re.compile(r"[\w./\\~-]+\.[A-Za-z0-9]{2,5}\b")
 
 
@@ -50,12 +54,14 @@ def _arg_schema(spec: TaskSpec) -> dict[str, Any]:
     }
 
 
-def plan_schema(specs: Sequence[TaskSpec] = registry.TASKS, max_tasks: int = 8) -> dict[str, Any]:
+def plan_schema(specs: Sequence[TaskSpec] = registry.TASKS, max_tasks: int = 8, *,
+                steps: bool = False) -> dict[str, Any]:
     """The JSON schema of a plan: a list of tasks, each typed by its task name.
 
     Each task's ``args`` admits only that task's arguments; media arguments admit only a
     ``<resource>-N`` reference or a file name of the right kind; strings and lists are bounded
-    so decoding always ends.
+    so decoding always ends. With ``steps`` the plan is an object: ``"steps"``, the request
+    decomposed into short sentences, then ``"tasks"``, the list above.
     """
     variants = []
     for spec in specs:
@@ -71,7 +77,17 @@ def plan_schema(specs: Sequence[TaskSpec] = registry.TASKS, max_tasks: int = 8) 
             "required": ["id", "task", "dep", "args"],
             "additionalProperties": False,
         })
-    return {"type": "array", "items": {"anyOf": variants}, "minItems": 1, "maxItems": max_tasks}
+    tasks = {"type": "array", "items": {"anyOf": variants}, "minItems": 1, "maxItems": max_tasks}
+    if not steps:
+        return tasks
+    step = {"type": "string", "minLength": 1, "maxLength": STEP_MAX}
+    return {
+        "type": "object",
+        "properties": {"steps": {"type": "array", "items": step, "minItems": 1, "maxItems": max_tasks},
+                       "tasks": tasks},
+        "required": ["steps", "tasks"],
+        "additionalProperties": False,
+    }
 
 
 def _file_words(text: str) -> set[str]:
@@ -359,9 +375,10 @@ class Planner:
         plan = planner.plan("Read 'hello' aloud", files=[])
     """
 
-    def __init__(self, llm: LLM, *, max_tasks: int = 8, n_demos: int = 4,
+    def __init__(self, llm: LLM, *, max_tasks: int = 8, n_demos: int = 3,
                  demos: Sequence[Demo] = DEMOS, specs: Sequence[TaskSpec] = registry.TASKS,
-                 repair: bool = True, salvage: bool = True, similarity: Similarity = word_overlap) -> None:
+                 repair: bool = True, salvage: bool = True, similarity: Similarity = word_overlap,
+                 decompose: bool = True, samples: int = 0, sample_temperature: float = 0.7) -> None:
         self.llm = llm
         self.max_tasks = max_tasks
         self.n_demos = n_demos
@@ -371,8 +388,12 @@ class Planner:
         self.salvage = salvage
         self.last_salvaged = False
         self.similarity = similarity
-        self.schema = plan_schema(self.specs, max_tasks)
+        self.decompose = decompose
+        self.samples = samples
+        self.sample_temperature = sample_temperature
+        self.schema = plan_schema(self.specs, max_tasks, steps=decompose)
         self.last_raw: list[str] = []
+        self.last_steps: list[str] = []
         self.last_seconds = 0.0
 
     def system_prompt(self) -> str:
@@ -383,14 +404,29 @@ class Planner:
             lines.append(f"- {spec.name}({args}) -> {spec.output.value}: {spec.description}")
         return (
             "You are the planner of localgpt, an assistant that answers by running AI models on this machine.\n"
-            "Split the user's request into the fewest tasks that fulfil it, as a JSON list. Each task has an "
-            "\"id\" (0, 1, 2, ...), a \"task\" type from the list below, \"dep\" (ids of the tasks whose output "
+            "Split the user's request into the fewest tasks that fulfil it, " + self._reply_shape()
+            + " Each task has an \"id\" (0, 1, 2, ...), a \"task\" type from the list below, \"dep\" "
+            "(ids of the tasks whose output "
             "it uses, or [-1] when none) and \"args\".\n"
             "To use the output of task N as an argument, write \"<resource>-N\". File arguments are file names "
             "the user gave or \"<resource>-N\". Copy texts from the request into args; do not invent files, and "
             "add no task the request does not ask for.\n"
             "Task types:\n" + "\n".join(lines)
         )
+
+    def _reply_shape(self) -> str:
+        if self.decompose:
+            return ("as JSON: first \"steps\", the steps the request needs in plain words (\"Step 1: ...\"), "
+                    "then \"tasks\", one task per step.")
+        return "as a JSON list."
+
+    def demo_reply(self, demo: Demo) -> str:
+        """A demo's plan as the LLM is asked to write it (compact JSON, with its steps when decomposing)."""
+        tasks = list(demo.plan)
+        if not self.decompose:
+            return json.dumps(tasks, separators=(",", ":"), ensure_ascii=False)
+        steps = list(demo.steps) or [f"Step {i}: {t['task']}" for i, t in enumerate(tasks, 1)]
+        return json.dumps({"steps": steps, "tasks": tasks}, separators=(",", ":"), ensure_ascii=False)
 
     def user_prompt(self, request: str, files: Sequence[str]) -> str:
         """The request as the planner sees it, with the user's files."""
@@ -410,7 +446,7 @@ class Planner:
         msgs: list[Message] = [{"role": "system", "content": self.system_prompt()}]
         for demo in self.choose_demos(request):
             msgs.append({"role": "user", "content": self.user_prompt(demo.request, demo.files)})
-            msgs.append({"role": "assistant", "content": json.dumps(list(demo.plan))})
+            msgs.append({"role": "assistant", "content": self.demo_reply(demo)})
         current = {"role": "user", "content": self.user_prompt(request, files)}
         budget = self.llm.n_ctx - self.max_tokens() - sum(self.llm.count_tokens(m["content"]) + 8 for m in msgs)
         budget -= self.llm.count_tokens(current["content"]) + 8
@@ -419,53 +455,109 @@ class Planner:
         return msgs
 
     def max_tokens(self) -> int:
-        """Enough tokens for the longest plan the schema admits, within reason."""
-        return min(1536, 120 * self.max_tasks)
+        """Enough tokens for the longest plan the schema admits, within reason (and its steps)."""
+        return min(1536, 120 * self.max_tasks) + (STEP_MAX // 3 * self.max_tasks if self.decompose else 0)
 
     def plan(self, request: str, files: Sequence[str] = (), history: Sequence[Message] = ()) -> Plan:
-        """Plan ``request``; raises :class:`PlanError` when no valid plan comes after one repair round and
-        mending (:func:`salvage_plan`) cannot keep any task."""
+        """Plan ``request``; raises :class:`PlanError` when no valid plan can be made.
+
+        A reply that is not a valid plan is mended first (:func:`salvage_plan`); only when mending
+        cannot keep a single task (or the reply is not JSON) is the error fed back to the LLM for one
+        repair round, whose reply may be mended in turn.
+        """
         if not request.strip():
             raise PlanError("the request is empty", "say what you want done")
         start = time.perf_counter()
-        msgs = self.messages(request, files, history)
+        msgs = first = self.messages(request, files, history)
         self.last_raw = []
+        self.last_steps = []
         self.last_salvaged = False
         error: PlanError | None = None
-        decoded: Any = None
-        for attempt in range(2 if self.repair else 1):
+        for _ in range(2 if self.repair else 1):
             raw = self.llm.generate(msgs, schema=self.schema, max_tokens=self.max_tokens())
             self.last_raw.append(raw)
             try:
-                decoded = json.loads(raw)
-            except json.JSONDecodeError as exc:
-                decoded = None
-                error = PlanError(f"the planner's reply is not complete JSON ({exc.msg})", raw=raw)
-            else:
-                try:
-                    plan = validate_plan(decoded, request, files, self.max_tasks)
-                    self.last_seconds = time.perf_counter() - start
-                    return plan
-                except PlanError as exc:
-                    error = PlanError(exc.message, exc.hint, raw=raw)
-            if attempt == 0:
+                plan = self._accept(raw, request, files)
+            except PlanError as exc:
+                error = exc
                 msgs = msgs + [
                     {"role": "assistant", "content": raw},
-                    {"role": "user", "content": f"That plan is invalid: {error.message}. Reply with a corrected plan."},
+                    {"role": "user", "content": f"That plan is invalid: {exc.message}. Reply with a corrected plan."},
                 ]
+                continue
+            plan = self._consensus(plan, first, request, files)
+            self.last_seconds = time.perf_counter() - start
+            return plan
         assert error is not None
-        if self.salvage and decoded is not None:
-            try:
-                plan = salvage_plan(decoded, request, files, self.max_tasks, self.specs)
-            except PlanError:
-                pass
-            else:
-                self.last_salvaged = True
-                self.last_seconds = time.perf_counter() - start
-                return plan
         self.last_seconds = time.perf_counter() - start
         raise PlanError(f"could not make a valid plan: {error.message}",
                         "rephrase the request, or name the files it uses", raw=error.raw)
+
+    def _accept(self, raw: str, request: str, files: Sequence[str]) -> Plan:
+        """The plan in ``raw``, valid as it is or mended; raises the first error found when it is
+        not JSON, or when mending cannot keep a single task."""
+        try:
+            decoded = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise PlanError(f"the planner's reply is not complete JSON ({exc.msg})", raw=raw) from exc
+        self.last_steps = _steps_of(decoded)
+        try:
+            plan = validate_plan(decoded, request, files, self.max_tasks)
+        except PlanError as exc:
+            error = PlanError(exc.message, exc.hint, raw=raw)
+            if not self.salvage:
+                raise error from exc
+            try:
+                plan = salvage_plan(decoded, request, files, self.max_tasks, self.specs)
+            except PlanError:
+                raise error from exc
+            self.last_salvaged = True
+        return plan.model_copy(update={"steps": self.last_steps})
+
+    def _consensus(self, plan: Plan, msgs: list[Message], request: str, files: Sequence[str]) -> Plan:
+        """Self-consistency (``samples`` > 0): ``plan`` or one of ``samples`` replies sampled at
+        ``sample_temperature`` (each validated, or mended), whichever agrees most with all the others
+        (:func:`plan_agreement`); ``plan`` wins a tie. Samples that cannot be made valid do not vote."""
+        if self.samples <= 0:
+            return plan
+        candidates = [plan]
+        for k in range(self.samples):
+            raw = self.llm.generate(msgs, schema=self.schema, max_tokens=self.max_tokens(),
+                                    temperature=self.sample_temperature, seed=SAMPLE_SEED + k)
+            self.last_raw.append(raw)
+            try:
+                decoded = json.loads(raw)
+                try:
+                    found = validate_plan(decoded, request, files, self.max_tasks)
+                except PlanError:
+                    if not self.salvage:
+                        continue
+                    found = salvage_plan(decoded, request, files, self.max_tasks, self.specs)
+            except (json.JSONDecodeError, PlanError):
+                continue
+            candidates.append(found.model_copy(update={"steps": _steps_of(decoded)}))
+        votes = [sum(plan_agreement(c, other) for other in candidates) for c in candidates]
+        return candidates[votes.index(max(votes))]
+
+
+def plan_agreement(a: Plan, b: Plan) -> float:
+    """How alike two plans are, 0 to 2: the Jaccard overlap of their task types plus that of their
+    edges (source type, target type)."""
+
+    def jaccard(x: set[Any], y: set[Any]) -> float:
+        return len(x & y) / len(x | y) if x | y else 1.0
+
+    def edges(p: Plan) -> set[tuple[str, str]]:
+        return {(p.by_id(d).task, t.task) for t in p.tasks for d in t.dep}
+
+    return jaccard({t.task for t in a.tasks}, {t.task for t in b.tasks}) + jaccard(edges(a), edges(b))
+
+
+def _steps_of(decoded: Any) -> list[str]:
+    """The steps of a decomposed reply (none for a bare task list)."""
+    if isinstance(decoded, dict) and isinstance(decoded.get("steps"), list):
+        return [str(s) for s in decoded["steps"]]
+    return []
 
 
 def trim_history(llm: LLM, history: Sequence[Message], budget: int) -> list[Message]:
@@ -480,4 +572,4 @@ def trim_history(llm: LLM, history: Sequence[Message], budget: int) -> list[Mess
     return list(reversed(kept))
 
 
-__all__ = ["Planner", "plan_schema", "validate_plan", "salvage_plan", "trim_history", "REFERENCE"]
+__all__ = ["Planner", "plan_schema", "validate_plan", "salvage_plan", "plan_agreement", "trim_history", "REFERENCE"]

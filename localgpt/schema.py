@@ -24,9 +24,11 @@ class Task(BaseModel):
 
 
 class Plan(BaseModel):
-    """A validated task graph; tasks are in an order where every dep comes first."""
+    """A validated task graph; tasks are in an order where every dep comes first. ``steps`` are the
+    planner's plain-words decomposition of the request, when it wrote one."""
 
     tasks: list[Task]
+    steps: list[str] = []
 
     def by_id(self, task_id: int) -> Task:
         """The task with ``task_id``."""

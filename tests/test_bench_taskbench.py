@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from conftest import missing
 
-from localgpt.planner import validate_plan
+from localgpt.llm import FakeLLM
+from localgpt.planner import Planner, validate_plan
 
 REPO = Path(__file__).resolve().parent.parent
 spec = importlib.util.spec_from_file_location("taskbench", REPO / "bench" / "taskbench.py")
@@ -150,3 +151,36 @@ def test_partial_run_is_read_back_without_a_cut_last_line(tmp_path):
     got_preds, got_meta = tb.load_partial(preds, meta)
     assert list(got_preds) == ["1"]  # 2 has no figures, 3 was cut by a kill
     assert got_meta == {"1": {"parsed": True, "valid": True, "seconds": 1.0, "tokens": 5}}
+
+
+def test_gold_record_becomes_a_demo_with_its_steps():
+    record = {"id": "7", "user_request": "Describe example.jpg, then translate it.", "type": "chain",
+              "task_steps": ["Step 1: Describe the image.", "Step 2: Translate the description."],
+              "task_nodes": [{"task": "Translation", "arguments": ["<node-1>"]},
+                             {"task": "Image-to-Text", "arguments": ["example.jpg"]}]}
+    demo = tb.record_to_demo(record)
+    assert demo.steps == ("Step 1: Describe the image.", "Step 2: Translate the description.")
+    assert [x["task"] for x in demo.plan] == ["image-to-text", "translation"]  # dependency order
+    assert demo.plan[1]["args"]["text"] == "<resource>-0" and demo.files == ("example.jpg",)
+
+
+def test_demo_retrieval_never_returns_the_record_being_planned():
+    if not tb.DEFAULT_DATA.exists():
+        missing(f"TaskBench data not found at {tb.DEFAULT_DATA}")
+    records = tb.load_records(tb.DEFAULT_DATA)
+    bank = [(str(r["id"]), d) for r in records if (d := tb.record_to_demo(r)) is not None]
+    planner = Planner(FakeLLM(), specs=tb.bench_specs(), n_demos=3)  # word-overlap similarity: no model needed
+    for rec in records[:80]:
+        planner.demos = tb.leave_one_out(bank, rec)
+        assert len(planner.demos) >= len(bank) - 1
+        chosen = planner.choose_demos(rec["user_request"])
+        assert len(chosen) == 3
+        assert all(d.request.strip() != rec["user_request"].strip() for d in chosen)
+    # with the record's own demo in the bank, word overlap would pick it first: the filter is what stops it
+    rec = records[0]
+    own = next(d for src, d in bank if src == str(rec["id"]))
+    planner.demos = [d for _, d in bank]
+    assert planner.choose_demos(rec["user_request"])[-1] is own
+    # a record of another file with the same request is left out as well
+    twin = dict(rec, id="elsewhere-1")
+    assert own not in tb.leave_one_out(bank, twin)

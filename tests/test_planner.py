@@ -10,7 +10,7 @@ import pytest
 from localgpt.demos import DEMOS, Demo
 from localgpt.errors import PlanError
 from localgpt.llm import FakeLLM
-from localgpt.planner import Planner, trim_history, validate_plan
+from localgpt.planner import Planner, plan_agreement, trim_history, validate_plan
 
 
 def t(i: int, task: str, args: dict[str, str], dep: list[int] | None = None) -> dict[str, Any]:
@@ -154,7 +154,8 @@ def test_too_many_tasks() -> None:
 # --- the Planner ---
 
 TTS_PLAN = [t(0, "text-to-speech", {"text": "hello"})]
-BAD_PLAN = [t(0, "text-to-speech", {"text": "hello"}, [3])]
+BAD_PLAN = [t(0, "text-to-speech", {"text": "hello"}, [3])]  # mendable: the dep to a missing task is dropped
+LOST_PLAN = [t(0, "image-classification", {"image": "cat.png"})]  # not mendable: no image was given
 
 
 def test_planner_valid_first_reply() -> None:
@@ -170,15 +171,28 @@ def test_planner_valid_first_reply() -> None:
     assert planner.last_raw == [json.dumps(TTS_PLAN)]
 
 
-def test_planner_repairs_once() -> None:
+def test_planner_mends_before_it_repairs() -> None:
     llm = FakeLLM([json.dumps(BAD_PLAN), json.dumps(TTS_PLAN)])
-    plan = Planner(llm).plan("say hello aloud")
-    assert plan.tasks[0].dep == []
+    planner = Planner(llm)
+    plan = planner.plan("say hello aloud")
+    assert plan.tasks[0].dep == [] and planner.last_salvaged
+    assert len(llm.calls) == 1  # mended at once: no repair round
+
+
+def test_planner_repairs_once_when_mending_keeps_nothing() -> None:
+    llm = FakeLLM([json.dumps(LOST_PLAN), json.dumps(TTS_PLAN)])
+    planner = Planner(llm)
+    plan = planner.plan("say hello aloud")
+    assert [x.task for x in plan.tasks] == ["text-to-speech"] and not planner.last_salvaged
     assert len(llm.calls) == 2
     second = llm.calls[1].messages
-    assert second[-2] == {"role": "assistant", "content": json.dumps(BAD_PLAN)}
-    assert "task 0 depends on task 3" in second[-1]["content"]
+    assert second[-2] == {"role": "assistant", "content": json.dumps(LOST_PLAN)}
+    assert "cat.png" in second[-1]["content"] and "did not give" in second[-1]["content"]
     assert llm.calls[1].schema == llm.calls[0].schema
+    # without mending, a mendable plan goes to the repair round too
+    llm = FakeLLM([json.dumps(BAD_PLAN), json.dumps(TTS_PLAN)])
+    Planner(llm, salvage=False).plan("say hello aloud")
+    assert len(llm.calls) == 2 and "task 0 depends on task 3" in llm.calls[1].messages[-1]["content"]
 
 
 def test_planner_gives_up_after_two_invalid() -> None:
@@ -187,6 +201,10 @@ def test_planner_gives_up_after_two_invalid() -> None:
         Planner(llm, salvage=False).plan("say hello aloud")
     assert err.value.raw == json.dumps(BAD_PLAN)
     assert "task 0 depends on task 3" in err.value.message
+    assert len(llm.calls) == 2
+    llm = FakeLLM([json.dumps(LOST_PLAN), json.dumps(LOST_PLAN)])
+    with pytest.raises(PlanError, match="could not make a valid plan"):
+        Planner(llm).plan("say hello aloud")
     assert len(llm.calls) == 2
 
 
@@ -246,7 +264,61 @@ def test_demos_in_messages_never_exceed_n_demos() -> None:
 def test_closest_demo_sits_just_before_request() -> None:
     msgs = Planner(FakeLLM(), n_demos=4).messages("Read this sentence aloud: see you", [])
     assert "Read this sentence aloud: good morning" in msgs[-3]["content"]
+    assert json.loads(msgs[-2]["content"])["tasks"][0]["task"] == "text-to-speech"
+
+
+# --- decompose, then plan ---
+
+def test_decomposing_planner_asks_for_steps_then_tasks() -> None:
+    planner = Planner(FakeLLM(), n_demos=2)
+    schema = planner.schema
+    assert schema["type"] == "object" and schema["required"] == ["steps", "tasks"]
+    assert list(schema["properties"]) == ["steps", "tasks"]  # the steps are written first
+    assert schema["properties"]["tasks"]["type"] == "array"
+    assert '"steps"' in planner.system_prompt() and '"tasks"' in planner.system_prompt()
+    msgs = planner.messages("Transcribe lecture.mp3 and give me a short summary of it.", ["lecture.mp3"])
+    reply = json.loads(msgs[-2]["content"])  # the closest demo, written as the LLM must write
+    assert reply["steps"] == ["Step 1: Transcribe the speech in interview.mp3.", "Step 2: Summarize the transcript."]
+    assert [x["task"] for x in reply["tasks"]] == ["automatic-speech-recognition", "summarization"]
+    assert " " not in msgs[-2]["content"].split('"tasks"')[1].split('"args"')[0]  # compact JSON
+
+
+def test_decomposed_reply_gives_plan_with_steps() -> None:
+    reply = {"steps": ["Step 1: Say hello aloud."], "tasks": TTS_PLAN}
+    planner = Planner(FakeLLM([json.dumps(reply)]))
+    plan = planner.plan("say hello aloud")
+    assert [x.task for x in plan.tasks] == ["text-to-speech"]
+    assert plan.steps == ["Step 1: Say hello aloud."] == planner.last_steps
+    # a bare task list (an older reply shape) is still a plan, with no steps
+    plan = Planner(FakeLLM([json.dumps(TTS_PLAN)])).plan("say hello aloud")
+    assert plan.steps == [] and plan.tasks[0].task == "text-to-speech"
+
+
+def test_decomposed_reply_is_mended_and_repaired_like_a_list() -> None:
+    bad = {"steps": ["Step 1: Say hello."], "tasks": BAD_PLAN}
+    planner = Planner(FakeLLM([json.dumps(bad)]))
+    plan = planner.plan("say hello aloud")  # mended: the bad dep dropped, the steps kept
+    assert planner.last_salvaged and plan.tasks[0].dep == [] and plan.steps == ["Step 1: Say hello."]
+    lost = {"steps": ["Step 1: Classify cat.png."], "tasks": LOST_PLAN}
+    llm = FakeLLM([json.dumps(lost), json.dumps({"steps": ["Step 1: Say hello aloud."], "tasks": TTS_PLAN})])
+    plan = Planner(llm).plan("say hello aloud")
+    assert "did not give" in llm.calls[1].messages[-1]["content"]
+    assert plan.steps == ["Step 1: Say hello aloud."]
+
+
+def test_plain_planner_replies_a_list() -> None:
+    planner = Planner(FakeLLM([json.dumps(TTS_PLAN)]), n_demos=1, decompose=False)
+    assert planner.schema["type"] == "array"
+    msgs = planner.messages("Read this sentence aloud: see you", [])
     assert json.loads(msgs[-2]["content"])[0]["task"] == "text-to-speech"
+    assert "JSON list" in planner.system_prompt() and '"steps"' not in planner.system_prompt()
+
+
+def test_demo_without_steps_gets_one_step_per_task() -> None:
+    demo = Demo("request", (), (t(0, "summarization", {"text": "x"}),
+                                t(1, "text-to-speech", {"text": "<resource>-0"}, [0])))
+    reply = json.loads(Planner(FakeLLM()).demo_reply(demo))
+    assert reply["steps"] == ["Step 1: summarization", "Step 2: text-to-speech"]
 
 
 def test_history_trimmed_oldest_first() -> None:
@@ -287,3 +359,37 @@ def test_trim_history_keeps_latest_and_strips_extra_keys() -> None:
     assert trim_history(llm, history, 18) == [{"role": "assistant", "content": "b" * 40}]
     assert trim_history(llm, history, 5) == []
     assert trim_history(llm, history, -10) == []
+
+
+# --- self-consistency (an option, off by default) ---
+
+TTS_ASR = [t(0, "text-to-speech", {"text": "hello"}),
+           t(1, "automatic-speech-recognition", {"audio": "<resource>-0"}, [0])]
+
+
+def test_self_consistency_takes_the_plan_the_samples_agree_on() -> None:
+    llm = FakeLLM([json.dumps(TTS_PLAN), json.dumps(TTS_ASR), json.dumps(TTS_ASR)])
+    planner = Planner(llm, samples=2, sample_temperature=0.7)
+    plan = planner.plan("say hello aloud, then transcribe it")
+    assert [x.task for x in plan.tasks] == ["text-to-speech", "automatic-speech-recognition"]
+    assert [(c.temperature, c.seed) for c in llm.calls] == [(0.0, None), (0.7, 1000), (0.7, 1001)]
+    assert llm.calls[1].messages == llm.calls[0].messages  # the same prompt: its state is reused
+    assert len(planner.last_raw) == 3
+
+
+def test_self_consistency_tie_keeps_greedy_and_bad_samples_do_not_vote() -> None:
+    llm = FakeLLM([json.dumps(TTS_PLAN), json.dumps(TTS_ASR)])
+    plan = Planner(llm, samples=1).plan("say hello aloud, then transcribe it")
+    assert [x.task for x in plan.tasks] == ["text-to-speech"]  # one against one: the greedy plan
+    llm = FakeLLM([json.dumps(TTS_PLAN), "not json", json.dumps([t(0, "made-up", {})]), json.dumps(TTS_PLAN)])
+    plan = Planner(llm, samples=3).plan("say hello aloud")
+    assert [x.task for x in plan.tasks] == ["text-to-speech"] and len(llm.calls) == 4
+    llm = FakeLLM([json.dumps(TTS_PLAN)])
+    Planner(llm).plan("say hello aloud")
+    assert len(llm.calls) == 1  # off by default: no extra call
+
+
+def test_plan_agreement_counts_tasks_and_edges() -> None:
+    a, b = validate_plan(TTS_PLAN), validate_plan(TTS_ASR)
+    assert plan_agreement(a, a) == 2.0 and plan_agreement(b, b) == 2.0
+    assert plan_agreement(a, b) == 0.5  # tasks 1 of 2 shared, edges 0 of 1

@@ -82,13 +82,13 @@ def test_nothing_left_is_an_error() -> None:
         salvage_plan("nonsense")
 
 
-def test_planner_mends_after_the_repair_round_fails() -> None:
+def test_planner_mends_without_a_repair_round() -> None:
     bad = [t(0, "sentence-similarity", {"text": "example.jpg", "other_text": "a cat"}),
            t(1, "text-to-speech", {"text": "<resource>-4"})]
     llm = FakeLLM([json.dumps(bad), json.dumps(bad)])
     planner = Planner(llm)
     plan = planner.plan("compare the text in example.jpg with 'a cat' and read the result aloud")
-    assert len(llm.calls) == 2 and planner.last_salvaged
+    assert len(llm.calls) == 1 and planner.last_salvaged
     assert [x.task for x in plan.tasks] == ["image-to-text", "sentence-similarity", "text-to-speech"]
     assert plan.tasks[2].args == {"text": "<resource>-1"}
     # off: the error reaches the caller

@@ -100,7 +100,11 @@ class FakeWorld:
             files = [] if listed == "none" else listed.split(", ")
             if "wait" in request:
                 self.release.wait(30)
-            return json.dumps(plan_for(request, files))
+            plan = plan_for(request, files)
+            if schema is not None and "steps" in schema.get("properties", {}):  # the decomposing planner
+                steps = [f"Step {i}: run {t['task']}" for i, t in enumerate(plan, 1)]
+                return json.dumps({"steps": steps, "tasks": plan})
+            return json.dumps(plan)
         raise AssertionError(f"unexpected LLM call: {messages[-1]['content'][:80]}")
 
     def factory(self, settings: Settings) -> Pipeline:

@@ -95,6 +95,10 @@ def test_schema_accepts_every_demo(validator: Draft202012Validator, demo: Any) -
     plan = list(demo.plan)
     errors = [e.message for e in validator.iter_errors(plan)]
     assert not errors, errors
+    # decomposed: one plain-words step per task, and the object form fits its schema
+    assert len(demo.steps) == len(demo.plan) and all(step.startswith("Step ") for step in demo.steps)
+    decomposed = Draft202012Validator(plan_schema(steps=True))
+    assert not list(decomposed.iter_errors({"steps": list(demo.steps), "tasks": plan}))
 
 
 BASE = [{"id": 0, "task": "image-classification", "dep": [-1], "args": {"image": "cat.png"}}]

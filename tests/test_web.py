@@ -78,6 +78,9 @@ def test_page_chat_with_plan_graph_and_media(browser: Any, server: tuple[FakeWor
     assert x[1] > x[0]
     assert "image-to-text" in nodes[0].text and "caption-fake" in nodes[0].text
     assert len(turn.find_elements(By.CSS_SELECTOR, "svg.plan-graph path.edge")) == 1
+    # the planner's steps, in plain words, above the graph
+    steps = [li.text for li in turn.find_elements(By.CSS_SELECTOR, "ol.plan-steps li")]
+    assert steps == ["Step 1: run image-to-text", "Step 2: run text-to-image"]
     # the uploaded photo reached the captioning expert
     assert world.recorder.runs[0]["read"]["image"] == photo.read_bytes()
     # the streamed answer, and the produced image shown

@@ -95,7 +95,7 @@ function layout(tasks) {
   return { pos, width: columns.length * (NODE_W + GAP_X) - GAP_X + 8, height: rows * (NODE_H + GAP_Y) - GAP_Y + 8 };
 }
 
-function drawPlan(turn, tasks) {
+function drawPlan(turn, tasks, steps) {
   const { pos, width, height } = layout(tasks);
   const graph = svg("svg", { class: "plan-graph", width, height, viewBox: `0 0 ${width} ${height}`,
     role: "img", "aria-label": `plan of ${tasks.length} task(s)` });
@@ -123,7 +123,13 @@ function drawPlan(turn, tasks) {
     g.append(svg("title", {}, JSON.stringify(t.args)));
     graph.append(g);
   }
-  turn.graph.replaceChildren(graph);
+  const parts = [graph];
+  if (steps && steps.length) {  // the planner's decomposition, in plain words, above its graph
+    const list = el("ol", { class: "plan-steps" });
+    for (const step of steps) list.append(el("li", {}, step));
+    parts.unshift(list);
+  }
+  turn.graph.replaceChildren(...parts);
 }
 
 function node(turn, id) { return turn.graph.querySelector(`.node[data-id="${id}"]`); }
@@ -182,7 +188,7 @@ function onChunk(turn, chunk) {
   const ev = chunk.localgpt;
   if (!ev) return;
   const d = ev.data || {};
-  if (ev.type === "plan") drawPlan(turn, d.tasks);
+  if (ev.type === "plan") drawPlan(turn, d.tasks, d.steps);
   else if (ev.type === "select") setNode(turn, d.task_id, null, d.model);
   else if (ev.type === "task_start") setNode(turn, d.id, "running", `running on ${d.model}`);
   else if (ev.type === "task_done") setNode(turn, d.id, "done", `done in ${(d.seconds || 0).toFixed(1)} s (${d.model})`);
