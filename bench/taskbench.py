@@ -440,6 +440,46 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return doc
 
 
+def rescore(name: str, data: Path, out_dir: Path) -> dict[str, Any]:
+    """Re-read a finished run's stored replies through today's validation and mending, with no
+    model call, and write the result as ``<name>-rescored``.
+
+    Exact for runs without self-consistency: planning is greedy, so the first reply and the repair
+    round's reply (kept in ``raw``) are what the planner would decode again; today's planner keeps
+    the first reply when it is valid or can be mended, else takes the repair reply. The seconds of a
+    record are those measured (a record that needed no repair now would have been quicker)."""
+    from localgpt.planner import accept_reply
+
+    doc = json.loads((out_dir / f"{name}.json").read_text()) if (out_dir / f"{name}.json").exists() else {}
+    if doc.get("settings", {}).get("samples"):
+        raise SystemExit(f"error: {name} sampled plans (self-consistency); its replies cannot be replayed")
+    records = {str(r["id"]): r for r in load_records(data)}
+    preds, meta = load_partial(out_dir / f"{name}.predictions.jsonl", out_dir / f"{name}.meta.jsonl")
+    changed = []
+    for rid, info in meta.items():
+        request = records[rid]["user_request"]
+        for raw in info.get("raw", [])[:2]:
+            try:
+                plan, mended = accept_reply(raw, request, [], 8, bench_specs())
+            except PlanError:
+                continue
+            pred = to_taskbench(rid, [t.model_dump() for t in plan.tasks])
+            if pred["task_nodes"] != preds[rid]["task_nodes"] or not info.get("valid"):
+                changed.append(rid)
+                preds[rid] = pred
+                info.update(parsed=True, valid=True, salvaged=mended, rescored=True)
+            break
+    out = f"{name}-rescored"
+    (out_dir / f"{out}.predictions.jsonl").write_text("".join(json.dumps(preds[i]) + "\n" for i in preds))
+    (out_dir / f"{out}.meta.jsonl").write_text("".join(json.dumps({"id": i, **meta[i]}) + "\n" for i in preds))
+    metrics = score([records[i] for i in preds], preds, meta)
+    result = {**doc, "date": time.strftime("%Y-%m-%d %H:%M"), "rescored_from": name, "changed": changed,
+              "metrics": metrics, "predictions": f"{out}.predictions.jsonl", "per_record": f"{out}.meta.jsonl"}
+    (out_dir / f"{out}.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(f"{len(changed)} record(s) planned differently today: {', '.join(changed) or 'none'}", file=sys.stderr)
+    return result
+
+
 def print_table(metrics: dict[str, dict[str, Any]]) -> None:
     """The metrics as a table on stdout."""
     cols = ["records", "node_f1", "edge_f1", "exact_match", "parse_rate", "valid_rate", "salvaged_rate",
@@ -482,10 +522,19 @@ def main(argv: Iterable[str] | None = None) -> int:
     p.add_argument("--resume", action="store_true",
                    help="keep the records an interrupted run of the same --name already planned")
     p.add_argument("--out-dir", default=str(RESULTS), help="where the outputs go (default: bench/results)")
+    p.add_argument("--rescore", metavar="NAME",
+                   help="no planning: re-read run NAME's stored replies through today's validation and mending "
+                        "(writes NAME-rescored)")
     args = p.parse_args(list(argv) if argv is not None else None)
     if not Path(args.data).is_file():
         print(f"error: TaskBench data {args.data} not found (give one with --data)", file=sys.stderr)
         return 1
+    if args.rescore:
+        if not (Path(args.out_dir) / f"{args.rescore}.meta.jsonl").is_file():
+            print(f"error: no run named {args.rescore} in {args.out_dir}", file=sys.stderr)
+            return 1
+        print_table(rescore(args.rescore, Path(args.data), Path(args.out_dir))["metrics"])
+        return 0
     if not Path(args.model).is_file():
         print(f"error: model file {args.model} not found (python download_models.py --profile starter)",
               file=sys.stderr)

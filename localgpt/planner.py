@@ -213,6 +213,19 @@ CONVERTERS: dict[tuple[Kind, Kind], str] = {
 }
 
 
+_QUOTED = re.compile(r"""(?:^|[\s:(])(['"])(.{3,}?)\1(?=[\s.,;:!?)]|$)""")
+
+
+def _user_text(request: str, files: Sequence[str]) -> str | None:
+    """The text a request gives to work on: its first quoted passage, else a file it names that is
+    no image, audio or video (a text file), else the request itself."""
+    quoted = _QUOTED.search(request)
+    if quoted:
+        return quoted.group(2).strip()[:TEXT_MAX] or None
+    other = next((f for f in files if kind_by_name(f) is None), None)
+    return other or request.strip()[:TEXT_MAX] or None
+
+
 class _Mender:
     """Rebuilds a plan task by task, keeping what is sound (see :func:`salvage_plan`)."""
 
@@ -223,6 +236,7 @@ class _Mender:
         names = [str(f) for f in files] + sorted(_file_words(request), key=request.find)
         self.user_files = list(dict.fromkeys(names))
         self.allowed = set(self.user_files) | {n.replace("\\", "/").rsplit("/", 1)[-1] for n in self.user_files}
+        self.user_text = _user_text(request, self.user_files)
 
     def produces(self, new_id: int) -> tuple[Kind, ...]:
         return self.known[self.out[new_id]["task"]].produces
@@ -287,9 +301,13 @@ class _Mender:
             value = args.get(inp.name)
             value = value if isinstance(value, str) and value.strip() else ""
             new = self.fix(value, inp.kind) if value else None
-            # a lost media input, or a text that was only a reference, takes the latest fitting output
-            if new is None and inp.required and (inp.kind is not Kind.TEXT or is_pure_reference(value)):
-                new = self.latest(inp.kind)
+            # a lost media input takes the latest fitting output (or the user's file of that kind); a lost
+            # text, or one that was only references, the latest text output, else the text the user gave
+            if new is None and inp.required:
+                if inp.kind is not Kind.TEXT:
+                    new = self.latest(inp.kind)
+                elif not value or references(value):
+                    new = self.latest(Kind.TEXT) or self.user_text
             if new is None:
                 if inp.required:
                     del self.out[mark:]  # converters added for a task that is dropped go too
@@ -306,7 +324,8 @@ def salvage_plan(raw: Any, request: str = "", files: Sequence[str] = (), max_tas
 
     Tasks are renumbered in order. A reference to a task that does not exist, or a file the
     user did not give, becomes the latest earlier output of the kind needed (or the user's
-    file of that kind); an output of the wrong kind gets a converter task in between
+    file of that kind; for a text, the text the user gave: a quoted passage, a text file the
+    request names, else the request itself); an output of the wrong kind gets a converter task in between
     (image-to-text, speech recognition, text-to-speech, text-to-image, text-to-video); a task
     whose required input cannot be found is dropped, with the converters made for it. Raises
     :class:`PlanError` when nothing valid remains.
@@ -494,25 +513,10 @@ class Planner:
                         "rephrase the request, or name the files it uses", raw=error.raw)
 
     def _accept(self, raw: str, request: str, files: Sequence[str]) -> Plan:
-        """The plan in ``raw``, valid as it is or mended; raises the first error found when it is
-        not JSON, or when mending cannot keep a single task."""
-        try:
-            decoded = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise PlanError(f"the planner's reply is not complete JSON ({exc.msg})", raw=raw) from exc
-        self.last_steps = _steps_of(decoded)
-        try:
-            plan = validate_plan(decoded, request, files, self.max_tasks)
-        except PlanError as exc:
-            error = PlanError(exc.message, exc.hint, raw=raw)
-            if not self.salvage:
-                raise error from exc
-            try:
-                plan = salvage_plan(decoded, request, files, self.max_tasks, self.specs)
-            except PlanError:
-                raise error from exc
-            self.last_salvaged = True
-        return plan.model_copy(update={"steps": self.last_steps})
+        """The plan in ``raw`` (see :func:`accept_reply`), noting its steps and whether it was mended."""
+        plan, self.last_salvaged = accept_reply(raw, request, files, self.max_tasks, self.specs, salvage=self.salvage)
+        self.last_steps = list(plan.steps)
+        return plan
 
     def _consensus(self, plan: Plan, msgs: list[Message], request: str, files: Sequence[str]) -> Plan:
         """Self-consistency (``samples`` > 0): ``plan`` or one of ``samples`` replies sampled at
@@ -526,18 +530,37 @@ class Planner:
                                     temperature=self.sample_temperature, seed=SAMPLE_SEED + k)
             self.last_raw.append(raw)
             try:
-                decoded = json.loads(raw)
-                try:
-                    found = validate_plan(decoded, request, files, self.max_tasks)
-                except PlanError:
-                    if not self.salvage:
-                        continue
-                    found = salvage_plan(decoded, request, files, self.max_tasks, self.specs)
-            except (json.JSONDecodeError, PlanError):
+                found, _ = accept_reply(raw, request, files, self.max_tasks, self.specs, salvage=self.salvage)
+            except PlanError:
                 continue
-            candidates.append(found.model_copy(update={"steps": _steps_of(decoded)}))
+            candidates.append(found)
         votes = [sum(plan_agreement(c, other) for other in candidates) for c in candidates]
         return candidates[votes.index(max(votes))]
+
+
+def accept_reply(raw: str, request: str = "", files: Sequence[str] = (), max_tasks: int = 8,
+                 specs: Sequence[TaskSpec] = registry.TASKS, *, salvage: bool = True) -> tuple[Plan, bool]:
+    """The plan in a planner reply, valid as it is or mended (:func:`salvage_plan`), with its steps,
+    and whether it was mended. Raises the first error found when the reply is not JSON, or when
+    mending (if ``salvage``) cannot keep a single task."""
+    try:
+        decoded = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise PlanError(f"the planner's reply is not complete JSON ({exc.msg})", raw=raw) from exc
+    steps = _steps_of(decoded)
+    mended = False
+    try:
+        plan = validate_plan(decoded, request, files, max_tasks)
+    except PlanError as exc:
+        error = PlanError(exc.message, exc.hint, raw=raw)
+        if not salvage:
+            raise error from exc
+        try:
+            plan = salvage_plan(decoded, request, files, max_tasks, specs)
+        except PlanError:
+            raise error from exc
+        mended = True
+    return plan.model_copy(update={"steps": steps}), mended
 
 
 def plan_agreement(a: Plan, b: Plan) -> float:
@@ -572,4 +595,5 @@ def trim_history(llm: LLM, history: Sequence[Message], budget: int) -> list[Mess
     return list(reversed(kept))
 
 
-__all__ = ["Planner", "plan_schema", "validate_plan", "salvage_plan", "plan_agreement", "trim_history", "REFERENCE"]
+__all__ = ["Planner", "plan_schema", "validate_plan", "salvage_plan", "accept_reply", "plan_agreement", "trim_history",
+           "REFERENCE"]

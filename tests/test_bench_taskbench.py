@@ -184,3 +184,29 @@ def test_demo_retrieval_never_returns_the_record_being_planned():
     # a record of another file with the same request is left out as well
     twin = dict(rec, id="elsewhere-1")
     assert own not in tb.leave_one_out(bank, twin)
+
+
+def test_rescore_replays_stored_replies_through_todays_mending(tmp_path):
+    request = "Translate the text in 'example.txt' into French and read it aloud."
+    record = {"id": "r1", "user_request": request, "type": "chain",
+              "task_nodes": [{"task": "Translation", "arguments": ["example.txt"]},
+                             {"task": "Text-to-Speech", "arguments": ["<node-0>"]}]}
+    data = tmp_path / "data.jsonl"
+    data.write_text(json.dumps(record) + "\n")
+    # the stored first reply refers to itself; say an older planner could not keep anything of it
+    first = json.dumps({"steps": ["Step 1: Translate.", "Step 2: Read aloud."], "tasks": [
+        {"id": 0, "task": "translation", "dep": [-1], "args": {"text": "<resource>-0"}},
+        {"id": 1, "task": "text-to-speech", "dep": [0], "args": {"text": "<resource>-0"}}]})
+    (tmp_path / "old.predictions.jsonl").write_text(json.dumps({"id": "r1", "task_nodes": []}) + "\n")
+    (tmp_path / "old.meta.jsonl").write_text(json.dumps(
+        {"id": "r1", "parsed": True, "valid": False, "salvaged": False, "seconds": 3.0, "raw": [first, first]}) + "\n")
+    doc = tb.rescore("old", data, tmp_path)
+    assert doc["changed"] == ["r1"]
+    assert doc["metrics"]["all"]["node_f1"] == 100.0 and doc["metrics"]["all"]["edge_f1"] == 100.0
+    assert doc["metrics"]["all"]["valid_rate"] == 100.0 and doc["metrics"]["all"]["salvaged_rate"] == 100.0
+    lines = (tmp_path / "old-rescored.predictions.jsonl").read_text().splitlines()
+    assert json.loads(lines[0])["task_nodes"][0] == {"task": "Translation", "arguments": ["example.txt"]}
+    # a run that sampled plans cannot be replayed
+    (tmp_path / "old.json").write_text(json.dumps({"settings": {"samples": 2}}))
+    with pytest.raises(SystemExit, match="cannot be replayed"):
+        tb.rescore("old", data, tmp_path)

@@ -94,3 +94,24 @@ def test_planner_mends_without_a_repair_round() -> None:
     # off: the error reaches the caller
     with pytest.raises(PlanError):
         Planner(FakeLLM([json.dumps(bad), json.dumps(bad)]), salvage=False).plan("compare example.jpg with 'a cat'")
+
+
+def test_a_text_input_with_no_source_takes_the_text_the_user_gave() -> None:
+    # the first task refers to itself: no earlier output exists, so the request's text file is read
+    raw = {"steps": [], "tasks": [t(0, "translation", {"text": "<resource>-0"}),
+                                  t(1, "summarization", {"text": "<resource>-0"}, [0]),
+                                  t(2, "image-editing", {"image": "example.jpg", "text": "<resource>-1"}, [1])]}
+    request = ("I have an English text file named 'example.txt', and an image file named 'example.jpg'. Translate the "
+               "text into French, summarize it, and modify the image according to the summary.")
+    plan = salvage_plan(raw, request)
+    assert [(x.task, x.args) for x in plan.tasks] == [
+        ("translation", {"text": "example.txt"}), ("summarization", {"text": "<resource>-0"}),
+        ("image-editing", {"image": "example.jpg", "text": "<resource>-1"})]
+    # a quoted passage is the text the user gave; without any, the request itself
+    lost = [t(0, "text-to-speech", {"text": "<resource>-3"})]
+    assert salvage_plan(lost, "Read 'good night, moon.' aloud").tasks[0].args == {"text": "good night, moon."}
+    assert salvage_plan(lost, "read something calming aloud").tasks[0].args == {"text": "read something calming aloud"}
+    # a missing required text is filled the same way; a later text task takes the latest text output instead
+    missing = [t(0, "image-to-text", {"image": "cat.png"}), t(1, "translation", {})]
+    plan = salvage_plan(missing, "describe cat.png in French")
+    assert plan.tasks[1].args == {"text": "<resource>-0"} and plan.tasks[1].dep == [0]
