@@ -412,7 +412,6 @@ class Planner:
         self.sample_temperature = sample_temperature
         self.schema = plan_schema(self.specs, max_tasks, steps=decompose)
         self.last_raw: list[str] = []
-        self.last_steps: list[str] = []
         self.last_seconds = 0.0
 
     def system_prompt(self) -> str:
@@ -425,8 +424,7 @@ class Planner:
             "You are the planner of localgpt, an assistant that answers by running AI models on this machine.\n"
             "Split the user's request into the fewest tasks that fulfil it, " + self._reply_shape()
             + " Each task has an \"id\" (0, 1, 2, ...), a \"task\" type from the list below, \"dep\" "
-            "(ids of the tasks whose output "
-            "it uses, or [-1] when none) and \"args\".\n"
+            "(ids of the tasks whose output it uses, or [-1] when none) and \"args\".\n"
             "To use the output of task N as an argument, write \"<resource>-N\". File arguments are file names "
             "the user gave or \"<resource>-N\". Copy texts from the request into args; do not invent files, and "
             "add no task the request does not ask for.\n"
@@ -489,7 +487,6 @@ class Planner:
         start = time.perf_counter()
         msgs = first = self.messages(request, files, history)
         self.last_raw = []
-        self.last_steps = []
         self.last_salvaged = False
         error: PlanError | None = None
         for _ in range(2 if self.repair else 1):
@@ -513,9 +510,8 @@ class Planner:
                         "rephrase the request, or name the files it uses", raw=error.raw)
 
     def _accept(self, raw: str, request: str, files: Sequence[str]) -> Plan:
-        """The plan in ``raw`` (see :func:`accept_reply`), noting its steps and whether it was mended."""
+        """The plan in ``raw`` (see :func:`accept_reply`), noting whether it was mended."""
         plan, self.last_salvaged = accept_reply(raw, request, files, self.max_tasks, self.specs, salvage=self.salvage)
-        self.last_steps = list(plan.steps)
         return plan
 
     def _consensus(self, plan: Plan, msgs: list[Message], request: str, files: Sequence[str]) -> Plan:

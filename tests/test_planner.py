@@ -288,7 +288,7 @@ def test_decomposed_reply_gives_plan_with_steps() -> None:
     planner = Planner(FakeLLM([json.dumps(reply)]))
     plan = planner.plan("say hello aloud")
     assert [x.task for x in plan.tasks] == ["text-to-speech"]
-    assert plan.steps == ["Step 1: Say hello aloud."] == planner.last_steps
+    assert plan.steps == ["Step 1: Say hello aloud."]
     # a bare task list (an older reply shape) is still a plan, with no steps
     plan = Planner(FakeLLM([json.dumps(TTS_PLAN)])).plan("say hello aloud")
     assert plan.steps == [] and plan.tasks[0].task == "text-to-speech"
