@@ -364,7 +364,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     planner = Planner(llm, max_tasks=8, n_demos=0 if args.demos == "none" else args.n_demos,
                       specs=bench_specs(), repair=not args.no_repair, salvage=not args.no_salvage,
                       similarity=make_similarity(args), decompose=not args.no_decompose,
-                      samples=args.samples, sample_temperature=args.sample_temperature)
+                      samples=args.samples, sample_temperature=args.sample_temperature,
+                      step_floor=not args.no_step_floor)
     if args.no_constraint:
         planner.schema = None  # type: ignore[assignment]
     name = args.name or f"taskbench-{Path(args.model).parent.name}"
@@ -431,6 +432,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                      "repair": not args.no_repair, "salvage": not args.no_salvage, "threads": args.threads,
                      "similarity": args.similarity, "decompose": not args.no_decompose,
                      "samples": args.samples, "sample_temperature": args.sample_temperature,
+                     "step_floor": not args.no_step_floor,
                      "demo_data": str(args.demo_data) if args.demo_source != "localgpt" else None},
         "metrics": metrics,
         "predictions": pred_path.name,
@@ -504,6 +506,8 @@ def main(argv: Iterable[str] | None = None) -> int:
                    help="ablation: no mending of a plan still invalid after repair (converters, dropped tasks)")
     p.add_argument("--no-decompose", action="store_true",
                    help="ablation: the planner writes its tasks straight away, without the steps first")
+    p.add_argument("--no-step-floor", action="store_true",
+                   help="ablation: no floor of two steps for a request that reads as several actions")
     p.add_argument("--samples", type=int, default=0,
                    help="self-consistency: sample K more plans and keep the one they agree on most (default 0)")
     p.add_argument("--sample-temperature", type=float, default=0.7, help="temperature of those samples")

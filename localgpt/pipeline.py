@@ -147,8 +147,8 @@ class Pipeline:
         if plan is None:
             plan = self.planner.plan(request, inputs.names(), history)
         else:  # a plan given by the caller (batch, API) gets the same checks as a decoded one
-            plan = validate_plan([t.model_dump() for t in plan.tasks], request, inputs.names(),
-                                 self.settings.max_tasks)
+            plan = validate_plan({"steps": list(plan.steps), "tasks": [t.model_dump() for t in plan.tasks]}, request,
+                                 inputs.names(), self.settings.max_tasks)
         timings["plan"] = time.perf_counter() - start
         emit(Event(type="plan", data={"tasks": [t.model_dump() for t in plan.tasks], "steps": list(plan.steps)}))
 

@@ -131,6 +131,19 @@ def test_event_order(full: tuple[Setup, Path]) -> None:
     assert events[0].data["tasks"][1]["dep"] == [0]
 
 
+def test_given_plan_keeps_its_steps(full: tuple[Setup, Path]) -> None:
+    from localgpt.planner import validate_plan
+
+    s, photo = full
+    s.llm.replies.pop(0)  # no planner call: the plan is given
+    steps = ["Step 1: Say it.", "Step 2: Transcribe it.", "Step 3: Caption the photo.", "Step 4: Draw it."]
+    given = validate_plan({"steps": steps, "tasks": FULL_PLAN}, REQUEST, [str(photo)])
+    events: list[Event] = []
+    result = s.pipeline().run(REQUEST, [photo], on_event=events.append, plan=given)
+    assert result.plan.steps == steps and events[0].data["steps"] == steps
+    assert all("Split the user's request" not in c.messages[0]["content"] for c in s.llm.calls)
+
+
 def test_stream_yields_same_events(full: tuple[Setup, Path]) -> None:
     s, photo = full
     called: list[Event] = []

@@ -10,7 +10,7 @@ import pytest
 from localgpt.demos import DEMOS, Demo
 from localgpt.errors import PlanError
 from localgpt.llm import FakeLLM
-from localgpt.planner import Planner, plan_agreement, trim_history, validate_plan
+from localgpt.planner import Planner, min_steps, plan_agreement, plan_schema, trim_history, validate_plan
 
 
 def t(i: int, task: str, args: dict[str, str], dep: list[int] | None = None) -> dict[str, Any]:
@@ -30,8 +30,10 @@ def test_valid_plan_roundtrip() -> None:
                           t(1, "automatic-speech-recognition", {"audio": "<resource>-0"}, [0])])
     assert [x.task for x in plan.tasks] == ["text-to-speech", "automatic-speech-recognition"]
     assert plan.by_id(1).dep == [0]
-    # the {"tasks": [...]} wrapping is accepted too
+    # the {"tasks": [...]} wrapping is accepted too, and keeps its steps
     assert validate_plan({"tasks": [t(0, "summarization", {"text": "x"})]}).tasks[0].task == "summarization"
+    assert validate_plan({"steps": ["Step 1: Sum up x."], "tasks": [t(0, "summarization", {"text": "x"})]}).steps \
+        == ["Step 1: Sum up x."]
 
 
 def test_not_a_list_or_malformed() -> None:
@@ -115,6 +117,17 @@ def test_literal_media_of_wrong_kind_or_plain_text() -> None:
     assert "'a cat'" in msg and "needs image" in msg
     msg = plan_error([t(0, "image-classification", {"image": "song.wav"})], files=["song.wav"])
     assert "song.wav" in msg and "needs image" in msg
+
+
+def test_text_arg_given_a_bare_media_file_is_named() -> None:
+    msg = plan_error([t(0, "question-answering", {"question": "what is the deadline?", "context": "example.jpg"})],
+                     request="when is the deadline in example.jpg?")
+    assert "needs text for 'context'" in msg and "'example.jpg' is an image file" in msg
+    msg = plan_error([t(0, "summarization", {"text": "talk.wav"})], files=["talk.wav"])
+    assert "'talk.wav' is an audio file" in msg
+    # a text that only mentions a file, or a text file, is text
+    validate_plan([t(0, "text-to-speech", {"text": "I saved the photo as cat.jpg"})])
+    validate_plan([t(0, "summarization", {"text": "notes.txt"})], request="summarize notes.txt")
 
 
 def test_generated_reference_is_accepted() -> None:
@@ -281,6 +294,57 @@ def test_decomposing_planner_asks_for_steps_then_tasks() -> None:
     assert reply["steps"] == ["Step 1: Transcribe the speech in interview.mp3.", "Step 2: Summarize the transcript."]
     assert [x["task"] for x in reply["tasks"]] == ["automatic-speech-recognition", "summarization"]
     assert " " not in msgs[-2]["content"].split('"tasks"')[1].split('"args"')[0]  # compact JSON
+
+
+@pytest.mark.parametrize("request_text", [
+    "Edit example.jpg as 'Make the car blue.' After editing, classify the image and give the label in French.",
+    "Transcribe example.wav, then summarize it and read the summary aloud.",
+    "Describe example.jpg, translate the description and make a video of it.",
+])
+def test_request_of_several_actions_needs_two_steps(request_text: str) -> None:
+    assert min_steps(request_text) == 2
+
+
+def test_floor_never_exceeds_the_plan_length() -> None:
+    request = "Transcribe a.wav, then translate it, then summarize the translation and finally read it aloud."
+    assert Planner(FakeLLM()).schema_for(request)["properties"]["steps"]["minItems"] == 2
+    assert Planner(FakeLLM(), max_tasks=1).schema_for(request)["properties"]["steps"]["minItems"] == 1
+
+
+@pytest.mark.parametrize("request_text", [
+    "Please classify example.jpg.",
+    "Read 'hello there' aloud.",
+    # the chaining words inside the quoted text are data, not asks
+    "Translate 'first this and then that, and finally the other thing, then stop' into French.",
+])
+def test_request_of_one_action_needs_one_step(request_text: str) -> None:
+    assert min_steps(request_text) == 1
+
+
+def test_floor_of_two_steps_reaches_the_constraint() -> None:
+    reply = {"steps": ["Step 1: Transcribe it.", "Step 2: Summarize it."],
+             "tasks": [t(0, "automatic-speech-recognition", {"audio": "a.wav"}),
+                       t(1, "summarization", {"text": "<resource>-0"}, [0])]}
+    llm = FakeLLM([json.dumps(reply), json.dumps({"steps": ["Step 1: Say hi."], "tasks": TTS_PLAN})])
+    planner = Planner(llm)
+    planner.plan("Transcribe a.wav, then summarize it and read it aloud.", ["a.wav"])
+    planner.plan("say hello aloud")
+    floored, plain = llm.calls[0].schema, llm.calls[1].schema
+    assert floored["properties"]["steps"]["minItems"] == 2
+    assert plain == planner.schema and plain["properties"]["steps"]["minItems"] == 1
+    assert floored["properties"]["tasks"] == plain["properties"]["tasks"]  # only the floor differs
+    assert planner.schema["properties"]["steps"]["minItems"] == 1  # the planner's own schema is untouched
+
+
+def test_floor_is_off_when_asked_or_without_steps() -> None:
+    several = "Transcribe a.wav, then summarize it and read it aloud."
+    assert Planner(FakeLLM(), step_floor=False).schema_for(several)["properties"]["steps"]["minItems"] == 1
+    plain = Planner(FakeLLM(), decompose=False)
+    assert plain.schema_for(several) == plain.schema and plain.schema["type"] == "array"
+    unconstrained = Planner(FakeLLM())
+    unconstrained.schema = None  # type: ignore[assignment]
+    assert unconstrained.schema_for(several) is None
+    assert plan_schema(max_tasks=1, steps=True, min_steps=2)["properties"]["steps"]["minItems"] == 1
 
 
 def test_decomposed_reply_gives_plan_with_steps() -> None:

@@ -30,6 +30,53 @@ def test_image_given_where_text_is_needed_gets_a_converter() -> None:
     ]
 
 
+def test_question_answering_given_an_image_asks_about_the_image() -> None:
+    request = "I have example.jpg of a street. Answer 'How many cars are there?'"
+    plan = salvage_plan([t(0, "question-answering", {"question": "How many cars are there?",
+                                                     "context": "example.jpg"})], request)
+    assert shape(plan) == [(0, "visual-question-answering",
+                            {"image": "example.jpg", "text": "How many cars are there?"}, [])]
+    # the question and the image swapped round: still the image is asked about
+    plan = salvage_plan([t(0, "question-answering", {"question": "example.jpg", "context": "How many cars?"})],
+                        request)
+    assert shape(plan) == [(0, "visual-question-answering", {"image": "example.jpg", "text": "How many cars?"}, [])]
+
+
+def test_question_about_a_document_image_or_a_drawn_image() -> None:
+    request = "My scanned invoice is example.png. When is the payment due?"
+    plan = salvage_plan([t(0, "question-answering", {"question": "When is the payment due?",
+                                                     "context": "example.png"})], request)
+    assert shape(plan) == [(0, "document-question-answering",
+                            {"image": "example.png", "text": "When is the payment due?"}, [])]
+    # an image made by an earlier task is asked about too, not captioned first
+    plan = salvage_plan([t(0, "text-to-image", {"text": "a red boat"}),
+                         t(1, "question-answering", {"question": "What colour is it?", "context": "<resource>-0"},
+                           [0])], "draw a red boat, then tell me what colour it is")
+    assert shape(plan) == [(0, "text-to-image", {"text": "a red boat"}, []),
+                           (1, "visual-question-answering", {"image": "<resource>-0", "text": "What colour is it?"},
+                            [0])]
+
+
+def test_question_with_nothing_to_read_asks_about_the_users_image() -> None:
+    request = "I have an image with text on it 'example.jpg'. Answer: 'What is the main topic?'"
+    plan = salvage_plan([t(0, "question-answering", {"question": "What is the main topic?",
+                                                     "context": "<resource>-1"})], request)
+    assert shape(plan) == [(0, "document-question-answering",
+                            {"image": "example.jpg", "text": "What is the main topic?"}, [])]
+    # with a text to read from, the lost context takes that text instead
+    plan = salvage_plan([t(0, "automatic-speech-recognition", {"audio": "talk.wav"}),
+                         t(1, "question-answering", {"question": "Who speaks?", "context": "<resource>-7"})],
+                        "Listen to talk.wav and example.jpg: who speaks?")
+    assert [x.task for x in plan.tasks] == ["automatic-speech-recognition", "question-answering"]
+    assert plan.tasks[1].args["context"] == "<resource>-0"
+
+
+def test_a_quoted_file_name_is_not_the_users_text() -> None:
+    plan = salvage_plan([t(0, "text-to-speech", {"text": "<resource>-4"})],
+                        "I have 'example.jpg'. Please read 'Good morning' aloud.")
+    assert shape(plan) == [(0, "text-to-speech", {"text": "Good morning"}, [])]
+
+
 def test_output_of_the_wrong_kind_is_converted() -> None:
     # text-to-image's picture fed to a text task: a caption goes in between
     plan = salvage_plan([t(0, "text-to-image", {"text": "a red boat"}),
