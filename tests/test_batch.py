@@ -147,7 +147,10 @@ def by_id(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 # ---- resume after SIGKILL at random points ------------------------------------------------------
 
 DRIVER = """
+import signal
 import sys
+# Ctrl-C as in a shell: a SIGINT disposition inherited from the test process (ignored) must not leak in
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from pathlib import Path
 sys.path[:0] = [{tests!r}]
 from test_batch import fake_pipeline
