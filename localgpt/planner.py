@@ -69,13 +69,14 @@ def _arg_schema(spec: TaskSpec) -> dict[str, Any]:
 
 
 def plan_schema(specs: Sequence[TaskSpec] = registry.TASKS, max_tasks: int = 8, *,
-                steps: bool = False, min_steps: int = 1) -> dict[str, Any]:
+                steps: bool = False) -> dict[str, Any]:
     """The JSON schema of a plan: a list of tasks, each typed by its task name.
 
     Each task's ``args`` admits only that task's arguments; media arguments admit only a
     ``<resource>-N`` reference or a file name of the right kind; strings and lists are bounded
     so decoding always ends. With ``steps`` the plan is an object: ``"steps"``, the request
-    decomposed into short sentences (at least ``min_steps`` of them), then ``"tasks"``, the list above.
+    decomposed into short sentences, then ``"tasks"``, the list above (:meth:`Planner.schema_for` may
+    raise the steps' ``minItems`` for one request).
     """
     variants = []
     for spec in specs:
@@ -97,8 +98,7 @@ def plan_schema(specs: Sequence[TaskSpec] = registry.TASKS, max_tasks: int = 8, 
     step = {"type": "string", "minLength": 1, "maxLength": STEP_MAX}
     return {
         "type": "object",
-        "properties": {"steps": {"type": "array", "items": step, "minItems": max(1, min(min_steps, max_tasks)),
-                                 "maxItems": max_tasks},
+        "properties": {"steps": {"type": "array", "items": step, "minItems": 1, "maxItems": max_tasks},
                        "tasks": tasks},
         "required": ["steps", "tasks"],
         "additionalProperties": False,
@@ -418,14 +418,15 @@ def salvage_plan(raw: Any, request: str = "", files: Sequence[str] = (), max_tas
     file of that kind; for a text, the text the user gave: a quoted passage, a text file the
     request names, else the request itself); an output of the wrong kind gets a converter task in between
     (image-to-text, speech recognition, text-to-speech, text-to-image, text-to-video); a task
-    whose required input cannot be found is dropped, with the converters made for it. Raises
-    :class:`PlanError` when nothing valid remains.
+    whose required input cannot be found is dropped, with the converters made for it. The steps of
+    a ``{"steps", "tasks"}`` reply are kept. Raises :class:`PlanError` when nothing valid remains.
 
     Example::
 
         salvage_plan([{"id": 0, "task": "sentence-similarity", "dep": [-1],
                        "args": {"text": "example.jpg", "other": "a cat"}}], "compare example.jpg ...")
     """
+    steps = _steps_of(raw)
     if isinstance(raw, dict) and "tasks" in raw:
         raw = raw["tasks"]
     if not isinstance(raw, list):
@@ -435,7 +436,7 @@ def salvage_plan(raw: Any, request: str = "", files: Sequence[str] = (), max_tas
         mender.add(item)
     if not mender.out:
         raise PlanError("no task of the plan could be kept")
-    return validate_plan(mender.out[:max_tasks], request, files, max_tasks)
+    return validate_plan({"steps": steps, "tasks": mender.out[:max_tasks]}, request, files, max_tasks)
 
 
 def word_overlap(request: str, candidates: Sequence[str]) -> list[float]:
@@ -608,7 +609,7 @@ class Planner:
                     {"role": "user", "content": f"That plan is invalid: {exc.message}. Reply with a corrected plan."},
                 ]
                 continue
-            plan = self._consensus(plan, first, request, files)
+            plan = self._consensus(plan, first, schema, request, files)
             self.last_seconds = time.perf_counter() - start
             return plan
         assert error is not None
@@ -621,7 +622,8 @@ class Planner:
         plan, self.last_salvaged = accept_reply(raw, request, files, self.max_tasks, self.specs, salvage=self.salvage)
         return plan
 
-    def _consensus(self, plan: Plan, msgs: list[Message], request: str, files: Sequence[str]) -> Plan:
+    def _consensus(self, plan: Plan, msgs: list[Message], schema: dict[str, Any] | None, request: str,
+                   files: Sequence[str]) -> Plan:
         """Self-consistency (``samples`` > 0): ``plan`` or one of ``samples`` replies sampled at
         ``sample_temperature`` (each validated, or mended), whichever agrees most with all the others
         (:func:`plan_agreement`); ``plan`` wins a tie. Samples that cannot be made valid do not vote."""
@@ -629,7 +631,7 @@ class Planner:
             return plan
         candidates = [plan]
         for k in range(self.samples):
-            raw = self.llm.generate(msgs, schema=self.schema_for(request), max_tokens=self.max_tokens(),
+            raw = self.llm.generate(msgs, schema=schema, max_tokens=self.max_tokens(),
                                     temperature=self.sample_temperature, seed=SAMPLE_SEED + k)
             self.last_raw.append(raw)
             try:
@@ -650,7 +652,6 @@ def accept_reply(raw: str, request: str = "", files: Sequence[str] = (), max_tas
         decoded = json.loads(raw)
     except json.JSONDecodeError as exc:
         raise PlanError(f"the planner's reply is not complete JSON ({exc.msg})", raw=raw) from exc
-    steps = _steps_of(decoded)
     mended = False
     try:
         plan = validate_plan(decoded, request, files, max_tasks)
@@ -663,7 +664,7 @@ def accept_reply(raw: str, request: str = "", files: Sequence[str] = (), max_tas
         except PlanError:
             raise error from exc
         mended = True
-    return plan.model_copy(update={"steps": steps}), mended
+    return plan, mended
 
 
 def plan_agreement(a: Plan, b: Plan) -> float:
