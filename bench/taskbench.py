@@ -33,6 +33,7 @@ sys.path.insert(0, str(REPO))
 from localgpt import tasks as registry  # noqa: E402
 from localgpt.demos import DEMOS, Demo  # noqa: E402
 from localgpt.errors import PlanError  # noqa: E402
+from localgpt.planner import named_files  # noqa: E402
 from localgpt.resources import kind_by_name, references  # noqa: E402
 from localgpt.tasks import Kind  # noqa: E402
 
@@ -218,6 +219,20 @@ def _arg_kind(arg: str, nodes: Sequence[dict[str, Any]]) -> Kind:
     return kind_by_name(arg) or Kind.TEXT
 
 
+def _question_first(args: dict[str, str]) -> dict[str, str]:
+    """A gold question-answering task's two texts, each in its place: TaskBench writes the context first
+    and the question second (so they land in localgpt's ``question`` and ``context`` the wrong way
+    round), except where only the first of them reads as a question."""
+    first, second = args.get("question"), args.get("context")
+    if first is None or second is None:
+        return args
+    def asks(text: str) -> bool:
+        return text.strip().strip("'\"").endswith("?")
+    if asks(first) and not asks(second):
+        return args
+    return {**args, "question": second, "context": first}
+
+
 def record_to_demo(rec: dict[str, Any]) -> Demo | None:
     """A gold record as a localgpt demo (tasks in dependency order, named args); None if unusable."""
     nodes = rec["task_nodes"]
@@ -251,6 +266,8 @@ def record_to_demo(rec: dict[str, Any]) -> Demo | None:
             if slot is None:
                 return None  # the gold argument's kind fits no input of the task
             args[slot.name] = NODE_REF.sub(lambda m: f"<resource>-{new_id.get(int(m.group(1)), 0)}", arg)
+        if names[old] == "question-answering":
+            args = _question_first(args)
         dep = sorted(new_id[d] for d in deps[old])
         tasks.append({"id": new_id[old], "task": names[old], "dep": dep or [-1], "args": args})
     files = tuple(sorted({a for n in nodes for a in n["arguments"] if isinstance(a, str) and kind_by_name(a)}))
@@ -292,6 +309,12 @@ def pick(records: list[dict[str, Any]], limit: int | None, seed: int) -> list[di
 def bench_specs() -> list[registry.TaskSpec]:
     """The task types TaskBench knows (localgpt's other types are left out of the schema)."""
     return [registry.get(name) for name in TB_TO_LOCAL.values()]
+
+
+def request_files(request: str, mode: str) -> list[str]:
+    """The files a record's planner is told the user gave (``--files``): the file names its request
+    names, or none (the request still names them)."""
+    return named_files(request) if mode == "named" else []
 
 
 def parse_json_plan(raw: str) -> Any:
@@ -365,7 +388,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                       specs=bench_specs(), repair=not args.no_repair, salvage=not args.no_salvage,
                       similarity=make_similarity(args), decompose=not args.no_decompose,
                       samples=args.samples, sample_temperature=args.sample_temperature,
-                      step_floor=not args.no_step_floor)
+                      step_floor=not args.no_step_floor, demo_diversity=args.demo_diversity)
     if args.no_constraint:
         planner.schema = None  # type: ignore[assignment]
     name = args.name or f"taskbench-{Path(args.model).parent.name}"
@@ -393,7 +416,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             plan_tasks: list[dict[str, Any]] = []
             parsed = valid = False
             try:
-                plan = planner.plan(rec["user_request"], [])
+                plan = planner.plan(rec["user_request"], request_files(rec["user_request"], args.files))
                 plan_tasks = [t.model_dump() for t in plan.tasks]
                 parsed = valid = True
             except PlanError:
@@ -432,7 +455,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                      "repair": not args.no_repair, "salvage": not args.no_salvage, "threads": args.threads,
                      "similarity": args.similarity, "decompose": not args.no_decompose,
                      "samples": args.samples, "sample_temperature": args.sample_temperature,
-                     "step_floor": not args.no_step_floor,
+                     "step_floor": not args.no_step_floor, "files": args.files,
+                     "demo_diversity": args.demo_diversity,
                      "demo_data": str(args.demo_data) if args.demo_source != "localgpt" else None},
         "metrics": metrics,
         "predictions": pred_path.name,
@@ -456,13 +480,14 @@ def rescore(name: str, data: Path, out_dir: Path) -> dict[str, Any]:
     if doc.get("settings", {}).get("samples"):
         raise SystemExit(f"error: {name} sampled plans (self-consistency); its replies cannot be replayed")
     records = {str(r["id"]): r for r in load_records(data)}
+    files = doc.get("settings", {}).get("files", "none")
     preds, meta = load_partial(out_dir / f"{name}.predictions.jsonl", out_dir / f"{name}.meta.jsonl")
     changed = []
     for rid, info in meta.items():
         request = records[rid]["user_request"]
         for raw in info.get("raw", [])[:2]:
             try:
-                plan, mended = accept_reply(raw, request, [], 8, bench_specs())
+                plan, mended = accept_reply(raw, request, request_files(request, files), 8, bench_specs())
             except PlanError:
                 continue
             pred = to_taskbench(rid, [t.model_dump() for t in plan.tasks])
@@ -514,6 +539,13 @@ def main(argv: Iterable[str] | None = None) -> int:
     p.add_argument("--demos", choices=["similar", "fixed", "none"], default="similar",
                    help="how demos are chosen: by word overlap, the first N, or none")
     p.add_argument("--n-demos", type=int, default=3)
+    p.add_argument("--demo-diversity", type=float, default=0.0,
+                   help="for a request that reads as several actions, the weight of a demo's likeness to those "
+                        "already chosen against its similarity to the request (maximal marginal relevance; "
+                        "0: the most similar demos)")
+    p.add_argument("--files", choices=["named", "none"], default="none",
+                   help="the files the planner is told the user gave: those the request names (as files "
+                        "attached with `localgpt run --file`), or none")
     p.add_argument("--demo-source", choices=["localgpt", "dev", "both"], default="dev",
                    help="localgpt's own demos, the records of --demo-data (never the one being planned), or both")
     p.add_argument("--demo-data", default=str(DEFAULT_DATA),

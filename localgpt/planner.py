@@ -29,6 +29,7 @@ from localgpt.tasks import EXTENSIONS, Kind, TaskSpec
 TEXT_MAX = 240  # longest literal text argument the constraint admits, in characters
 FILE_MAX = 120  # longest file name
 STEP_MAX = 160  # longest step of a decomposed plan, in characters
+DEMO_POOL = 30  # demos most similar to a request among which the diverse ones are chosen
 SAMPLE_SEED = 1000  # seed of the first self-consistency sample (the next ones count up)
 _FILE_WORD = re.compile(r"[\w./\\~-]+\.[A-Za-z0-9]{2,5}\b")
 # What makes a request read as several actions (see :func:`min_steps`): words that chain actions, and
@@ -123,9 +124,9 @@ def min_steps(request: str) -> int:
     return 2 if chained or actions else 1
 
 
-def _file_words(text: str) -> set[str]:
-    """Words of ``text`` that look like file names."""
-    return {w.strip(".,;:!?'\"()") for w in _FILE_WORD.findall(text)}
+def named_files(text: str) -> list[str]:
+    """Words of ``text`` that look like file names, each once, in the order they come."""
+    return list(dict.fromkeys(w.strip(".,;:!?'\"()") for w in _FILE_WORD.findall(text)))
 
 
 def validate_plan(raw: Any, request: str = "", files: Sequence[str] = (), max_tasks: int = 32) -> Plan:
@@ -157,7 +158,7 @@ def validate_plan(raw: Any, request: str = "", files: Sequence[str] = (), max_ta
             raise PlanError(f"two tasks have the id {task.id}")
         position[task.id] = pos
     given = {str(f) for f in files} | {str(f).replace("\\", "/").rsplit("/", 1)[-1] for f in files}
-    mentioned = _file_words(request)
+    mentioned = set(named_files(request))
     specs = {}
     for task in parsed:
         if not registry.is_known(task.task):
@@ -264,6 +265,9 @@ CONVERTERS: dict[tuple[Kind, Kind], str] = {
 # A request that speaks of a document: a question about its image goes to document-question-answering.
 _DOCUMENT = re.compile(r"\b(document|page|form|invoice|receipt|scan\w*|table|text on|written)\b", re.IGNORECASE)
 
+# A question that speaks of an image: question answering cannot see it.
+_ABOUT_IMAGE = re.compile(r"\b(image|picture|photo|photograph)\b", re.IGNORECASE)
+
 _QUOTED = re.compile(r"""(?:^|[\s:(])(['"])(.{3,}?)\1(?=[\s.,;:!?)]|$)""")
 
 
@@ -284,7 +288,7 @@ class _Mender:
         self.known = {s.name: s for s in specs}
         self.out: list[dict[str, Any]] = []
         self.id_map: dict[int, int] = {}
-        names = [str(f) for f in files] + sorted(_file_words(request), key=request.find)
+        names = [str(f) for f in files] + named_files(request)
         self.user_files = list(dict.fromkeys(names))
         self.allowed = set(self.user_files) | {n.replace("\\", "/").rsplit("/", 1)[-1] for n in self.user_files}
         self.user_text = _user_text(request, self.user_files)
@@ -320,7 +324,9 @@ class _Mender:
             have = self.produces(new)
             if kind in have:
                 return f"<resource>-{new}"
-            return self.convert(f"<resource>-{new}", have[0], kind)
+            # the wrong task was named: the latest output of the kind needed, or the user's file of that
+            # kind, is what it meant; a converter only when there is neither
+            return self.latest(kind) or self.convert(f"<resource>-{new}", have[0], kind)
         found = kind_by_name(value)
         base = value.replace("\\", "/").rsplit("/", 1)[-1]
         given = found is not None and (value in self.allowed or base in self.allowed)
@@ -357,13 +363,17 @@ class _Mender:
         """A question-answering task given an image where a text belongs asks about the image: it
         becomes visual question answering (document question answering when the request speaks of a
         document). So does one whose context is lost when there is no text to read but the user gave
-        an image. Other tasks are returned as they are."""
+        an image, and one whose question speaks of an image ("what is in the picture?") when there is
+        an image to look at: the latest image output, else the user's image. Other tasks are returned
+        as they are."""
         args = item.get("args")
         if item.get("task") != "question-answering" or not isinstance(args, dict):
             return item
         image = next((k for k in ("context", "question") if self.is_image(args.get(k))), None)
-        if image is None and self.lost(args.get("context")) and self.latest(Kind.TEXT) is None:
-            # nothing to read the answer from, but the user gave an image: the question is about it
+        question = args.get("question")
+        about_image = isinstance(question, str) and not references(question) and _ABOUT_IMAGE.search(question)
+        if image is None and (about_image or self.lost(args.get("context")) and self.latest(Kind.TEXT) is None):
+            # the question is about an image, or there is nothing to read the answer from but an image
             picture = self.latest(Kind.IMAGE)
             if picture is not None:
                 args, image = {**args, "context": picture}, "context"
@@ -470,7 +480,8 @@ class EmbeddingSimilarity:
         if missing:
             for text, vec in zip(missing, self.embed(missing), strict=True):
                 self._known[text] = np.asarray(vec, dtype=np.float32)
-        query = np.asarray(self.embed([request])[0], dtype=np.float32)
+        known = self._known.get(request)
+        query = known if known is not None else np.asarray(self.embed([request])[0], dtype=np.float32)
         return [float(self._known[c] @ query) for c in candidates]
 
 
@@ -490,7 +501,7 @@ class Planner:
                  demos: Sequence[Demo] = DEMOS, specs: Sequence[TaskSpec] = registry.TASKS,
                  repair: bool = True, salvage: bool = True, similarity: Similarity = word_overlap,
                  decompose: bool = True, samples: int = 0, sample_temperature: float = 0.7,
-                 step_floor: bool = True) -> None:
+                 step_floor: bool = True, demo_diversity: float = 0.0) -> None:
         self.llm = llm
         self.max_tasks = max_tasks
         self.n_demos = n_demos
@@ -504,6 +515,7 @@ class Planner:
         self.samples = samples
         self.sample_temperature = sample_temperature
         self.step_floor = step_floor
+        self.demo_diversity = demo_diversity
         self.schema = plan_schema(self.specs, max_tasks, steps=decompose)
         self.last_raw: list[str] = []
         self.last_seconds = 0.0
@@ -545,12 +557,33 @@ class Planner:
         return f"Request: {request}\nFiles: {listed}"
 
     def choose_demos(self, request: str) -> list[Demo]:
-        """The demos most similar to ``request``, least similar first (the closest sits nearest)."""
+        """``n_demos`` demos for ``request``, least similar first (the closest sits nearest): the most
+        similar ones.
+
+        With ``demo_diversity`` > 0 (off by default), a request that reads as several actions
+        (:func:`min_steps`) gets varied demos instead: the most similar first, then each time the
+        demo of the :data:`DEMO_POOL` most similar that best balances its similarity to the request
+        against its likeness to a demo already chosen (maximal marginal relevance). It shows more of
+        the tasks a request may need, but on TaskBench it planned no better (bench/README.md).
+        """
         if self.n_demos <= 0 or not self.demos:
             return []
         scores = self.similarity(request, [d.request for d in self.demos])
         ranked = sorted(range(len(self.demos)), key=lambda i: scores[i], reverse=True)
-        return [self.demos[i] for i in reversed(ranked[: self.n_demos])]
+        if self.demo_diversity <= 0 or min_steps(request) < 2:
+            chosen = ranked[: self.n_demos]
+        else:
+            chosen, pool = ranked[:1], ranked[1:DEMO_POOL]
+            likeness = dict.fromkeys(pool, float("-inf"))
+            while pool and len(chosen) < self.n_demos:
+                near = self.similarity(self.demos[chosen[-1]].request, [self.demos[i].request for i in pool])
+                for i, sim in zip(pool, near, strict=True):
+                    likeness[i] = max(likeness[i], sim)
+                w = self.demo_diversity
+                best = max(pool, key=lambda i: (1 - w) * scores[i] - w * likeness[i])
+                chosen.append(best)
+                pool.remove(best)
+        return [self.demos[i] for i in sorted(chosen, key=ranked.index, reverse=True)]
 
     def messages(self, request: str, files: Sequence[str], history: Sequence[Message] = ()) -> list[Message]:
         """The full chat sent to the LLM: instructions, demos, trimmed history, the request."""

@@ -210,3 +210,22 @@ def test_rescore_replays_stored_replies_through_todays_mending(tmp_path):
     (tmp_path / "old.json").write_text(json.dumps({"settings": {"samples": 2}}))
     with pytest.raises(SystemExit, match="cannot be replayed"):
         tb.rescore("old", data, tmp_path)
+
+
+def test_gold_question_answering_keeps_its_question_and_context_apart():
+    # TaskBench writes the context first: as a demo, the question must still land in "question"
+    record = {"id": "8", "user_request": "Describe example.jpg and answer 'What colour is the car?'", "type": "chain",
+              "task_nodes": [{"task": "Image-to-Text", "arguments": ["example.jpg"]},
+                             {"task": "Question Answering", "arguments": ["<node-0>", "What colour is the car?"]}]}
+    qa = tb.record_to_demo(record).plan[1]
+    assert qa["args"] == {"question": "What colour is the car?", "context": "<resource>-0"}
+    # written question first, it stays where it is
+    record["task_nodes"][1]["arguments"] = ["When was it built?", "The bridge was built in 1932."]
+    qa = tb.record_to_demo(record).plan[1]
+    assert qa["args"] == {"question": "When was it built?", "context": "The bridge was built in 1932."}
+
+
+def test_files_named_by_the_request_are_given_to_the_planner_only_when_asked():
+    request = "Transcribe 'example.wav', then compare it with example.txt and example.wav."
+    assert tb.request_files(request, "named") == ["example.wav", "example.txt"]
+    assert tb.request_files(request, "none") == []

@@ -274,6 +274,25 @@ def test_demos_in_messages_never_exceed_n_demos() -> None:
     assert len(Planner(FakeLLM(), demos=many, n_demos=4).choose_demos("request")) == 4
 
 
+def test_diverse_demos_leave_out_a_near_duplicate() -> None:
+    def demo(request: str, task: str) -> Demo:
+        return Demo(request, (), ({"id": 0, "task": task, "dep": [-1], "args": {"text": "x"}},))
+    twin_a = demo("translate this french text into english please", "translation")
+    twin_b = demo("translate this french text into english now please", "translation")
+    other = demo("read this text aloud", "text-to-speech")
+    far = demo("draw a cat", "text-to-image")
+    request = "translate this french text into english and then read it aloud"
+    # by similarity alone the two near-identical translation demos fill both places
+    plain = Planner(FakeLLM(), demos=[twin_a, twin_b, other, far], n_demos=2, demo_diversity=0)
+    assert plain.choose_demos(request) == [twin_b, twin_a]
+    # with diversity the second place goes to the demo that shows another task; the closest stays last
+    diverse = Planner(FakeLLM(), demos=[twin_a, twin_b, other, far], n_demos=2, demo_diversity=0.5)
+    assert diverse.choose_demos(request) == [other, twin_a]
+    assert len(Planner(FakeLLM(), demos=[twin_a, other], n_demos=3).choose_demos(request)) == 2
+    # a request that reads as one action gets the most similar demos, diversity or not
+    assert diverse.choose_demos("translate this french text into english") == [twin_b, twin_a]
+
+
 def test_closest_demo_sits_just_before_request() -> None:
     msgs = Planner(FakeLLM(), n_demos=4).messages("Read this sentence aloud: see you", [])
     assert "Read this sentence aloud: good morning" in msgs[-3]["content"]

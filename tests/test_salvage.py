@@ -86,6 +86,35 @@ def test_output_of_the_wrong_kind_is_converted() -> None:
     assert plan.tasks[2].args == {"text": "<resource>-1"} and plan.tasks[2].dep == [1]
 
 
+def test_output_of_the_wrong_kind_takes_the_latest_fitting_output_or_file_first() -> None:
+    # the plan names the speech where it needs an image: the image made before it is what it meant
+    plan = salvage_plan([t(0, "text-to-image", {"text": "a red boat"}),
+                         t(1, "text-to-speech", {"text": "a red boat"}),
+                         t(2, "image-classification", {"image": "<resource>-1"}, [1])], "draw, read, classify")
+    assert [x.task for x in plan.tasks] == ["text-to-image", "text-to-speech", "image-classification"]
+    assert plan.tasks[2].args == {"image": "<resource>-0"} and plan.tasks[2].dep == [0]
+    # no image output, but the user's picture: that one, not a picture drawn from the speech's text
+    plan = salvage_plan([t(0, "text-to-speech", {"text": "hello"}),
+                         t(1, "object-detection", {"image": "<resource>-0"}, [0])], "read hello, then a.png")
+    assert shape(plan) == [(0, "text-to-speech", {"text": "hello"}, []),
+                           (1, "object-detection", {"image": "a.png"}, [])]
+
+
+def test_question_about_a_picture_looks_at_it() -> None:
+    # question answering cannot see: a question that speaks of the image goes to the image made before it
+    plan = salvage_plan([t(0, "text-to-image", {"text": "a beach at sunset"}),
+                         t(1, "question-answering", {"question": "What is in the picture?", "context": "<resource>-5"}),
+                         t(2, "translation", {"text": "<resource>-1", "target_language": "French"})],
+                        "draw a beach at sunset, tell me what is in the picture, in French")
+    assert shape(plan)[1] == (1, "visual-question-answering",
+                              {"image": "<resource>-0", "text": "What is in the picture?"}, [0])
+    # a question about something else, with a text to read, stays question answering
+    plan = salvage_plan([t(0, "image-to-text", {"image": "a.jpg"}),
+                         t(1, "question-answering", {"question": "Who is named?", "context": "<resource>-5"})],
+                        "caption a.jpg; who is named?")
+    assert [x.task for x in plan.tasks] == ["image-to-text", "question-answering"]
+
+
 def test_reference_to_a_missing_task_takes_the_latest_output_of_that_kind() -> None:
     plan = salvage_plan([t(0, "image-classification", {"image": "photo.png"}),
                          t(1, "text-to-image", {"text": "a cat"}),
