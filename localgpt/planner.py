@@ -426,8 +426,11 @@ def salvage_plan(raw: Any, request: str = "", files: Sequence[str] = (), max_tas
     Tasks are renumbered in order. A reference to a task that does not exist, or a file the
     user did not give, becomes the latest earlier output of the kind needed (or the user's
     file of that kind; for a text, the text the user gave: a quoted passage, a text file the
-    request names, else the request itself); an output of the wrong kind gets a converter task in between
-    (image-to-text, speech recognition, text-to-speech, text-to-image, text-to-video); a task
+    request names, else the request itself); a reference to an output of the wrong kind takes the
+    latest earlier output of the kind needed too, or the user's file of that kind, and only when there
+    is neither gets a converter task in between (image-to-text, speech recognition, text-to-speech,
+    text-to-image, text-to-video), as does a user's file of the wrong kind; a question-answering task
+    given an image or asking about one becomes visual (or document) question answering; a task
     whose required input cannot be found is dropped, with the converters made for it. The steps of
     a ``{"steps", "tasks"}`` reply are kept. Raises :class:`PlanError` when nothing valid remains.
 
