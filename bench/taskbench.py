@@ -562,6 +562,9 @@ def main(argv: Iterable[str] | None = None) -> int:
                    help="no planning: re-read run NAME's stored replies through today's validation and mending "
                         "(writes NAME-rescored)")
     args = p.parse_args(list(argv) if argv is not None else None)
+    if not 0.0 <= args.demo_diversity <= 1.0:
+        print(f"error: --demo-diversity must lie between 0 and 1, not {args.demo_diversity}", file=sys.stderr)
+        return 1
     if not Path(args.data).is_file():
         print(f"error: TaskBench data {args.data} not found (give one with --data)", file=sys.stderr)
         return 1

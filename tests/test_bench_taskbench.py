@@ -229,3 +229,8 @@ def test_files_named_by_the_request_are_given_to_the_planner_only_when_asked():
     request = "Transcribe 'example.wav', then compare it with example.txt and example.wav."
     assert tb.request_files(request, "named") == ["example.wav", "example.txt"]
     assert tb.request_files(request, "none") == []
+
+
+def test_demo_diversity_out_of_range_is_a_clear_error(capsys):
+    assert tb.main(["--demo-diversity", "1.5"]) == 1
+    assert "--demo-diversity must lie between 0 and 1, not 1.5" in capsys.readouterr().err
