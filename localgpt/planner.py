@@ -138,11 +138,7 @@ def validate_plan(raw: Any, request: str = "", files: Sequence[str] = (), max_ta
     argument may not be a bare image, audio or video file name). A ``{"steps", "tasks"}`` object
     keeps its steps.
     """
-    steps = _steps_of(raw)
-    if isinstance(raw, dict) and "tasks" in raw:
-        raw = raw["tasks"]
-    if not isinstance(raw, list):
-        raise PlanError("the plan is not a list of tasks")
+    steps, raw = _split_reply(raw)
     try:
         parsed = [Task.model_validate(item) for item in raw]
     except ValidationError as exc:
@@ -439,11 +435,7 @@ def salvage_plan(raw: Any, request: str = "", files: Sequence[str] = (), max_tas
         salvage_plan([{"id": 0, "task": "sentence-similarity", "dep": [-1],
                        "args": {"text": "example.jpg", "other": "a cat"}}], "compare example.jpg ...")
     """
-    steps = _steps_of(raw)
-    if isinstance(raw, dict) and "tasks" in raw:
-        raw = raw["tasks"]
-    if not isinstance(raw, list):
-        raise PlanError("the plan is not a list of tasks")
+    steps, raw = _split_reply(raw)
     mender = _Mender(specs, request, files)
     for item in raw:
         mender.add(item)
@@ -578,11 +570,11 @@ class Planner:
         else:
             chosen, pool = ranked[:1], ranked[1:DEMO_POOL]
             likeness = dict.fromkeys(pool, float("-inf"))
+            w = self.demo_diversity
             while pool and len(chosen) < self.n_demos:
                 near = self.similarity(self.demos[chosen[-1]].request, [self.demos[i].request for i in pool])
                 for i, sim in zip(pool, near, strict=True):
                     likeness[i] = max(likeness[i], sim)
-                w = self.demo_diversity
                 best = max(pool, key=lambda i: (1 - w) * scores[i] - w * likeness[i])
                 chosen.append(best)
                 pool.remove(best)
@@ -716,11 +708,17 @@ def plan_agreement(a: Plan, b: Plan) -> float:
     return jaccard({t.task for t in a.tasks}, {t.task for t in b.tasks}) + jaccard(edges(a), edges(b))
 
 
-def _steps_of(decoded: Any) -> list[str]:
-    """The steps of a decomposed reply (none for a bare task list)."""
-    if isinstance(decoded, dict) and isinstance(decoded.get("steps"), list):
-        return [str(s) for s in decoded["steps"]]
-    return []
+def _split_reply(decoded: Any) -> tuple[list[str], list[Any]]:
+    """The steps (none for a bare task list) and the task list of a decoded plan; raises
+    :class:`PlanError` when there is no task list."""
+    steps = []
+    if isinstance(decoded, dict):
+        if isinstance(decoded.get("steps"), list):
+            steps = [str(s) for s in decoded["steps"]]
+        decoded = decoded.get("tasks", decoded)
+    if not isinstance(decoded, list):
+        raise PlanError("the plan is not a list of tasks")
+    return steps, decoded
 
 
 def trim_history(llm: LLM, history: Sequence[Message], budget: int) -> list[Message]:
