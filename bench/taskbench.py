@@ -233,9 +233,27 @@ def _question_first(args: dict[str, str]) -> dict[str, str]:
     return {**args, "question": second, "context": first}
 
 
+_OUTPUT_OF = re.compile(r"<output of ([^>]+)>")
+
+
+def _as_reference(arg: Any, nodes: Sequence[dict[str, Any]]) -> Any:
+    """A gold argument that names another node's output in one of TaskBench's rare other forms
+    (``"<output of Text Generation>"``, ``"Text_Generation"``) as the ``<node-j>`` reference it means;
+    any other argument as it is."""
+    if not isinstance(arg, str):
+        return arg
+    m = _OUTPUT_OF.fullmatch(arg.strip())
+    name = tool_name(m.group(1) if m else arg) if m or "_" in arg else None
+    found = [j for j, n in enumerate(nodes) if name is not None and tool_name(n.get("task")) == name]
+    return f"<node-{found[0]}>" if len(found) == 1 else arg
+
+
 def record_to_demo(rec: dict[str, Any]) -> Demo | None:
-    """A gold record as a localgpt demo (tasks in dependency order, named args); None if unusable."""
-    nodes = rec["task_nodes"]
+    """A gold record as a localgpt demo (tasks in dependency order, named args); None if unusable.
+    Other forms of reference than ``<node-j>`` become references too (the plan schema admits no
+    literal text that opens like a reference)."""
+    nodes = [{**n, "arguments": [_as_reference(a, rec["task_nodes"]) for a in n.get("arguments") or []]}
+             for n in rec["task_nodes"]]
     names = [TB_TO_LOCAL.get(tool_name(n.get("task")) or "") for n in nodes]
     if not nodes or not all(names):
         return None

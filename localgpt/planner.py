@@ -2,10 +2,12 @@
 
 The LLM decomposes, then plans, in one reply: the request's steps in plain words, then one task
 per step. It decodes under a JSON-schema constraint generated from the task registry, so its reply
-always parses; :func:`validate_plan` then checks the meaning, an invalid plan is mended
-(:func:`salvage_plan`: converter tasks between mismatched kinds, tasks that cannot be kept
-dropped), and only a reply mending keeps nothing of gets one repair round (the error fed back)
-before giving up with a :class:`PlanError`. Self-consistency over sampled plans is an option.
+always parses and its tasks refer only to tasks before them; :func:`validate_plan` then checks the
+meaning, an invalid plan is mended (:func:`salvage_plan`: converter tasks between mismatched kinds,
+tasks that cannot be kept dropped), and only a reply mending keeps nothing of gets one repair round
+(the error fed back) before giving up with a :class:`PlanError`. Every accepted plan is tidied
+(:func:`tidy_plan`: a repeated task run once, a user's file that an earlier task transformed taken
+as transformed). Self-consistency over sampled plans is an option.
 """
 
 from __future__ import annotations
@@ -43,24 +45,40 @@ _ACTION_WORDS = re.compile(r"\b(classify|detect|segment|generate|create|convert|
                            r"paraphrase|video|image|speech|audio|label)\w*")
 
 
-def _media_pattern(kind: Kind) -> str:
-    """Regex for a media argument: a reference, or a file name with an ending of that kind.
+def _earlier(position: int) -> str:
+    """Regex alternation of the ids a task at ``position`` may refer to (0 .. position-1)."""
+    return "|".join(str(i) for i in range(position))
+
+
+def _media_pattern(kind: Kind, position: int) -> str:
+    """Regex for a media argument of the task at ``position``: a reference to an earlier task, or a
+    file name with an ending of that kind (the first task can only take a file).
 
     The file name's characters are listed (word characters, space and ``./~()+,=@&:-``) rather than
     excluded: llguidance let a negated class such as ``[^"]`` take escaped quotes (SmolLM2 decoded
     ``"photo.jpg\\"image\\"...m4a"``, which the schema forbids).
     """
     endings = "|".join(sorted(e.lstrip(".") for e in EXTENSIONS[kind]))
-    return f"^(<resource>-[0-9]{{1,2}}|[\\w ./~()+,=@&:-]{{1,{FILE_MAX}}}\\.({endings}))$"
+    name = f"[\\w ./~()+,=@&:-]{{1,{FILE_MAX}}}\\.({endings})"
+    return f"^(<resource>-({_earlier(position)})|{name})$" if position else f"^{name}$"
 
 
-def _arg_schema(spec: TaskSpec) -> dict[str, Any]:
+def _text_schema(position: int) -> dict[str, Any]:
+    """A text argument of the task at ``position``: a reference to an earlier task's output, or a
+    literal text that does not open like a reference."""
+    literal = {"type": "string", "minLength": 1, "maxLength": TEXT_MAX, "pattern": "^[^<]"}
+    if not position:
+        return literal
+    return {"anyOf": [{"type": "string", "pattern": f"^<resource>-({_earlier(position)})$"}, literal]}
+
+
+def _arg_schema(spec: TaskSpec, position: int) -> dict[str, Any]:
     props: dict[str, Any] = {}
     for inp in spec.inputs:
         if inp.kind is Kind.TEXT:
-            props[inp.name] = {"type": "string", "minLength": 1, "maxLength": TEXT_MAX}
+            props[inp.name] = _text_schema(position)
         else:
-            props[inp.name] = {"type": "string", "pattern": _media_pattern(inp.kind)}
+            props[inp.name] = {"type": "string", "pattern": _media_pattern(inp.kind, position)}
     return {
         "type": "object",
         "properties": props,
@@ -69,31 +87,38 @@ def _arg_schema(spec: TaskSpec) -> dict[str, Any]:
     }
 
 
-def plan_schema(specs: Sequence[TaskSpec] = registry.TASKS, max_tasks: int = 8, *,
-                steps: bool = False) -> dict[str, Any]:
-    """The JSON schema of a plan: a list of tasks, each typed by its task name.
-
-    Each task's ``args`` admits only that task's arguments; media arguments admit only a
-    ``<resource>-N`` reference or a file name of the right kind; strings and lists are bounded
-    so decoding always ends. With ``steps`` the plan is an object: ``"steps"``, the request
-    decomposed into short sentences, then ``"tasks"``, the list above (:meth:`Planner.schema_for` may
-    raise the steps' ``minItems`` for one request).
-    """
+def _task_schema(specs: Sequence[TaskSpec], position: int) -> dict[str, Any]:
+    """The task at ``position`` of a plan: its id is ``position``, its deps and references name only
+    earlier tasks, and its ``args`` are those of its task type."""
     variants = []
     for spec in specs:
         variants.append({
             "type": "object",
             "properties": {
-                "id": {"type": "integer", "minimum": 0, "maximum": max_tasks - 1},
+                "id": {"const": position},
                 "task": {"const": spec.name},
-                "dep": {"type": "array", "items": {"type": "integer", "minimum": -1, "maximum": max_tasks - 1},
-                        "minItems": 1, "maxItems": 3},
-                "args": _arg_schema(spec),
+                "dep": {"type": "array", "items": {"enum": [-1, *range(position)]}, "minItems": 1, "maxItems": 3},
+                "args": _arg_schema(spec, position),
             },
             "required": ["id", "task", "dep", "args"],
             "additionalProperties": False,
         })
-    tasks = {"type": "array", "items": {"anyOf": variants}, "minItems": 1, "maxItems": max_tasks}
+    return {"anyOf": variants}
+
+
+def plan_schema(specs: Sequence[TaskSpec] = registry.TASKS, max_tasks: int = 8, *,
+                steps: bool = False) -> dict[str, Any]:
+    """The JSON schema of a plan: a list of tasks, each typed by its task name and by its place.
+
+    The task at place i has the id i, and its deps and ``<resource>-N`` references name only tasks
+    before it (so a decoded plan can neither refer forward nor form a cycle). Each task's ``args``
+    admits only that task's arguments; media arguments admit only such a reference or a file name of
+    the right kind; strings and lists are bounded so decoding always ends. With ``steps`` the plan is
+    an object: ``"steps"``, the request decomposed into short sentences, then ``"tasks"``, the list
+    above (:meth:`Planner.schema_for` may raise the steps' ``minItems`` for one request).
+    """
+    tasks = {"type": "array", "prefixItems": [_task_schema(specs, i) for i in range(max_tasks)], "items": False,
+             "minItems": 1, "maxItems": max_tasks}
     if not steps:
         return tasks
     step = {"type": "string", "minLength": 1, "maxLength": STEP_MAX}
@@ -264,6 +289,13 @@ _DOCUMENT = re.compile(r"\b(document|page|form|invoice|receipt|scan\w*|table|tex
 # A question that speaks of an image: question answering cannot see it.
 _ABOUT_IMAGE = re.compile(r"\b(image|picture|photo|photograph)\b", re.IGNORECASE)
 
+# A request that asks for a picture, a video or speech to be made ("I want an image of ...", "create a
+# video ..."): a plan that takes such a thing from a file the user never gave has forgotten to make it.
+_MAKE = re.compile(r"\b(want|need|like|create|generate|make|draw|produce|paint|design|render)\b(?:\s+\w+){0,3}?\s+"
+                   r"(image|picture|photo|illustration|drawing|video|clip|speech|audio)s?\b", re.IGNORECASE)
+_MADE_KIND = {"image": Kind.IMAGE, "picture": Kind.IMAGE, "photo": Kind.IMAGE, "illustration": Kind.IMAGE,
+              "drawing": Kind.IMAGE, "video": Kind.VIDEO, "clip": Kind.VIDEO, "speech": Kind.AUDIO, "audio": Kind.AUDIO}
+
 _QUOTED = re.compile(r"""(?:^|[\s:(])(['"])(.{3,}?)\1(?=[\s.,;:!?)]|$)""")
 
 
@@ -289,6 +321,7 @@ class _Mender:
         self.allowed = set(self.user_files) | {n.replace("\\", "/").rsplit("/", 1)[-1] for n in self.user_files}
         self.user_text = _user_text(request, self.user_files)
         self.about_document = bool(_DOCUMENT.search(request))
+        self.asked_for = {_MADE_KIND[m.group(2).lower()] for m in _MAKE.finditer(request)}
 
     def produces(self, new_id: int) -> tuple[Kind, ...]:
         return self.known[self.out[new_id]["task"]].produces
@@ -339,6 +372,14 @@ class _Mender:
         if given and found is not None:
             return value if found is kind else self.convert(value, found, kind)
         return None
+
+    def make(self, kind: Kind) -> str | None:
+        """A reference to a task added now that makes ``kind`` from the latest text output (else the user's
+        text), when the request asks for such a thing to be made; else None."""
+        text = self.latest(Kind.TEXT) or self.user_text
+        if kind not in self.asked_for or text is None:
+            return None
+        return self.convert(text, Kind.TEXT, kind)
 
     def is_image(self, value: Any) -> bool:
         """Whether ``value`` is an image: a file name of that kind, or a reference to an image output."""
@@ -402,7 +443,7 @@ class _Mender:
             # text, or one that was only references, the latest text output, else the text the user gave
             if new is None and inp.required:
                 if inp.kind is not Kind.TEXT:
-                    new = self.latest(inp.kind)
+                    new = self.latest(inp.kind) or self.make(inp.kind)
                 elif not value or references(value):
                     new = self.latest(Kind.TEXT) or self.user_text
             if new is None:
@@ -425,7 +466,9 @@ def salvage_plan(raw: Any, request: str = "", files: Sequence[str] = (), max_tas
     request names, else the request itself); a reference to an output of the wrong kind takes the
     latest earlier output of the kind needed too, or the user's file of that kind, and only when there
     is neither gets a converter task in between (image-to-text, speech recognition, text-to-speech,
-    text-to-image, text-to-video), as does a user's file of the wrong kind; a question-answering task
+    text-to-image, text-to-video), as does a user's file of the wrong kind; an image, video or speech
+    that is nowhere, when the request asks for one to be made ("I want an image of ..."), is made first
+    from the latest text output, else the user's text; a question-answering task
     given an image or asking about one becomes visual (or document) question answering; a task
     whose required input cannot be found is dropped, with the converters made for it. The steps of
     a ``{"steps", "tasks"}`` reply are kept. Raises :class:`PlanError` when nothing valid remains.
@@ -442,6 +485,157 @@ def salvage_plan(raw: Any, request: str = "", files: Sequence[str] = (), max_tas
     if not mender.out:
         raise PlanError("no task of the plan could be kept")
     return validate_plan({"steps": steps, "tasks": mender.out[:max_tasks]}, request, files, max_tasks)
+
+
+# A step that speaks of the user's own file, not of what an earlier task made of it.
+_ORIGINAL = re.compile(r"\b(original|initial|given|input|provided|uploaded|source|unedited)\b", re.IGNORECASE)
+
+
+# Tasks whose image is the input with marks drawn on it (boxes), not a new picture to work on.
+_ANNOTATES = ("object-detection",)
+
+
+def _merge_duplicates(tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Tasks renumbered in order, a task equal to an earlier one (same type, same arguments once
+    references are renumbered) dropped and its references pointed at the earlier one."""
+    new_id: dict[int, int] = {}
+    seen: dict[tuple[str, str], int] = {}
+    out: list[dict[str, Any]] = []
+
+    def renumber(m: re.Match[str]) -> str:
+        old = int(m.group(1))
+        return f"<resource>-{new_id[old]}" if old in new_id else m.group(0)
+
+    for task in tasks:
+        args = {k: REFERENCE.sub(renumber, v) for k, v in task["args"].items()}
+        key = (task["task"], json.dumps(args, sort_keys=True))
+        if key in seen:
+            new_id[task["id"]] = seen[key]
+            continue
+        new_id[task["id"]] = seen[key] = len(out)
+        out.append({"id": len(out), "task": task["task"], "dep": [-1], "args": args})
+    return out
+
+
+def _ask_the_image(tasks: list[dict[str, Any]], request: str, specs: dict[str, TaskSpec]) -> list[dict[str, Any]]:
+    """Tasks where a question answered from what image-to-text said of an image (its caption, or the
+    text it read) asks the image itself: visual question answering, or document question answering
+    when the request speaks of a document; the image-to-text task goes when nothing else uses it."""
+    name = "document-question-answering" if _DOCUMENT.search(request) else "visual-question-answering"
+    spec = specs.get(name)
+    by_id = {t["id"]: t for t in tasks}
+    asked: set[int] = set()
+    for task in tasks:
+        context, question = task["args"].get("context", ""), task["args"].get("question", "")
+        if spec is None or task["task"] != "question-answering" or not is_pure_reference(context):
+            continue
+        source = by_id.get(references(context)[0])
+        if source is None or source["task"] != "image-to-text" or not question.strip():
+            continue
+        task["task"] = name
+        task["args"] = {spec.inputs[0].name: source["args"]["image"], spec.inputs[1].name: question}
+        asked.add(source["id"])
+    used = {r for t in tasks for v in t["args"].values() for r in references(v)}
+    return [t for t in tasks if t["id"] not in asked - used]
+
+
+def _follow_transforms(tasks: list[dict[str, Any]], steps: Sequence[str],
+                       specs: dict[str, TaskSpec]) -> None:
+    """Point a media argument that names the user's file at what an earlier task made of that file
+    (in place): in "enhance example.wav, then transcribe it", the transcription takes the enhanced
+    audio, not the noisy file. Only the latest earlier output of that kind counts, only when it was
+    made from that very file (directly or through other tasks), never from a task of the same type
+    nor from one that only draws on the file (object detection's boxes), and not when the task's own
+    step speaks of the original (steps are matched to tasks only when there is one step per task)."""
+    made_from: dict[int, set[str]] = {}  # task id -> the user's files its output was made from
+    for pos, task in enumerate(tasks):
+        spec = specs.get(task["task"])
+        if spec is None:
+            return
+        step = steps[pos] if len(steps) == len(tasks) else ""
+        for inp in spec.inputs:
+            value = task["args"].get(inp.name)
+            if (value is None or inp.kind is Kind.TEXT or is_pure_reference(value)
+                    or kind_by_name(value) is not inp.kind or _ORIGINAL.search(step)):
+                continue
+            source = next((t for t in reversed(tasks[:pos]) if inp.kind in specs[t["task"]].produces), None)
+            if (source is not None and source["task"] not in (task["task"], *_ANNOTATES)
+                    and value in made_from[source["id"]]):
+                task["args"][inp.name] = f"<resource>-{source['id']}"
+        origins: set[str] = set()
+        for value in task["args"].values():
+            if is_pure_reference(value):
+                origins |= made_from.get(references(value)[0], set())
+            elif kind_by_name(value) is not None:
+                origins.add(value.strip())
+        made_from[task["id"]] = origins
+
+
+# Stems by which a step names a one-word task type's output ("translated", "summary"); the first six
+# letters unless listed ("conver" would also be "convert").
+_STEMS = {"conversational": "conversation"}
+
+
+def _names_task(step: str, task_type: str) -> bool:
+    """Whether ``step`` speaks of a task type: its words ("token classification", "text to speech"),
+    or for a one-word type its stem ("translat" in "the translated text", "summar" in "the summary")."""
+    words = task_type.replace("-", " ")
+    stem = words if " " in words else _STEMS.get(words, words[:6])
+    return re.search(r"\b" + re.escape(stem), step.lower().replace("-", " ")) is not None
+
+
+def _follow_steps(tasks: list[dict[str, Any]], steps: Sequence[str], specs: dict[str, TaskSpec]) -> None:
+    """Point a text argument at the earlier output its step speaks of (in place): for "Step 2: Compare
+    the translated text with the reference", a similarity task fed the detected labels takes the
+    translation instead. Only when there is one step per task, the step does not speak of the task the
+    argument refers to, and it speaks of another earlier task of a type other than its own that
+    produces text (the latest such task)."""
+    if len(steps) != len(tasks):
+        return
+    for pos, task in enumerate(tasks):
+        spec = specs.get(task["task"])
+        if spec is None:
+            return
+        for inp in spec.inputs:
+            value = task["args"].get(inp.name, "")
+            if inp.kind is not Kind.TEXT or not is_pure_reference(value):
+                continue
+            ref = references(value)[0]
+            current = next((t for t in tasks[:pos] if t["id"] == ref), None)
+            if current is None or _names_task(steps[pos], current["task"]):
+                continue
+            named = [t for t in tasks[:pos] if t["id"] != ref and t["task"] != task["task"]
+                     and Kind.TEXT in specs[t["task"]].produces and _names_task(steps[pos], t["task"])]
+            if named:
+                task["args"][inp.name] = f"<resource>-{named[-1]['id']}"
+
+
+def tidy_plan(plan: Plan, request: str = "", files: Sequence[str] = (), max_tasks: int = 32,
+              specs: Sequence[TaskSpec] = registry.TASKS) -> Plan:
+    """A valid plan with four slips of a small planner undone: a question answered from an image's
+    caption asks the image itself (:func:`_ask_the_image`), a task repeated with the very same
+    arguments is run once (its dependants take the first one's output), a media argument that names
+    the user's file takes what an earlier task made of that file (:func:`_follow_transforms`), and a
+    text argument takes the earlier output its step speaks of (:func:`_follow_steps`).
+    Returns ``plan`` itself when there is nothing to undo.
+
+    Example::
+
+        tidy_plan(validate_plan([
+            {"id": 0, "task": "audio-to-audio", "dep": [-1], "args": {"audio": "noisy.wav"}},
+            {"id": 1, "task": "automatic-speech-recognition", "dep": [-1], "args": {"audio": "noisy.wav"}},
+        ], "clean up noisy.wav and transcribe it"))   # the transcription takes <resource>-0
+    """
+    known = {s.name: s for s in specs} | {s.name: s for s in registry.TASKS}
+    raw = [t.model_dump() for t in plan.tasks]
+    tasks = _merge_duplicates(_ask_the_image([t.model_dump() for t in plan.tasks], request, known))
+    steps = plan.steps if len(tasks) == len(raw) else ()
+    _follow_transforms(tasks, steps, known)
+    _follow_steps(tasks, steps, known)
+    tasks = _merge_duplicates(tasks)
+    if [(t["task"], t["args"]) for t in tasks] == [(t["task"], t["args"]) for t in raw]:
+        return plan
+    return validate_plan({"steps": plan.steps, "tasks": tasks}, request, files, max_tasks)
 
 
 def word_overlap(request: str, candidates: Sequence[str]) -> list[float]:
@@ -673,9 +867,9 @@ class Planner:
 
 def accept_reply(raw: str, request: str = "", files: Sequence[str] = (), max_tasks: int = 8,
                  specs: Sequence[TaskSpec] = registry.TASKS, *, salvage: bool = True) -> tuple[Plan, bool]:
-    """The plan in a planner reply, valid as it is or mended (:func:`salvage_plan`), with its steps,
-    and whether it was mended. Raises the first error found when the reply is not JSON, or when
-    mending (if ``salvage``) cannot keep a single task."""
+    """The plan in a planner reply, valid as it is or mended (:func:`salvage_plan`), then tidied
+    (:func:`tidy_plan`), with its steps, and whether it was mended. Raises the first error found when
+    the reply is not JSON, or when mending (if ``salvage``) cannot keep a single task."""
     try:
         decoded = json.loads(raw)
     except json.JSONDecodeError as exc:
@@ -692,7 +886,7 @@ def accept_reply(raw: str, request: str = "", files: Sequence[str] = (), max_tas
         except PlanError:
             raise error from exc
         mended = True
-    return plan, mended
+    return tidy_plan(plan, request, files, max_tasks, specs), mended
 
 
 def plan_agreement(a: Plan, b: Plan) -> float:
@@ -733,5 +927,5 @@ def trim_history(llm: LLM, history: Sequence[Message], budget: int) -> list[Mess
     return list(reversed(kept))
 
 
-__all__ = ["Planner", "plan_schema", "min_steps", "validate_plan", "salvage_plan", "accept_reply", "plan_agreement",
-           "trim_history", "REFERENCE"]
+__all__ = ["Planner", "plan_schema", "min_steps", "validate_plan", "salvage_plan", "tidy_plan", "accept_reply",
+           "plan_agreement", "trim_history", "REFERENCE"]

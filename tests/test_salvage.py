@@ -9,7 +9,7 @@ import pytest
 
 from localgpt.errors import PlanError
 from localgpt.llm import FakeLLM
-from localgpt.planner import Planner, salvage_plan
+from localgpt.planner import Planner, accept_reply, salvage_plan, tidy_plan, validate_plan
 
 
 def t(i: int, task: str, args: dict[str, str], dep: list[int] | None = None) -> dict[str, Any]:
@@ -191,3 +191,104 @@ def test_a_text_input_with_no_source_takes_the_text_the_user_gave() -> None:
     missing = [t(0, "image-to-text", {"image": "cat.png"}), t(1, "translation", {})]
     plan = salvage_plan(missing, "describe cat.png in French")
     assert plan.tasks[1].args == {"text": "<resource>-0"} and plan.tasks[1].dep == [0]
+
+
+def test_an_image_asked_for_but_never_made_is_drawn_first() -> None:
+    # the request wants a picture made, the plan edits a file nobody gave: draw it, then edit the drawing
+    request = "I want an image with a group of people at the beach, and please change all red umbrellas to blue."
+    raw = [t(0, "image-editing", {"image": "example.jpg", "text": "change all red umbrellas to blue"})]
+    assert shape(salvage_plan(raw, request)) == [
+        (0, "text-to-image", {"text": request}, []),
+        (1, "image-editing", {"image": "<resource>-0", "text": "change all red umbrellas to blue"}, [0])]
+    # drawn from the latest text output when there is one
+    raw = [t(0, "question-answering", {"question": "How do solar panels work?", "context": "solar panels turn light"}),
+           t(1, "image-to-image", {"image": "panels.jpg"}, [0])]
+    plan = salvage_plan(raw, "answer 'How do solar panels work?' and generate an image of solar panels")
+    assert [(x.task, x.args) for x in plan.tasks][1:] == [("text-to-image", {"text": "<resource>-0"}),
+                                                         ("image-to-image", {"image": "<resource>-1"})]
+    # a request that speaks of the user's own image (not given) is not answered with a drawing
+    with pytest.raises(PlanError, match="no task"):
+        salvage_plan(raw[1:], "I have an image of a room; please edit the image to have blue walls")
+
+
+def test_tidy_runs_a_repeated_task_once() -> None:
+    plan = validate_plan([t(0, "automatic-speech-recognition", {"audio": "talk.wav"}),
+                          t(1, "automatic-speech-recognition", {"audio": "talk.wav"}),
+                          t(2, "summarization", {"text": "<resource>-1"}, [1])], "transcribe talk.wav and summarize it")
+    assert shape(tidy_plan(plan, "transcribe talk.wav and summarize it")) == [
+        (0, "automatic-speech-recognition", {"audio": "talk.wav"}, []),
+        (1, "summarization", {"text": "<resource>-0"}, [0])]
+
+
+def test_tidy_follows_what_an_earlier_task_made_of_the_users_file() -> None:
+    request = "clean up noisy.wav, transcribe the cleaned speech, then read the transcript aloud"
+    plan = validate_plan({"steps": ["Step 1: Clean up the audio.", "Step 2: Transcribe the cleaned speech.",
+                                    "Step 3: Read the transcript aloud."],
+                          "tasks": [t(0, "audio-to-audio", {"audio": "noisy.wav"}),
+                                    t(1, "automatic-speech-recognition", {"audio": "noisy.wav"}),
+                                    t(2, "text-to-speech", {"text": "<resource>-1"}, [1])]}, request)
+    tidy = tidy_plan(plan, request)
+    assert tidy.tasks[1].args == {"audio": "<resource>-0"} and tidy.tasks[1].dep == [0]
+    assert tidy.steps == plan.steps
+    # through a chain: the edited image is segmented, and the segmented one classified
+    chain = validate_plan([t(0, "image-editing", {"image": "room.jpg", "text": "paint the walls blue"}),
+                           t(1, "image-segmentation", {"image": "room.jpg"}),
+                           t(2, "image-classification", {"image": "room.jpg"})], "edit room.jpg ...")
+    images = [x.args["image"] for x in tidy_plan(chain, "edit room.jpg ...").tasks]
+    assert images == ["room.jpg", "<resource>-0", "<resource>-1"]
+
+
+def test_tidy_keeps_the_original_when_asked_and_what_needs_no_change() -> None:
+    steps = ["Step 1: Edit the image.", "Step 2: Answer the question about the original image."]
+    tasks = [t(0, "image-editing", {"image": "room.jpg", "text": "paint the walls blue"}),
+             t(1, "visual-question-answering", {"image": "room.jpg", "text": "what colour were the walls?"})]
+    plan = validate_plan({"steps": steps, "tasks": tasks}, "edit room.jpg ...")
+    assert tidy_plan(plan, "edit room.jpg ...") is plan
+    # not from a task of the same type, nor from object detection's boxes, nor from another file
+    for first in (t(0, "image-classification", {"image": "room.jpg"}), t(0, "object-detection", {"image": "room.jpg"}),
+                  t(0, "image-editing", {"image": "hall.jpg", "text": "paint it"})):
+        plan = validate_plan([first, t(1, "image-to-text", {"image": "room.jpg"})], "room.jpg hall.jpg")
+        assert tidy_plan(plan, "room.jpg hall.jpg") is plan
+    same = validate_plan([t(0, "image-editing", {"image": "room.jpg", "text": "a"}),
+                          t(1, "image-editing", {"image": "room.jpg", "text": "b"})], "room.jpg")
+    assert tidy_plan(same, "room.jpg") is same
+
+
+def test_every_accepted_reply_is_tidied() -> None:
+    raw = {"steps": ["Step 1: Enhance.", "Step 2: Transcribe."],
+           "tasks": [t(0, "audio-to-audio", {"audio": "noisy.wav"}), t(1, "automatic-speech-recognition",
+                                                                      {"audio": "noisy.wav"})]}
+    plan, mended = accept_reply(json.dumps(raw), "enhance noisy.wav and transcribe it")
+    assert not mended and plan.tasks[1].args == {"audio": "<resource>-0"}
+
+
+def test_tidy_gives_a_text_argument_the_output_its_step_speaks_of() -> None:
+    request = "label the objects in room.jpg, translate the labels into French and compare them with 'un chat'"
+    steps = ["Step 1: Detect the objects in room.jpg.", "Step 2: Translate the labels into French.",
+             "Step 3: Compare the translated text with 'un chat'."]
+    tasks = [t(0, "object-detection", {"image": "room.jpg"}),
+             t(1, "translation", {"text": "<resource>-0", "target_language": "French"}, [0]),
+             t(2, "sentence-similarity", {"text": "<resource>-0", "other_text": "un chat"}, [0])]
+    tidy = tidy_plan(validate_plan({"steps": steps, "tasks": tasks}, request), request)
+    assert tidy.tasks[2].args == {"text": "<resource>-1", "other_text": "un chat"} and tidy.tasks[2].dep == [1]
+    # the step speaks of what it already takes, or of nothing earlier, or steps and tasks do not pair up
+    for last in ("Step 3: Compare the detected objects (object detection) with 'un chat'.",
+                 "Step 3: Compare them with 'un chat'."):
+        plan = validate_plan({"steps": steps[:2] + [last], "tasks": tasks}, request)
+        assert tidy_plan(plan, request) is plan
+    plan = validate_plan({"steps": steps[1:], "tasks": tasks}, request)
+    assert tidy_plan(plan, request) is plan
+
+
+def test_tidy_asks_the_image_a_question_answered_from_its_caption() -> None:
+    raw = [t(0, "image-to-text", {"image": "scan.jpg"}),
+           t(1, "question-answering", {"question": "What is the main topic?", "context": "<resource>-0"}, [0])]
+    request = "What is the main topic of the document in scan.jpg?"
+    assert shape(tidy_plan(validate_plan(raw, request), request)) == [
+        (0, "document-question-answering", {"image": "scan.jpg", "text": "What is the main topic?"}, [])]
+    # not a document: visual question answering; the caption stays when something else uses it
+    keep = [t(0, "image-to-text", {"image": "photo.jpg"}), {**raw[1]},
+            t(2, "text-to-speech", {"text": "<resource>-0"}, [0])]
+    request = "caption photo.jpg, read the caption aloud and tell me what the main topic is"
+    tidy = tidy_plan(validate_plan(keep, request), request)
+    assert [x.task for x in tidy.tasks] == ["image-to-text", "visual-question-answering", "text-to-speech"]

@@ -112,7 +112,26 @@ def _variant(**changes: Any) -> list[dict[str, Any]]:
 
 def test_schema_base_plan_is_accepted(validator: Draft202012Validator) -> None:
     assert _ok(validator, BASE)
-    assert _ok(validator, _variant(args={"image": "<resource>-3"}))
+    second = {"id": 1, "task": "image-classification", "dep": [0], "args": {"image": "<resource>-0"}}
+    assert _ok(validator, [*BASE, second])
+
+
+def _tts(i: int, text: str, dep: list[int] | None = None) -> dict[str, Any]:
+    return {"id": i, "task": "text-to-speech", "dep": dep or [-1], "args": {"text": text}}
+
+
+def test_schema_refers_only_to_earlier_tasks(validator: Draft202012Validator) -> None:
+    # the task at place i has the id i, and its deps and references name only tasks before it
+    caption = {"id": 0, "task": "image-to-text", "dep": [-1], "args": {"image": "cat.png"}}
+    assert _ok(validator, [caption, _tts(1, "<resource>-0", [0])])
+    assert not _ok(validator, [caption, _tts(1, "<resource>-1", [0])])  # itself, as text
+    assert not _ok(validator, [caption, _tts(1, "hello", [1])])  # depends on itself
+    assert not _ok(validator, [caption, _tts(2, "<resource>-0", [0])])  # id out of place
+    assert not _ok(validator, _variant(args={"image": "<resource>-0"}))  # the first task has nothing to use
+    assert not _ok(validator, [_variant(args={"image": "<resource>-1"})[0], caption])  # forward
+    # a literal text may mention an output inside a sentence, but may not open like a reference
+    assert _ok(validator, [caption, _tts(1, "The caption is <resource>-0", [0])])
+    assert not _ok(validator, [caption, _tts(1, "<resource>-0 and more", [0])])
 
 
 def test_schema_rejects_unknown_task(validator: Draft202012Validator) -> None:
