@@ -255,3 +255,20 @@ def test_files_named_by_the_request_are_given_to_the_planner_only_when_asked():
 def test_demo_diversity_out_of_range_is_a_clear_error(capsys):
     assert tb.main(["--demo-diversity", "1.5"]) == 1
     assert "--demo-diversity must lie between 0 and 1, not 1.5" in capsys.readouterr().err
+
+
+def test_tidy_ablation_replays_the_stored_run(tmp_path: Path) -> None:
+    if not tb.DEFAULT_DATA.exists():
+        missing(f"TaskBench data not found at {tb.DEFAULT_DATA}")
+    ablation_spec = importlib.util.spec_from_file_location("tidy_ablation", REPO / "bench" / "tidy_ablation.py")
+    assert ablation_spec and ablation_spec.loader
+    tidy_ablation = importlib.util.module_from_spec(ablation_spec)
+    ablation_spec.loader.exec_module(tidy_ablation)
+    out = tmp_path / "ablation.json"
+    assert tidy_ablation.main(["--runs", "full-dev-positional", "--out", str(out)]) == 0
+    rows = {r["configuration"]: r for r in json.loads(out.read_text())["rows"]}
+    stored = json.loads((tb.RESULTS / "full-dev-positional-rescored.json").read_text())["metrics"]["all"]
+    # everything on: the stored rescore; tidying off: fewer edges right
+    assert rows["all of it"]["node_f1"] == stored["node_f1"] and rows["all of it"]["edge_f1"] == stored["edge_f1"]
+    assert rows["no tidying at all"]["edge_f1"] < rows["all of it"]["edge_f1"]
+    assert tidy_ablation.main(["--runs", "no-such-run", "--out", str(out)]) == 1
