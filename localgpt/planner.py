@@ -291,7 +291,10 @@ _ABOUT_IMAGE = re.compile(r"\b(image|picture|photo|photograph)\b", re.IGNORECASE
 
 # A request that asks for a picture, a video or speech to be made ("I want an image of ...", "create a
 # video ..."): a plan that takes such a thing from a file the user never gave has forgotten to make it.
-_MAKE = re.compile(r"\b(want|need|like|create|generate|make|draw|produce|paint|design|render)\b(?:\s+\w+){0,3}?\s+"
+# A verb of making a few words before the thing, or a wish for "a"/"an"/"some"/"new" one ("make the audio
+# clearer" asks for no new audio).
+_MAKE = re.compile(r"\b(?:(?:create|generate|produce|draw|paint|design|render)\w*\s+(?:\w+\s+){0,3}?"
+                   r"|(?:want|need|like|make)\s+(?:\w+\s+){0,2}?(?:a|an|some|new)\s+(?:\w+\s+)?)"
                    r"(image|picture|photo|illustration|drawing|video|clip|speech|audio)s?\b", re.IGNORECASE)
 _MADE_KIND = {"image": Kind.IMAGE, "picture": Kind.IMAGE, "photo": Kind.IMAGE, "illustration": Kind.IMAGE,
               "drawing": Kind.IMAGE, "video": Kind.VIDEO, "clip": Kind.VIDEO, "speech": Kind.AUDIO, "audio": Kind.AUDIO}
@@ -321,7 +324,7 @@ class _Mender:
         self.allowed = set(self.user_files) | {n.replace("\\", "/").rsplit("/", 1)[-1] for n in self.user_files}
         self.user_text = _user_text(request, self.user_files)
         self.about_document = bool(_DOCUMENT.search(request))
-        self.asked_for = {_MADE_KIND[m.group(2).lower()] for m in _MAKE.finditer(request)}
+        self.asked_for = {_MADE_KIND[m.group(1).lower()] for m in _MAKE.finditer(request)}
 
     def produces(self, new_id: int) -> tuple[Kind, ...]:
         return self.known[self.out[new_id]["task"]].produces
@@ -628,7 +631,7 @@ def tidy_plan(plan: Plan, request: str = "", files: Sequence[str] = (), max_task
     """
     known = {s.name: s for s in specs} | {s.name: s for s in registry.TASKS}
     raw = [t.model_dump() for t in plan.tasks]
-    tasks = _merge_duplicates(_ask_the_image([t.model_dump() for t in plan.tasks], request, known))
+    tasks = _merge_duplicates(_ask_the_image([dict(t) for t in raw], request, known))
     steps = plan.steps if len(tasks) == len(raw) else ()
     _follow_transforms(tasks, steps, known)
     _follow_steps(tasks, steps, known)

@@ -209,6 +209,11 @@ def test_an_image_asked_for_but_never_made_is_drawn_first() -> None:
     # a request that speaks of the user's own image (not given) is not answered with a drawing
     with pytest.raises(PlanError, match="no task"):
         salvage_plan(raw[1:], "I have an image of a room; please edit the image to have blue walls")
+    # nor is a wish to change the user's (missing) recording a wish for new speech
+    with pytest.raises(PlanError, match="no task"):
+        salvage_plan([t(0, "audio-to-audio", {"audio": "noisy.wav"})], "make the audio clearer")
+    made = salvage_plan([t(0, "audio-to-audio", {"audio": "noisy.wav"})], "generate the audio of 'hello' and clean it")
+    assert [x.task for x in made.tasks] == ["text-to-speech", "audio-to-audio"]
 
 
 def test_tidy_runs_a_repeated_task_once() -> None:
