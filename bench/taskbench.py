@@ -243,8 +243,10 @@ def _as_reference(arg: Any, nodes: Sequence[dict[str, Any]]) -> Any:
     if not isinstance(arg, str):
         return arg
     m = _OUTPUT_OF.fullmatch(arg.strip())
-    name = tool_name(m.group(1) if m else arg) if m or "_" in arg else None
-    found = [j for j, n in enumerate(nodes) if name is not None and tool_name(n.get("task")) == name]
+    name = tool_name(m.group(1)) if m else tool_name(arg) if "_" in arg else None
+    if name is None:
+        return arg
+    found = [j for j, n in enumerate(nodes) if tool_name(n.get("task")) == name]
     return f"<node-{found[0]}>" if len(found) == 1 else arg
 
 

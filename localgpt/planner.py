@@ -6,8 +6,9 @@ always parses and its tasks refer only to tasks before them; :func:`validate_pla
 meaning, an invalid plan is mended (:func:`salvage_plan`: converter tasks between mismatched kinds,
 tasks that cannot be kept dropped), and only a reply mending keeps nothing of gets one repair round
 (the error fed back) before giving up with a :class:`PlanError`. Every accepted plan is tidied
-(:func:`tidy_plan`: a repeated task run once, a user's file that an earlier task transformed taken
-as transformed). Self-consistency over sampled plans is an option.
+(:func:`tidy_plan`: a question answered from an image's caption asks the image, a repeated task runs
+once, a user's file that an earlier task transformed is taken as transformed, a text argument takes
+the output its step names). Self-consistency over sampled plans is an option.
 """
 
 from __future__ import annotations
@@ -46,8 +47,8 @@ _ACTION_WORDS = re.compile(r"\b(classify|detect|segment|generate|create|convert|
 
 
 def _earlier(position: int) -> str:
-    """Regex alternation of the ids a task at ``position`` may refer to (0 .. position-1)."""
-    return "|".join(str(i) for i in range(position))
+    """Regex of a reference a task at ``position`` may make: ``<resource>-N`` for N in 0 .. position-1."""
+    return "<resource>-(" + "|".join(str(i) for i in range(position)) + ")"
 
 
 def _media_pattern(kind: Kind, position: int) -> str:
@@ -60,7 +61,7 @@ def _media_pattern(kind: Kind, position: int) -> str:
     """
     endings = "|".join(sorted(e.lstrip(".") for e in EXTENSIONS[kind]))
     name = f"[\\w ./~()+,=@&:-]{{1,{FILE_MAX}}}\\.({endings})"
-    return f"^(<resource>-({_earlier(position)})|{name})$" if position else f"^{name}$"
+    return f"^({_earlier(position)}|{name})$" if position else f"^{name}$"
 
 
 def _text_schema(position: int) -> dict[str, Any]:
@@ -69,7 +70,7 @@ def _text_schema(position: int) -> dict[str, Any]:
     literal = {"type": "string", "minLength": 1, "maxLength": TEXT_MAX, "pattern": "^[^<]"}
     if not position:
         return literal
-    return {"anyOf": [{"type": "string", "pattern": f"^<resource>-({_earlier(position)})$"}, literal]}
+    return {"anyOf": [{"type": "string", "pattern": f"^{_earlier(position)}$"}, literal]}
 
 
 def _arg_schema(spec: TaskSpec, position: int) -> dict[str, Any]:
@@ -542,8 +543,7 @@ def _ask_the_image(tasks: list[dict[str, Any]], request: str, specs: dict[str, T
     return [t for t in tasks if t["id"] not in asked - used]
 
 
-def _follow_transforms(tasks: list[dict[str, Any]], steps: Sequence[str],
-                       specs: dict[str, TaskSpec]) -> None:
+def _follow_transforms(tasks: list[dict[str, Any]], steps: Sequence[str]) -> None:
     """Point a media argument that names the user's file at what an earlier task made of that file
     (in place): in "enhance example.wav, then transcribe it", the transcription takes the enhanced
     audio, not the noisy file. Only the latest earlier output of that kind counts, only when it was
@@ -552,16 +552,13 @@ def _follow_transforms(tasks: list[dict[str, Any]], steps: Sequence[str],
     step speaks of the original (steps are matched to tasks only when there is one step per task)."""
     made_from: dict[int, set[str]] = {}  # task id -> the user's files its output was made from
     for pos, task in enumerate(tasks):
-        spec = specs.get(task["task"])
-        if spec is None:
-            return
         step = steps[pos] if len(steps) == len(tasks) else ""
-        for inp in spec.inputs:
+        for inp in registry.get(task["task"]).inputs:
             value = task["args"].get(inp.name)
             if (value is None or inp.kind is Kind.TEXT or is_pure_reference(value)
                     or kind_by_name(value) is not inp.kind or _ORIGINAL.search(step)):
                 continue
-            source = next((t for t in reversed(tasks[:pos]) if inp.kind in specs[t["task"]].produces), None)
+            source = next((t for t in reversed(tasks[:pos]) if inp.kind in registry.get(t["task"]).produces), None)
             if (source is not None and source["task"] not in (task["task"], *_ANNOTATES)
                     and value in made_from[source["id"]]):
                 task["args"][inp.name] = f"<resource>-{source['id']}"
@@ -587,7 +584,7 @@ def _names_task(step: str, task_type: str) -> bool:
     return re.search(r"\b" + re.escape(stem), step.lower().replace("-", " ")) is not None
 
 
-def _follow_steps(tasks: list[dict[str, Any]], steps: Sequence[str], specs: dict[str, TaskSpec]) -> None:
+def _follow_steps(tasks: list[dict[str, Any]], steps: Sequence[str]) -> None:
     """Point a text argument at the earlier output its step speaks of (in place): for "Step 2: Compare
     the translated text with the reference", a similarity task fed the detected labels takes the
     translation instead. Only when there is one step per task, the step does not speak of the task the
@@ -596,10 +593,7 @@ def _follow_steps(tasks: list[dict[str, Any]], steps: Sequence[str], specs: dict
     if len(steps) != len(tasks):
         return
     for pos, task in enumerate(tasks):
-        spec = specs.get(task["task"])
-        if spec is None:
-            return
-        for inp in spec.inputs:
+        for inp in registry.get(task["task"]).inputs:
             value = task["args"].get(inp.name, "")
             if inp.kind is not Kind.TEXT or not is_pure_reference(value):
                 continue
@@ -608,7 +602,7 @@ def _follow_steps(tasks: list[dict[str, Any]], steps: Sequence[str], specs: dict
             if current is None or _names_task(steps[pos], current["task"]):
                 continue
             named = [t for t in tasks[:pos] if t["id"] != ref and t["task"] != task["task"]
-                     and Kind.TEXT in specs[t["task"]].produces and _names_task(steps[pos], t["task"])]
+                     and Kind.TEXT in registry.get(t["task"]).produces and _names_task(steps[pos], t["task"])]
             if named:
                 task["args"][inp.name] = f"<resource>-{named[-1]['id']}"
 
@@ -619,8 +613,9 @@ def tidy_plan(plan: Plan, request: str = "", files: Sequence[str] = (), max_task
     caption asks the image itself (:func:`_ask_the_image`), a task repeated with the very same
     arguments is run once (its dependants take the first one's output), a media argument that names
     the user's file takes what an earlier task made of that file (:func:`_follow_transforms`), and a
-    text argument takes the earlier output its step speaks of (:func:`_follow_steps`).
-    Returns ``plan`` itself when there is nothing to undo.
+    text argument takes the earlier output its step speaks of (:func:`_follow_steps`). ``specs`` are
+    the task types the planner offers: a question moves to visual or document question answering only
+    when that type is among them. Returns ``plan`` itself when there is nothing to undo.
 
     Example::
 
@@ -629,12 +624,12 @@ def tidy_plan(plan: Plan, request: str = "", files: Sequence[str] = (), max_task
             {"id": 1, "task": "automatic-speech-recognition", "dep": [-1], "args": {"audio": "noisy.wav"}},
         ], "clean up noisy.wav and transcribe it"))   # the transcription takes <resource>-0
     """
-    known = {s.name: s for s in specs} | {s.name: s for s in registry.TASKS}
+    offered = {s.name: s for s in specs}  # a question goes to VQA / DQA only when the planner offers it
     raw = [t.model_dump() for t in plan.tasks]
-    tasks = _merge_duplicates(_ask_the_image([dict(t) for t in raw], request, known))
+    tasks = _merge_duplicates(_ask_the_image([dict(t) for t in raw], request, offered))
     steps = plan.steps if len(tasks) == len(raw) else ()
-    _follow_transforms(tasks, steps, known)
-    _follow_steps(tasks, steps, known)
+    _follow_transforms(tasks, steps)
+    _follow_steps(tasks, steps)
     tasks = _merge_duplicates(tasks)
     if [(t["task"], t["args"]) for t in tasks] == [(t["task"], t["args"]) for t in raw]:
         return plan

@@ -297,3 +297,8 @@ def test_tidy_asks_the_image_a_question_answered_from_its_caption() -> None:
     request = "caption photo.jpg, read the caption aloud and tell me what the main topic is"
     tidy = tidy_plan(validate_plan(keep, request), request)
     assert [x.task for x in tidy.tasks] == ["image-to-text", "visual-question-answering", "text-to-speech"]
+    # a planner not offered visual question answering keeps the caption and the question answering
+    from localgpt import tasks as registry
+    offered = [spec for spec in registry.TASKS if spec.name != "visual-question-answering"]
+    plan = validate_plan(keep, request)
+    assert tidy_plan(plan, request, specs=offered) is plan
