@@ -331,10 +331,34 @@ def bench_specs() -> list[registry.TaskSpec]:
     return [registry.get(name) for name in TB_TO_LOCAL.values()]
 
 
+# A request that speaks of the user's own image, audio or video ("I have an image of a room", "my
+# recording"): the user holds such a file, named or not.
+_OWN_MEDIA = re.compile(r"\b(?:i\s+have|i've\s+got|i\s+took|i\s+recorded|my|attached)\s+(?:an?\s+|the\s+)?"
+                        r"(?:[\w-]+\s+){0,2}?(image|photo|picture|photograph|audio|recording|video)s?\b",
+                        re.IGNORECASE)
+_OWN_KIND = {"image": Kind.IMAGE, "photo": Kind.IMAGE, "picture": Kind.IMAGE, "photograph": Kind.IMAGE,
+             "audio": Kind.AUDIO, "recording": Kind.AUDIO, "video": Kind.VIDEO}
+# TaskBench's name for a user file of each kind (its README: user files are example.jpg, example.wav, ...).
+CONVENTIONAL_FILE = {Kind.IMAGE: "example.jpg", Kind.AUDIO: "example.wav", Kind.VIDEO: "example.mp4"}
+
+
 def request_files(request: str, mode: str) -> list[str]:
-    """The files a record's planner is told the user gave (``--files``): the file names its request
-    names, or none (the request still names them)."""
-    return named_files(request) if mode == "named" else []
+    """The files a record's planner is told the user gave (``--files``).
+
+    ``named``: the file names its request names. ``none``: none (the request still names them).
+    ``unnamed`` (the default): none, except for a request that speaks of the user's own image, audio
+    or video without naming a file of that kind ("I have an image of a room ..."). TaskBench's gold
+    plans read that file as ``example.jpg`` (or ``.wav``, ``.mp4``); a real user would have attached
+    it (``localgpt run --file``), so the planner is told of it under that name. Without it the
+    planner, rightly, refuses a plan that takes a file the user never gave."""
+    named = named_files(request)
+    if mode == "named":
+        return named
+    if mode == "none":
+        return []
+    have = {kind_by_name(f) for f in named}
+    spoken = [_OWN_KIND[m.group(1).lower()] for m in _OWN_MEDIA.finditer(request)]
+    return [CONVENTIONAL_FILE[k] for k in dict.fromkeys(spoken) if k not in have]
 
 
 def parse_json_plan(raw: str) -> Any:
@@ -436,7 +460,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             plan_tasks: list[dict[str, Any]] = []
             parsed = valid = False
             try:
-                plan = planner.plan(rec["user_request"], request_files(rec["user_request"], args.files))
+                files = request_files(rec["user_request"], args.files)
+                plan = planner.plan(rec["user_request"], files)
                 plan_tasks = [t.model_dump() for t in plan.tasks]
                 parsed = valid = True
             except PlanError:
@@ -447,7 +472,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     parsed = True
                     plan_tasks = [t for t in decoded if isinstance(t, dict) and "task" in t and "id" in t]
                     try:
-                        validate_plan(decoded, rec["user_request"], [], 8)
+                        validate_plan(decoded, rec["user_request"], files, 8)
                         valid = True
                     except PlanError:
                         pass
@@ -563,9 +588,10 @@ def main(argv: Iterable[str] | None = None) -> int:
                    help="for a request that reads as several actions, the weight of a demo's likeness to those "
                         "already chosen against its similarity to the request (maximal marginal relevance; "
                         "0: the most similar demos)")
-    p.add_argument("--files", choices=["named", "none"], default="none",
-                   help="the files the planner is told the user gave: those the request names (as files "
-                        "attached with `localgpt run --file`), or none")
+    p.add_argument("--files", choices=["unnamed", "named", "none"], default="unnamed",
+                   help="the files the planner is told the user gave (as files attached with `localgpt run "
+                        "--file`): those the request names; none; or (default) only a file the request speaks "
+                        "of as the user's own without naming it, under TaskBench's name for it (example.jpg)")
     p.add_argument("--demo-source", choices=["localgpt", "dev", "both"], default="dev",
                    help="localgpt's own demos, the records of --demo-data (never the one being planned), or both")
     p.add_argument("--demo-data", default=str(DEFAULT_DATA),

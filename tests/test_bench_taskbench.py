@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from conftest import missing
 
+from localgpt.errors import PlanError
 from localgpt.llm import FakeLLM
 from localgpt.planner import Planner, validate_plan
 
@@ -250,6 +251,24 @@ def test_files_named_by_the_request_are_given_to_the_planner_only_when_asked():
     request = "Transcribe 'example.wav', then compare it with example.txt and example.wav."
     assert tb.request_files(request, "named") == ["example.wav", "example.txt"]
     assert tb.request_files(request, "none") == []
+    assert tb.request_files(request, "unnamed") == []  # it names its files
+
+
+def test_a_users_own_unnamed_file_is_attached_under_taskbenchs_name():
+    """'I have an image of a room' names no file: the default mode attaches example.jpg, as a user of
+    `localgpt run --file` would attach theirs; and the planner then accepts a plan that takes it."""
+    request = "I have an image of a room with chairs. Please edit the image to have blue walls."
+    assert tb.request_files(request, "unnamed") == ["example.jpg"]
+    assert tb.request_files(request, "none") == []
+    assert tb.request_files("Here is my recording and my photo; transcribe the recording.",
+                            "unnamed") == ["example.wav", "example.jpg"]
+    # a named file of that kind, or an image the request asks to be made, attaches nothing
+    assert tb.request_files("I have an image 'cat.png'; classify it.", "unnamed") == []
+    assert tb.request_files("Create an image of a cat, then describe this image.", "unnamed") == []
+    plan = [{"id": 0, "task": "image-editing", "dep": [-1], "args": {"image": "example.jpg", "text": "blue walls"}}]
+    with pytest.raises(PlanError, match="did not give"):
+        validate_plan(plan, request, tb.request_files(request, "none"), 8)
+    assert validate_plan(plan, request, tb.request_files(request, "unnamed"), 8).tasks[0].args["image"] == "example.jpg"
 
 
 def test_demo_diversity_out_of_range_is_a_clear_error(capsys):
