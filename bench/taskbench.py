@@ -455,12 +455,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             if args.demos == "fixed":
                 planner.demos = planner.demos[: args.n_demos]
                 planner.choose_demos = lambda request, p=planner: list(p.demos)  # type: ignore[method-assign]
+            files = request_files(rec["user_request"], args.files)
             tokens_before = llm.stats.completion_tokens
             start = time.perf_counter()
             plan_tasks: list[dict[str, Any]] = []
             parsed = valid = False
             try:
-                files = request_files(rec["user_request"], args.files)
                 plan = planner.plan(rec["user_request"], files)
                 plan_tasks = [t.model_dump() for t in plan.tasks]
                 parsed = valid = True
@@ -525,14 +525,16 @@ def rescore(name: str, data: Path, out_dir: Path) -> dict[str, Any]:
     if doc.get("settings", {}).get("samples"):
         raise SystemExit(f"error: {name} sampled plans (self-consistency); its replies cannot be replayed")
     records = {str(r["id"]): r for r in load_records(data)}
-    files = doc.get("settings", {}).get("files", "none")
+    mode = doc.get("settings", {}).get("files", "none")
+    specs = bench_specs()
     preds, meta = load_partial(out_dir / f"{name}.predictions.jsonl", out_dir / f"{name}.meta.jsonl")
     changed = []
     for rid, info in meta.items():
         request = records[rid]["user_request"]
+        files = request_files(request, mode)
         for raw in info.get("raw", [])[:2]:
             try:
-                plan, mended = accept_reply(raw, request, request_files(request, files), 8, bench_specs())
+                plan, mended = accept_reply(raw, request, files, 8, specs)
             except PlanError:
                 continue
             pred = to_taskbench(rid, [t.model_dump() for t in plan.tasks])
