@@ -32,7 +32,7 @@ sys.path.insert(0, str(REPO))
 
 from localgpt import tasks as registry  # noqa: E402
 from localgpt.demos import DEMOS, Demo  # noqa: E402
-from localgpt.errors import PlanError  # noqa: E402
+from localgpt.errors import LocalGPTError, PlanError  # noqa: E402
 from localgpt.planner import named_files  # noqa: E402
 from localgpt.resources import kind_by_name, references  # noqa: E402
 from localgpt.tasks import Kind  # noqa: E402
@@ -302,10 +302,79 @@ def leave_one_out(bank: Sequence[tuple[str | None, Demo]], rec: dict[str, Any]) 
     return [d for src, d in bank if src != rid and d.request.strip() != request]
 
 
+class DataError(ValueError):
+    """A TaskBench file that cannot be read as records: its message names the file, line and field."""
+
+
+def _is_path(names: Sequence[str], links: set[tuple[str, str]]) -> bool:
+    """Whether ``links`` wire all of ``names`` one after another, from a single start to a single end."""
+    following = {}
+    for source, target in links:
+        if source in following:
+            return False  # a task feeding two others
+        following[source] = target
+    starts = set(names) - {t for _, t in links}
+    if len(starts) != 1 or len({t for _, t in links}) != len(links):
+        return False
+    seen, node = [], next(iter(starts))
+    while node is not None and node not in seen:
+        seen.append(node)
+        node = following.get(node)
+    return node is None and set(seen) == set(names)
+
+
+def graph_type(rec: dict[str, Any]) -> str:
+    """``single``, ``chain`` or ``dag``, read off a gold record that carries no ``type``: one tool is
+    single; tools wired one after another, none left out, are a chain; anything else a dag. The wiring
+    is the record's ``task_links`` where it has them (what TaskBench's type is drawn from; the
+    ``<node-j>`` references disagree with them in a few records), else its references."""
+    nodes = rec["task_nodes"]
+    names = [str(n.get("task")) for n in nodes]
+    if len(set(names)) <= 1:
+        return "single"
+    given = rec.get("task_links")
+    if isinstance(given, list) and given and all(isinstance(x, dict) and "source" in x and "target" in x
+                                                 for x in given):
+        return "chain" if _is_path(names, {(str(x["source"]), str(x["target"])) for x in given}) else "dag"
+    links = {(names[j], names[i]) for i, node in enumerate(nodes) for a in node.get("arguments") or []
+             if isinstance(a, str) for j in map(int, NODE_REF.findall(a)) if j != i and j < len(nodes)}
+    return "chain" if _is_path(names, links) else "dag"
+
+
 def load_records(path: Path) -> list[dict[str, Any]]:
-    """Records of a TaskBench-format JSONL file."""
-    with open(path, encoding="utf-8") as fh:
-        return [json.loads(line) for line in fh if line.strip()]
+    """Records of a TaskBench-format JSONL file (blank lines skipped).
+
+    Raises :class:`DataError` naming the line for a line that is not JSON, a record without an
+    ``id``, a ``user_request`` text or a ``task_nodes`` list of tasks, or an id seen before. A record
+    without ``type`` gets the one its gold graph has (:func:`graph_type`)."""
+    records: list[dict[str, Any]] = []
+    seen: dict[str, int] = {}
+    with open(path, encoding="utf-8-sig") as fh:
+        for n, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            where = f"{path}, line {n}"
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{where}: not JSON ({exc.msg} at column {exc.colno})") from None
+            if not isinstance(rec, dict):
+                raise DataError(f"{where}: a record is a JSON object, not {type(rec).__name__}")
+            if not isinstance(rec.get("id"), (str, int)) or isinstance(rec.get("id"), bool):
+                raise DataError(f"{where}: the record has no id (a string or a number)")
+            rid = str(rec["id"])
+            if rid in seen:
+                raise DataError(f"{where}: id {rid} was already used on line {seen[rid]}")
+            seen[rid] = n
+            if not isinstance(rec.get("user_request"), str) or not rec["user_request"].strip():
+                raise DataError(f"{where} (id {rid}): no user_request text")
+            nodes = rec.get("task_nodes")
+            if not isinstance(nodes, list) or not all(isinstance(t, dict) and "task" in t for t in nodes):
+                raise DataError(f"{where} (id {rid}): task_nodes is not a list of tasks ({{\"task\", \"arguments\"}})")
+            if rec.get("type") not in ("single", "chain", "dag"):
+                rec["type"] = graph_type(rec)
+            records.append(rec)
+    return records
 
 
 def pick(records: list[dict[str, Any]], limit: int | None, seed: int) -> list[dict[str, Any]]:
@@ -460,11 +529,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             start = time.perf_counter()
             plan_tasks: list[dict[str, Any]] = []
             parsed = valid = False
+            failure = None
+            planner.last_raw = []
             try:
                 plan = planner.plan(rec["user_request"], files)
                 plan_tasks = [t.model_dump() for t in plan.tasks]
                 parsed = valid = True
-            except PlanError:
+            except PlanError as exc:
+                failure = str(exc)
                 decoded = parse_json_plan(planner.last_raw[-1]) if planner.last_raw else None
                 if isinstance(decoded, dict):
                     decoded = decoded.get("tasks")
@@ -476,19 +548,27 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         valid = True
                     except PlanError:
                         pass
+            except LocalGPTError as exc:
+                # the LLM itself failed on this record (a prompt past the context window, say): the
+                # record counts as an empty plan, the failure is kept, and the run goes on
+                failure = str(exc)
             seconds = time.perf_counter() - start
             pred = to_taskbench(rid, plan_tasks)
             preds[rid] = pred
             meta[rid] = {"parsed": parsed, "valid": valid, "salvaged": planner.last_salvaged, "seconds": seconds,
                          "tokens": llm.stats.completion_tokens - tokens_before, "raw": planner.last_raw}
+            if failure is not None and not valid:
+                meta[rid]["error"] = failure
             out.write(json.dumps(pred) + "\n")
             out.flush()
             side.write(json.dumps({"id": rid, **meta[rid]}) + "\n")
             side.flush()
             nodes = " -> ".join(n["task"] for n in pred["task_nodes"]) or "(empty)"
             gold = " -> ".join(n["task"] for n in rec["task_nodes"])
-            print(f"[{k}/{len(chosen)}] {seconds:5.1f}s {'ok ' if valid else 'BAD'} {nodes}  | gold: {gold}",
-                  file=sys.stderr, flush=True)
+            status = "ok " if valid else "BAD" if parsed else "ERR"
+            print(f"[{k}/{len(chosen)}] {seconds:5.1f}s {status} {nodes}  | gold: {gold}", file=sys.stderr, flush=True)
+            if failure is not None and not parsed:
+                print(f"    {failure}", file=sys.stderr, flush=True)
     metrics = score(chosen, preds, meta)
     doc = {
         "benchmark": "taskbench-hf-dev",
@@ -504,10 +584,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                      "demo_diversity": args.demo_diversity,
                      "demo_data": str(args.demo_data) if args.demo_source != "localgpt" else None},
         "metrics": metrics,
+        "failed": [i for i in preds if i in meta and "error" in meta[i] and not meta[i].get("parsed")],
         "predictions": pred_path.name,
         "per_record": meta_path.name,
     }
     (results / f"{name}.json").write_text(json.dumps(doc, indent=2) + "\n")
+    if doc["failed"]:
+        print(f"{len(doc['failed'])} record(s) got no reply from the LLM (scored as empty plans; the reason is "
+              f"under \"error\" in {meta_path.name}): {', '.join(doc['failed'][:10])}", file=sys.stderr)
     return doc
 
 
@@ -529,6 +613,10 @@ def rescore(name: str, data: Path, out_dir: Path) -> dict[str, Any]:
     specs = bench_specs()
     preds, meta = load_partial(out_dir / f"{name}.predictions.jsonl", out_dir / f"{name}.meta.jsonl")
     changed = []
+    unknown = [rid for rid in meta if rid not in records]
+    if unknown:
+        raise DataError(f"run {name} planned record {unknown[0]}, which {data} does not hold "
+                        f"({len(unknown)} such record(s); give the run's own file with --data)")
     for rid, info in meta.items():
         request = records[rid]["user_request"]
         files = request_files(request, mode)
@@ -613,9 +701,25 @@ def main(argv: Iterable[str] | None = None) -> int:
     if not 0.0 <= args.demo_diversity <= 1.0:
         print(f"error: --demo-diversity must lie between 0 and 1, not {args.demo_diversity}", file=sys.stderr)
         return 1
-    if not Path(args.data).is_file():
-        print(f"error: TaskBench data {args.data} not found (give one with --data)", file=sys.stderr)
+    needed = [("TaskBench data", args.data, "--data")]
+    if args.demo_source != "localgpt" and not args.rescore:
+        needed.append(("demo data", args.demo_data, "--demo-data"))
+    for what, path, option in needed:
+        if not Path(path).is_file():
+            print(f"error: {what} {path} not found (give one with {option})", file=sys.stderr)
+            return 1
+    try:
+        return _main(args)
+    except DataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 1
+
+
+def _main(args: argparse.Namespace) -> int:
+    """The command line, once its files are known to exist."""
+    load_records(Path(args.data))  # a file that cannot be read is reported before any model loads
+    if args.demo_source != "localgpt" and not args.rescore:
+        load_records(Path(args.demo_data))
     if args.rescore:
         if not (Path(args.out_dir) / f"{args.rescore}.meta.jsonl").is_file():
             print(f"error: no run named {args.rescore} in {args.out_dir}", file=sys.stderr)

@@ -163,6 +163,19 @@ def test_smoke_run_with_smollm2(tmp_path, real_card):
     assert again.returncode == 0 and "resuming: 3 record(s)" in again.stderr
     assert "[1/3]" not in again.stderr  # nothing planned twice
     assert json.loads((tmp_path / f"{name}.json").read_text())["metrics"] == doc["metrics"]
+    assert doc["failed"] == []
+    # a record the LLM itself fails on (here its prompt cannot fit a 512-token context) is kept as an
+    # empty plan with the reason, and the run goes on to the next one
+    small = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "taskbench.py"), "--model", str(card.file("model.gguf")),
+         "--limit", "2", "--name", "small", "--n-ctx", "512", "--out-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=600)
+    assert small.returncode == 0, small.stderr[-2000:]
+    assert small.stderr.count(" ERR ") == 2 and "2 record(s) got no reply from the LLM" in small.stderr
+    failed = json.loads((tmp_path / "small.json").read_text())
+    assert len(failed["failed"]) == 2 and failed["metrics"]["all"]["node_f1"] == 0.0
+    metas = [json.loads(x) for x in (tmp_path / "small.meta.jsonl").read_text().splitlines()]
+    assert all("context window" in m["error"] for m in metas)
 
 
 def test_partial_run_is_read_back_without_a_cut_last_line(tmp_path):
@@ -290,4 +303,75 @@ def test_tidy_ablation_replays_the_stored_run(tmp_path: Path) -> None:
     # everything on: the stored rescore; tidying off: fewer edges right
     assert rows["all of it"]["node_f1"] == stored["node_f1"] and rows["all of it"]["edge_f1"] == stored["edge_f1"]
     assert rows["no tidying at all"]["edge_f1"] < rows["all of it"]["edge_f1"]
+    # record by record: tidying changes some plans, more of them for the better, on both halves
+    worth = rows["no tidying at all"]["against_all"]
+    assert worth["changed"] >= worth["better"] + worth["worse"] and worth["better"] > worth["worse"]
+    assert sum(h["records"] for h in worth["halves"]) == 290
+    assert all(h["edge_f1_gain"] > 0 for h in worth["halves"])
+    assert "against_all" not in rows["all of it"]
     assert tidy_ablation.main(["--runs", "no-such-run", "--out", str(out)]) == 1
+    # the sign test, by hand: 11 better against 3 worse of 14 is 2 * (1 + 14 + 91 + 364) / 2**14
+    assert tidy_ablation.sign_test(11, 3) == pytest.approx(2 * 470 / 2 ** 14)
+    assert tidy_ablation.sign_test(0, 0) == 1.0 and tidy_ablation.sign_test(5, 5) == 1.0
+
+
+def test_a_record_file_that_cannot_be_read_is_a_clear_error_naming_its_line(tmp_path, capsys):
+    good = {"id": "1", "user_request": "Caption example.jpg.", "type": "single",
+            "task_nodes": [{"task": "Image-to-Text", "arguments": ["example.jpg"]}]}
+    cases = {
+        '{"id": "2", "user_request": "x", "task_nodes": [}': "line 2: not JSON",
+        json.dumps([good]): "line 2: a record is a JSON object, not list",
+        json.dumps({**good, "id": None}): "line 2: the record has no id",
+        json.dumps(good): "line 2: id 1 was already used on line 1",
+        json.dumps({**good, "id": "3", "user_request": "  "}): "line 2 (id 3): no user_request text",
+        json.dumps({**good, "id": "4", "task_nodes": ["Image-to-Text"]}): "line 2 (id 4): task_nodes is not a list",
+    }
+    for line, message in cases.items():
+        path = tmp_path / "bad.jsonl"
+        path.write_text(json.dumps(good) + "\n" + line + "\n")
+        with pytest.raises(tb.DataError, match=message.replace("(", r"\(").replace(")", r"\)")):
+            tb.load_records(path)
+    # the command line says so and stops, with no traceback
+    assert tb.main(["--data", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "line 2 (id 4)" in err and "Traceback" not in err
+
+
+def test_a_record_without_a_type_gets_the_type_of_its_gold_graph(tmp_path):
+    nodes = {
+        "single": [{"task": "Image-to-Text", "arguments": ["example.jpg"]}],
+        # references point forward, as TaskBench's alphabetical node order often makes them
+        "chain": [{"task": "Translation", "arguments": ["<node-1>"]},
+                  {"task": "Image-to-Text", "arguments": ["example.jpg"]}],
+        "dag": [{"task": "Image-to-Text", "arguments": ["example.jpg"]},
+                {"task": "Object Detection", "arguments": ["example.jpg"]},
+                {"task": "Text Generation", "arguments": ["<node-0> <node-1>"]}],
+    }
+    # two tools with no reference between them are not a chain either
+    nodes["dag, unlinked"] = nodes["dag"][:2]
+    lines = [json.dumps({"id": str(i), "user_request": "r", "task_nodes": n}) for i, n in enumerate(nodes.values())]
+    path = tmp_path / "untyped.jsonl"
+    path.write_text("\ufeff" + "\n\n".join(lines) + "\n")  # a byte-order mark and blank lines are fine
+    got = [r["type"] for r in tb.load_records(path)]
+    assert got == ["single", "chain", "dag", "dag"]
+    # where the record has task_links, they decide (TaskBench draws its type from them): here they
+    # wire the two unlinked tools one after the other
+    linked = {"id": "8", "user_request": "r", "task_nodes": nodes["dag, unlinked"],
+              "task_links": [{"source": "Image-to-Text", "target": "Object Detection"}]}
+    assert tb.graph_type(linked) == "chain"
+    assert tb.graph_type({**linked, "task_links": linked["task_links"] * 2 + [
+        {"source": "Object Detection", "target": "Image-to-Text"}]}) == "dag"  # a cycle is no chain
+    if tb.DEFAULT_DATA.exists():  # on the dev file the type read off the graph is the type given, every time
+        assert all(tb.graph_type(r) == r["type"] for r in tb.load_records(tb.DEFAULT_DATA))
+    # a type the record gives is kept
+    path.write_text(json.dumps({"id": "9", "user_request": "r", "task_nodes": nodes["dag"], "type": "chain"}) + "\n")
+    assert tb.load_records(path)[0]["type"] == "chain"
+
+
+def test_rescore_against_the_wrong_data_file_is_a_clear_error(tmp_path):
+    data = tmp_path / "data.jsonl"
+    data.write_text(json.dumps({"id": "a", "user_request": "r", "task_nodes": []}) + "\n")
+    (tmp_path / "old.predictions.jsonl").write_text(json.dumps({"id": "zz", "task_nodes": []}) + "\n")
+    (tmp_path / "old.meta.jsonl").write_text(json.dumps({"id": "zz", "parsed": False, "raw": []}) + "\n")
+    with pytest.raises(tb.DataError, match="planned record zz, which .*data.jsonl does not hold"):
+        tb.rescore("old", data, tmp_path)
