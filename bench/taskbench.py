@@ -529,7 +529,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             start = time.perf_counter()
             plan_tasks: list[dict[str, Any]] = []
             parsed = valid = False
-            failure = None
+            failure, llm_failed = None, False
             planner.last_raw = []
             try:
                 plan = planner.plan(rec["user_request"], files)
@@ -551,7 +551,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             except LocalGPTError as exc:
                 # the LLM itself failed on this record (a prompt past the context window, say): the
                 # record counts as an empty plan, the failure is kept, and the run goes on
-                failure = str(exc)
+                failure, llm_failed = str(exc), True
             seconds = time.perf_counter() - start
             pred = to_taskbench(rid, plan_tasks)
             preds[rid] = pred
@@ -559,15 +559,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                          "tokens": llm.stats.completion_tokens - tokens_before, "raw": planner.last_raw}
             if failure is not None and not valid:
                 meta[rid]["error"] = failure
+            if llm_failed:
+                meta[rid]["llm_failed"] = True
             out.write(json.dumps(pred) + "\n")
             out.flush()
             side.write(json.dumps({"id": rid, **meta[rid]}) + "\n")
             side.flush()
             nodes = " -> ".join(n["task"] for n in pred["task_nodes"]) or "(empty)"
             gold = " -> ".join(n["task"] for n in rec["task_nodes"])
-            status = "ok " if valid else "BAD" if parsed else "ERR"
+            status = "ERR" if llm_failed else "ok " if valid else "BAD"
             print(f"[{k}/{len(chosen)}] {seconds:5.1f}s {status} {nodes}  | gold: {gold}", file=sys.stderr, flush=True)
-            if failure is not None and not parsed:
+            if llm_failed:
                 print(f"    {failure}", file=sys.stderr, flush=True)
     metrics = score(chosen, preds, meta)
     doc = {
@@ -584,7 +586,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                      "demo_diversity": args.demo_diversity,
                      "demo_data": str(args.demo_data) if args.demo_source != "localgpt" else None},
         "metrics": metrics,
-        "failed": [i for i in preds if i in meta and "error" in meta[i] and not meta[i].get("parsed")],
+        "failed": [i for i in preds if meta.get(i, {}).get("llm_failed")],
         "predictions": pred_path.name,
         "per_record": meta_path.name,
     }
