@@ -21,6 +21,11 @@ from localgpt.errors import ConfigError, LocalGPTError
 Message = dict[str, str]
 TokenCallback = Callable[[str], None]
 
+# The repeat penalty of free-text replies (answers, text tasks the LLM serves): llama.cpp's long-standing
+# default. Greedy decoding without it can loop ("The quick brown fox." forty times in an answer);
+# constrained replies (plans, model choices) are decoded without it.
+FREE_TEXT_REPEAT_PENALTY = 1.1
+
 
 class LLM(Protocol):
     """What localgpt needs from a language model."""
@@ -36,9 +41,13 @@ class LLM(Protocol):
         temperature: float = 0.0,
         on_token: TokenCallback | None = None,
         seed: int | None = None,
+        repeat_penalty: float = 1.0,
     ) -> str:
         """Reply to a chat; with ``schema`` the reply is JSON valid against it; ``on_token`` streams;
-        ``seed`` (default: the model's own) makes a sample at ``temperature`` > 0 repeatable."""
+        ``seed`` (default: the model's own) makes a sample at ``temperature`` > 0 repeatable;
+        ``repeat_penalty`` above 1 makes tokens already in the context less likely (for free text,
+        :data:`FREE_TEXT_REPEAT_PENALTY`: a greedy reply that starts repeating a line goes on with
+        something else instead of looping to ``max_tokens``); 1 leaves decoding as it is."""
         ...
 
     def count_tokens(self, text: str) -> int:
@@ -228,6 +237,7 @@ class LlamaCppLLM:
         temperature: float = 0.0,
         on_token: TokenCallback | None = None,
         seed: int | None = None,
+        repeat_penalty: float = 1.0,
     ) -> str:
         """Reply to ``messages``; see :class:`LLM`."""
         from outlines.inputs import Chat
@@ -237,6 +247,8 @@ class LlamaCppLLM:
             prompt = Chat([dict(m) for m in messages])
             kwargs: dict[str, Any] = {"max_tokens": max_tokens, "temperature": temperature,
                                       "seed": self.seed if seed is None else seed}
+            if repeat_penalty != 1.0:
+                kwargs["repeat_penalty"] = repeat_penalty
             start = time.perf_counter()
             self._perf_reset()
             try:
@@ -303,6 +315,7 @@ class FakeCall:
     schema: dict[str, Any] | None
     temperature: float = 0.0
     seed: int | None = None
+    repeat_penalty: float = 1.0
 
 
 class FakeLLM:
@@ -330,10 +343,11 @@ class FakeLLM:
         temperature: float = 0.0,
         on_token: TokenCallback | None = None,
         seed: int | None = None,
+        repeat_penalty: float = 1.0,
     ) -> str:
         """Return the next scripted reply."""
         with self._lock:
-            self.calls.append(FakeCall([dict(m) for m in messages], schema, temperature, seed))
+            self.calls.append(FakeCall([dict(m) for m in messages], schema, temperature, seed, repeat_penalty))
             self.stats.calls += 1
             if self.replies:
                 reply = self.replies.pop(0)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
-from localgpt.llm import LLM, Message, TokenCallback
+from localgpt.llm import FREE_TEXT_REPEAT_PENALTY, LLM, Message, TokenCallback
 from localgpt.planner import trim_history
 from localgpt.schema import TaskResult
 
@@ -100,7 +100,7 @@ class Responder:
                 on_token: TokenCallback | None = None) -> str:
         """The answer text, streamed to ``on_token``, ending with the list of produced files."""
         answer = self.llm.generate(self.messages(request, results, history), max_tokens=self.max_tokens,
-                                   on_token=on_token).strip()
+                                   on_token=on_token, repeat_penalty=FREE_TEXT_REPEAT_PENALTY).strip()
         tail = files_section(results)
         if tail:
             if on_token is not None:

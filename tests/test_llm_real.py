@@ -20,7 +20,7 @@ import jsonschema
 import pytest
 
 from localgpt.errors import ConfigError, LocalGPTError
-from localgpt.llm import LlamaCppLLM, schema_key
+from localgpt.llm import FREE_TEXT_REPEAT_PENALTY, LlamaCppLLM, schema_key
 from localgpt.planner import Planner
 
 pytestmark = [
@@ -269,3 +269,14 @@ def test_prompt_cache_stays_within_its_capacity() -> None:
         assert all(state.scores.shape[0] == 1 for state in cache.cache_state.values())
     assert len(llm._llama.cache.cache_state) >= 1
     llm.close()
+
+
+def test_repeat_penalty_reaches_llama_cpp_and_stops_a_loop(llm: LlamaCppLLM) -> None:
+    # greedy SmolLM2 loops on this request ("Fox," line after line); with the free-text penalty the
+    # same request no longer repeats the word, and without a penalty decoding is unchanged
+    msgs = [{"role": "user", "content": "Write the word 'fox' thirty times, separated by spaces."}]
+    plain = llm.generate(msgs, max_tokens=60)
+    assert llm.generate(msgs, max_tokens=60, repeat_penalty=1.0) == plain
+    penalised = llm.generate(msgs, max_tokens=60, repeat_penalty=FREE_TEXT_REPEAT_PENALTY)
+    assert plain.lower().count("fox") >= 10, plain
+    assert penalised.lower().count("fox") < plain.lower().count("fox") / 2, penalised

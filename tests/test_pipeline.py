@@ -16,7 +16,7 @@ from localgpt.catalog import CONTROLLER_ID, Catalog
 from localgpt.config import Settings
 from localgpt.errors import InputError
 from localgpt.experts.base import ExpertContext
-from localgpt.llm import FakeLLM, Message
+from localgpt.llm import FREE_TEXT_REPEAT_PENALTY, FakeLLM, Message
 from localgpt.pipeline import Pipeline
 from localgpt.pool import ModelPool
 from localgpt.schema import Event
@@ -110,6 +110,10 @@ def test_run_end_to_end(full: tuple[Setup, Path]) -> None:
     # the planner saw the user's file; the responder saw every result
     assert str(photo.resolve()) in s.llm.calls[0].messages[-1]["content"]
     assert result.results[1].outputs["text"] in s.llm.calls[-1].messages[-1]["content"]
+    # the free-text answer is decoded with a repeat penalty (so a greedy answer cannot loop); the
+    # constrained plan and model choice without one, as measured
+    assert [c.repeat_penalty for c in s.llm.calls] == [1.0, 1.0, FREE_TEXT_REPEAT_PENALTY]
+    assert FREE_TEXT_REPEAT_PENALTY > 1.0
 
 
 def test_event_order(full: tuple[Setup, Path]) -> None:
@@ -230,7 +234,7 @@ def test_text_task_served_by_controller_llm(tmp_path: Path) -> None:
     assert result.results[0].model == CONTROLLER_ID
     expert_calls = [c for c in s.llm.calls if c.messages[-1]["content"].startswith("Summarize the following")]
     assert len(expert_calls) == 1 and article in expert_calls[0].messages[-1]["content"]
-    assert expert_calls[0].schema is None
+    assert expert_calls[0].schema is None and expert_calls[0].repeat_penalty == FREE_TEXT_REPEAT_PENALTY
     assert result.llm_calls == 3
     assert result.files == [] and "Files produced" not in result.answer
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from localgpt.errors import ExpertError, InputError
 from localgpt.experts.base import Expert, ExpertOutput
+from localgpt.llm import FREE_TEXT_REPEAT_PENALTY
 from localgpt.resources import RunDir
 
 MAX_TOKENS = 384
@@ -42,5 +43,6 @@ class LLMTextExpert(Expert):
         prompt = instruction(task, inputs)
         if not prompt.strip():
             raise InputError(f"task {task} got an empty text")
-        reply = llm.generate([{"role": "user", "content": prompt}], max_tokens=MAX_TOKENS).strip()
+        reply = llm.generate([{"role": "user", "content": prompt}], max_tokens=MAX_TOKENS,
+                             repeat_penalty=FREE_TEXT_REPEAT_PENALTY).strip()
         return ExpertOutput(outputs={"text": reply}, data={"served_by": "controller-llm"})
