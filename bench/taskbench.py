@@ -336,9 +336,8 @@ def graph_type(rec: dict[str, Any]) -> str:
     if isinstance(given, list) and given and all(isinstance(x, dict) and "source" in x and "target" in x
                                                  for x in given):
         return "chain" if _is_path(names, {(str(x["source"]), str(x["target"])) for x in given}) else "dag"
-    links = {(names[j], names[i]) for i, node in enumerate(nodes) for a in node.get("arguments") or []
-             if isinstance(a, str) for j in map(int, NODE_REF.findall(a)) if j != i and j < len(nodes)}
-    return "chain" if _is_path(names, links) else "dag"
+    known = [tool_name(n.get("task")) or str(n.get("task")) for n in nodes]  # the names edge_set gives
+    return "chain" if _is_path(known, edge_set(nodes)) else "dag"
 
 
 def load_records(path: Path) -> list[dict[str, Any]]:
@@ -481,18 +480,20 @@ def make_similarity(args: argparse.Namespace) -> Any:
     return EmbeddingSimilarity(expert.embed)
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
-    """Plan every chosen record, write predictions and metrics; returns the metrics document."""
+def run(args: argparse.Namespace, records: list[dict[str, Any]],
+        demo_records: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
+    """Plan the chosen ``records`` (those of ``--data``) with demos from ``demo_records`` (those of
+    ``--demo-data``, when ``--demo-source`` takes them), write predictions and metrics; returns the
+    metrics document."""
     from localgpt.llm import LlamaCppLLM
     from localgpt.planner import Planner, validate_plan
 
-    records = load_records(Path(args.data))
     chosen = pick(records, args.limit, args.seed)
     bank: list[tuple[str | None, Demo]] = []
     if args.demo_source in ("localgpt", "both"):
         bank += [(None, d) for d in DEMOS]
     if args.demo_source in ("dev", "both"):
-        for rec in load_records(Path(args.demo_data)):
+        for rec in demo_records:
             demo = record_to_demo(rec)
             if demo is not None:
                 bank.append((str(rec["id"]), demo))
@@ -530,7 +531,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             plan_tasks: list[dict[str, Any]] = []
             parsed = valid = False
             failure, llm_failed = None, False
-            planner.last_raw = []
             try:
                 plan = planner.plan(rec["user_request"], files)
                 plan_tasks = [t.model_dump() for t in plan.tasks]
@@ -597,6 +597,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return doc
 
 
+def check_run_records(name: str, planned: Iterable[str], records: dict[str, Any], data: Path) -> None:
+    """Raise :class:`DataError` when stored run ``name`` planned a record that ``data`` does not hold."""
+    unknown = [rid for rid in planned if rid not in records]
+    if unknown:
+        raise DataError(f"run {name} planned record {unknown[0]}, which {data} does not hold "
+                        f"({len(unknown)} such record(s); give the run's own file with --data)")
+
+
 def rescore(name: str, data: Path, out_dir: Path) -> dict[str, Any]:
     """Re-read a finished run's stored replies through today's validation and mending, with no
     model call, and write the result as ``<name>-rescored``.
@@ -615,10 +623,7 @@ def rescore(name: str, data: Path, out_dir: Path) -> dict[str, Any]:
     specs = bench_specs()
     preds, meta = load_partial(out_dir / f"{name}.predictions.jsonl", out_dir / f"{name}.meta.jsonl")
     changed = []
-    unknown = [rid for rid in meta if rid not in records]
-    if unknown:
-        raise DataError(f"run {name} planned record {unknown[0]}, which {data} does not hold "
-                        f"({len(unknown)} such record(s); give the run's own file with --data)")
+    check_run_records(name, meta, records, data)
     for rid, info in meta.items():
         request = records[rid]["user_request"]
         files = request_files(request, mode)
@@ -703,13 +708,6 @@ def main(argv: Iterable[str] | None = None) -> int:
     if not 0.0 <= args.demo_diversity <= 1.0:
         print(f"error: --demo-diversity must lie between 0 and 1, not {args.demo_diversity}", file=sys.stderr)
         return 1
-    needed = [("TaskBench data", args.data, "--data")]
-    if args.demo_source != "localgpt" and not args.rescore:
-        needed.append(("demo data", args.demo_data, "--demo-data"))
-    for what, path, option in needed:
-        if not Path(path).is_file():
-            print(f"error: {what} {path} not found (give one with {option})", file=sys.stderr)
-            return 1
     try:
         return _main(args)
     except DataError as exc:
@@ -718,21 +716,30 @@ def main(argv: Iterable[str] | None = None) -> int:
 
 
 def _main(args: argparse.Namespace) -> int:
-    """The command line, once its files are known to exist."""
-    load_records(Path(args.data))  # a file that cannot be read is reported before any model loads
-    if args.demo_source != "localgpt" and not args.rescore:
-        load_records(Path(args.demo_data))
+    """The command line, once its options are known to make sense; a file that cannot be read raises
+    :class:`DataError`."""
+    data = Path(args.data)
+    if not data.is_file():
+        raise DataError(f"TaskBench data {data} not found (give one with --data)")
     if args.rescore:
         if not (Path(args.out_dir) / f"{args.rescore}.meta.jsonl").is_file():
             print(f"error: no run named {args.rescore} in {args.out_dir}", file=sys.stderr)
             return 1
         print_table(rescore(args.rescore, Path(args.data), Path(args.out_dir))["metrics"])
         return 0
+    # both files are read, and a fault in them reported, before any model loads
+    records = load_records(data)
+    demo_records: list[dict[str, Any]] = []
+    if args.demo_source != "localgpt":
+        demo_data = Path(args.demo_data)
+        if not demo_data.is_file():
+            raise DataError(f"demo data {demo_data} not found (give one with --demo-data)")
+        demo_records = records if demo_data.resolve() == data.resolve() else load_records(demo_data)
     if not Path(args.model).is_file():
         print(f"error: model file {args.model} not found (python download_models.py --profile starter)",
               file=sys.stderr)
         return 1
-    doc = run(args)
+    doc = run(args, records, demo_records)
     print_table(doc["metrics"])
     return 0
 

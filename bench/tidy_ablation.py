@@ -62,6 +62,7 @@ def replay(name: str, patches: list[tuple[Any, str, Callable[..., Any]]], data: 
     planner with ``patches`` applied (the files the planner is told of as the run was told them)."""
     records = {str(r["id"]): r for r in tb.load_records(data)}
     preds, meta = tb.load_partial(tb.RESULTS / f"{name}.predictions.jsonl", tb.RESULTS / f"{name}.meta.jsonl")
+    tb.check_run_records(name, meta, records, data)
     doc_path = tb.RESULTS / f"{name}.json"
     mode = json.loads(doc_path.read_text()).get("settings", {}).get("files", "none") if doc_path.exists() else "none"
     saved = [(obj, attr, getattr(obj, attr)) for obj, attr, _ in patches]
@@ -129,6 +130,30 @@ def compare(records: dict[str, dict[str, Any]], full: dict[str, Any], without: d
             "halves": halves}
 
 
+def ablate(runs: list[str], data: Path) -> list[dict[str, Any]]:
+    """The table's rows for stored ``runs`` (printed as they come); raises :class:`tb.DataError` when
+    ``data`` cannot be read or does not hold a run's records."""
+    rows = []
+    print(f"{'run':22} {'configuration':42} {'node F1':>8} {'edge F1':>8} {'exact':>7} {'valid':>7}"
+          f" {'changed':>8} {'better':>7} {'worse':>6} {'p':>7}  gain on each half (node / edge)")
+    for run in runs:
+        recs, full, full_meta = replay(run, [], data)
+        for label, patches in PIECES.items():
+            _, preds, meta = (recs, full, full_meta) if not patches else replay(run, patches, data)
+            m = tb.score(list(recs.values()), preds, meta)["all"]
+            row = {"run": run, "configuration": label, **m}
+            line = (f"{run:22} {label:42} {m['node_f1']:8.2f} {m['edge_f1']:8.2f} {m['exact_match']:7.2f} "
+                    f"{m['valid_rate']:7.2f}")
+            if patches:
+                # the piece's worth: today's planner (all of it) against the planner without it
+                row["against_all"] = c = compare(recs, full, preds, full_meta, meta)
+                gains = "  ".join(f"{x['node_f1_gain']:+.1f} / {x['edge_f1_gain']:+.1f}" for x in c["halves"])
+                line += f" {c['changed']:8d} {c['better']:7d} {c['worse']:6d} {c['sign_test_p']:7.3f}  {gains}"
+            rows.append(row)
+            print(line)
+    return rows
+
+
 def main(argv: Iterable[str] | None = None) -> int:
     """Command line."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -144,32 +169,10 @@ def main(argv: Iterable[str] | None = None) -> int:
         print(f"error: no stored run named {', '.join(missing)} in {tb.RESULTS}", file=sys.stderr)
         return 1
     try:
-        records = {str(r["id"]) for r in tb.load_records(Path(args.data))}
+        rows = ablate(args.runs, Path(args.data))
     except tb.DataError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    rows = []
-    print(f"{'run':22} {'configuration':42} {'node F1':>8} {'edge F1':>8} {'exact':>7} {'valid':>7}"
-          f" {'changed':>8} {'better':>7} {'worse':>6} {'p':>7}  gain on each half (node / edge)")
-    for run in args.runs:
-        _, stored = tb.load_partial(tb.RESULTS / f"{run}.predictions.jsonl", tb.RESULTS / f"{run}.meta.jsonl")
-        if set(stored) - records:
-            print(f"error: run {run} planned records that {args.data} does not hold", file=sys.stderr)
-            return 1
-        recs, full, full_meta = replay(run, [], Path(args.data))
-        for label, patches in PIECES.items():
-            _, preds, meta = (recs, full, full_meta) if not patches else replay(run, patches, Path(args.data))
-            m = tb.score(list(recs.values()), preds, meta)["all"]
-            row = {"run": run, "configuration": label, **m}
-            line = (f"{run:22} {label:42} {m['node_f1']:8.2f} {m['edge_f1']:8.2f} {m['exact_match']:7.2f} "
-                    f"{m['valid_rate']:7.2f}")
-            if patches:
-                # the piece's worth: today's planner (all of it) against the planner without it
-                row["against_all"] = c = compare(recs, full, preds, full_meta, meta)
-                gains = "  ".join(f"{x['node_f1_gain']:+.1f} / {x['edge_f1_gain']:+.1f}" for x in c["halves"])
-                line += f" {c['changed']:8d} {c['better']:7d} {c['worse']:6d} {c['sign_test_p']:7.3f}  {gains}"
-            rows.append(row)
-            print(line)
     Path(args.out).write_text(json.dumps({"rows": rows}, indent=2) + "\n")
     return 0
 

@@ -809,12 +809,12 @@ class Planner:
         cannot keep a single task (or the reply is not JSON) is the error fed back to the LLM for one
         repair round, whose reply may be mended in turn.
         """
+        self.last_raw = []  # reset first: a call that fails early leaves none of the last call's replies
+        self.last_salvaged = False
         if not request.strip():
             raise PlanError("the request is empty", "say what you want done")
         start = time.perf_counter()
         msgs = first = self.messages(request, files, history)
-        self.last_raw = []
-        self.last_salvaged = False
         error: PlanError | None = None
         schema = self.schema_for(request)
         for _ in range(2 if self.repair else 1):
