@@ -31,6 +31,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from localgpt import tasks as registry  # noqa: E402
+from localgpt.demo_file import NODE_REF, TB_TO_LOCAL, json_objects, record_to_demo, tool_name  # noqa: E402,F401
 from localgpt.demos import DEMOS, Demo  # noqa: E402
 from localgpt.errors import LocalGPTError, PlanError  # noqa: E402
 from localgpt.planner import named_files  # noqa: E402
@@ -40,45 +41,10 @@ from localgpt.tasks import Kind  # noqa: E402
 DEFAULT_DATA = REPO.parent / "shared" / "taskbench" / "hf_dev.jsonl"
 RESULTS = REPO / "bench" / "results"
 
-# TaskBench's 23 tool names and localgpt's task types (Hugging Face pipeline tags).
-TB_TO_LOCAL: dict[str, str] = {
-    "Token Classification": "token-classification",
-    "Translation": "translation",
-    "Summarization": "summarization",
-    "Question Answering": "question-answering",
-    "Conversational": "conversational",
-    "Text Generation": "text-generation",
-    "Sentence Similarity": "sentence-similarity",
-    "Tabular Classification": "tabular-classification",
-    "Object Detection": "object-detection",
-    "Image Classification": "image-classification",
-    "Image-to-Image": "image-to-image",
-    "Image-to-Text": "image-to-text",
-    "Text-to-Image": "text-to-image",
-    "Text-to-Video": "text-to-video",
-    "Visual Question Answering": "visual-question-answering",
-    "Document Question Answering": "document-question-answering",
-    "Image Segmentation": "image-segmentation",
-    "Depth Estimation": "depth-estimation",
-    "Text-to-Speech": "text-to-speech",
-    "Automatic Speech Recognition": "automatic-speech-recognition",
-    "Audio-to-Audio": "audio-to-audio",
-    "Audio Classification": "audio-classification",
-    "Image Editing": "image-editing",
-}
 LOCAL_TO_TB = {v: k for k, v in TB_TO_LOCAL.items()}
-NODE_REF = re.compile(r"<node-(\d+)>")
 
 
 # ---------------------------------------------------------------- metrics (as the README defines them)
-
-def tool_name(name: Any) -> str | None:
-    """A TaskBench tool name with underscores read as spaces; None when not one of the 23."""
-    if not isinstance(name, str):
-        return None
-    name = name.replace("_", " ").strip()
-    return name if name in TB_TO_LOCAL else None
-
 
 def node_set(nodes: Sequence[dict[str, Any]] | None) -> set[str]:
     """Distinct known tool names of a list of task nodes."""
@@ -209,92 +175,6 @@ def to_taskbench(record_id: str, plan_tasks: Sequence[dict[str, Any]]) -> dict[s
     return {"id": record_id, "task_nodes": nodes}
 
 
-def _arg_kind(arg: str, nodes: Sequence[dict[str, Any]]) -> Kind:
-    """The kind of a gold argument: a referenced node's output, a file's kind, or text."""
-    m = NODE_REF.fullmatch(arg.strip())
-    if m and int(m.group(1)) < len(nodes):
-        local = TB_TO_LOCAL.get(tool_name(nodes[int(m.group(1))].get("task")) or "")
-        if local:
-            return registry.get(local).output
-    return kind_by_name(arg) or Kind.TEXT
-
-
-def _question_first(args: dict[str, str]) -> dict[str, str]:
-    """A gold question-answering task's two texts, each in its place: TaskBench writes the context first
-    and the question second (so they land in localgpt's ``question`` and ``context`` the wrong way
-    round), except where only the first of them reads as a question."""
-    first, second = args.get("question"), args.get("context")
-    if first is None or second is None:
-        return args
-    def asks(text: str) -> bool:
-        return text.strip().strip("'\"").endswith("?")
-    if asks(first) and not asks(second):
-        return args
-    return {**args, "question": second, "context": first}
-
-
-_OUTPUT_OF = re.compile(r"<output of ([^>]+)>")
-
-
-def _as_reference(arg: Any, nodes: Sequence[dict[str, Any]]) -> Any:
-    """A gold argument that names another node's output in one of TaskBench's rare other forms
-    (``"<output of Text Generation>"``, ``"Text_Generation"``) as the ``<node-j>`` reference it means;
-    any other argument as it is."""
-    if not isinstance(arg, str):
-        return arg
-    m = _OUTPUT_OF.fullmatch(arg.strip())
-    name = tool_name(m.group(1)) if m else tool_name(arg) if "_" in arg else None
-    if name is None:
-        return arg
-    found = [j for j, n in enumerate(nodes) if tool_name(n.get("task")) == name]
-    return f"<node-{found[0]}>" if len(found) == 1 else arg
-
-
-def record_to_demo(rec: dict[str, Any]) -> Demo | None:
-    """A gold record as a localgpt demo (tasks in dependency order, named args); None if unusable.
-    Other forms of reference than ``<node-j>`` become references too (the plan schema admits no
-    literal text that opens like a reference)."""
-    nodes = [{**n, "arguments": [_as_reference(a, rec["task_nodes"]) for a in n.get("arguments") or []]}
-             for n in rec["task_nodes"]]
-    names = [TB_TO_LOCAL.get(tool_name(n.get("task")) or "") for n in nodes]
-    if not nodes or not all(names):
-        return None
-    deps: dict[int, set[int]] = {}
-    for i, node in enumerate(nodes):
-        deps[i] = {int(j) for a in node["arguments"] if isinstance(a, str) for j in NODE_REF.findall(a)
-                   if int(j) != i and int(j) < len(nodes)}
-    order: list[int] = []
-    placed: set[int] = set()
-    while len(order) < len(nodes):
-        ready = [i for i in range(len(nodes)) if i not in placed and deps[i] <= placed]
-        if not ready:
-            return None  # a cycle in the gold graph
-        order.append(ready[0])
-        placed.add(ready[0])
-    new_id = {old: k for k, old in enumerate(order)}
-    tasks = []
-    for old in order:
-        spec = registry.get(names[old])
-        args: dict[str, str] = {}
-        for arg in nodes[old]["arguments"]:
-            if not isinstance(arg, str):
-                return None
-            kind = _arg_kind(arg, nodes)
-            if any(int(j) == old for j in NODE_REF.findall(arg)):
-                return None  # a self-reference: a quirk of the gold data
-            slot = next((i for i in spec.inputs if i.kind is kind and i.name not in args), None)
-            if slot is None:
-                return None  # the gold argument's kind fits no input of the task
-            args[slot.name] = NODE_REF.sub(lambda m: f"<resource>-{new_id.get(int(m.group(1)), 0)}", arg)
-        if names[old] == "question-answering":
-            args = _question_first(args)
-        dep = sorted(new_id[d] for d in deps[old])
-        tasks.append({"id": new_id[old], "task": names[old], "dep": dep or [-1], "args": args})
-    files = tuple(sorted({a for n in nodes for a in n["arguments"] if isinstance(a, str) and kind_by_name(a)}))
-    steps = tuple(str(s) for s in rec.get("task_steps") or () if isinstance(s, str))
-    return Demo(request=rec["user_request"], files=files, plan=tuple(tasks), steps=steps)
-
-
 def leave_one_out(bank: Sequence[tuple[str | None, Demo]], rec: dict[str, Any]) -> list[Demo]:
     """The demos of ``bank`` (source id, demo) that may be shown while planning ``rec``: never the
     record's own gold plan (same id), nor any record with the very same request."""
@@ -349,16 +229,7 @@ def load_records(path: Path) -> list[dict[str, Any]]:
     records: list[dict[str, Any]] = []
     seen: dict[str, int] = {}
     with open(path, encoding="utf-8-sig") as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            where = f"{path}, line {n}"
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{where}: not JSON ({exc.msg} at column {exc.colno})") from None
-            if not isinstance(rec, dict):
-                raise DataError(f"{where}: a record is a JSON object, not {type(rec).__name__}")
+        for n, where, rec in json_objects(fh, str(path), "a record", DataError):
             if not isinstance(rec.get("id"), (str, int)) or isinstance(rec.get("id"), bool):
                 raise DataError(f"{where}: the record has no id (a string or a number)")
             rid = str(rec["id"])
@@ -394,8 +265,12 @@ def pick(records: list[dict[str, Any]], limit: int | None, seed: int) -> list[di
 
 # ---------------------------------------------------------------- the run
 
-def bench_specs() -> list[registry.TaskSpec]:
-    """The task types TaskBench knows (localgpt's other types are left out of the schema)."""
+def bench_specs(offered: str = "taskbench") -> list[registry.TaskSpec]:
+    """The task types the planner is offered: those TaskBench knows (localgpt's other types are left out
+    of the schema), or with ``offered="all"`` every type of localgpt's registry, as ``localgpt plan``
+    offers them."""
+    if offered == "all":
+        return list(registry.TASKS)
     return [registry.get(name) for name in TB_TO_LOCAL.values()]
 
 
@@ -499,7 +374,7 @@ def run(args: argparse.Namespace, records: list[dict[str, Any]],
                 bank.append((str(rec["id"]), demo))
     llm = LlamaCppLLM(args.model, n_ctx=args.n_ctx, n_threads=args.threads, seed=args.seed)
     planner = Planner(llm, max_tasks=8, n_demos=0 if args.demos == "none" else args.n_demos,
-                      specs=bench_specs(), repair=not args.no_repair, salvage=not args.no_salvage,
+                      specs=bench_specs(args.tasks), repair=not args.no_repair, salvage=not args.no_salvage,
                       similarity=make_similarity(args), decompose=not args.no_decompose,
                       samples=args.samples, sample_temperature=args.sample_temperature,
                       step_floor=not args.no_step_floor, demo_diversity=args.demo_diversity)
@@ -583,7 +458,7 @@ def run(args: argparse.Namespace, records: list[dict[str, Any]],
                      "similarity": args.similarity, "decompose": not args.no_decompose,
                      "samples": args.samples, "sample_temperature": args.sample_temperature,
                      "step_floor": not args.no_step_floor, "files": args.files,
-                     "demo_diversity": args.demo_diversity,
+                     "demo_diversity": args.demo_diversity, "tasks": args.tasks,
                      "demo_data": str(args.demo_data) if args.demo_source != "localgpt" else None},
         "metrics": metrics,
         "failed": [i for i in preds if meta.get(i, {}).get("llm_failed")],
@@ -620,7 +495,7 @@ def rescore(name: str, data: Path, out_dir: Path) -> dict[str, Any]:
         raise SystemExit(f"error: {name} sampled plans (self-consistency); its replies cannot be replayed")
     records = {str(r["id"]): r for r in load_records(data)}
     mode = doc.get("settings", {}).get("files", "none")
-    specs = bench_specs()
+    specs = bench_specs(doc.get("settings", {}).get("tasks", "taskbench"))
     preds, meta = load_partial(out_dir / f"{name}.predictions.jsonl", out_dir / f"{name}.meta.jsonl")
     changed = []
     check_run_records(name, meta, records, data)
@@ -694,6 +569,9 @@ def main(argv: Iterable[str] | None = None) -> int:
     p.add_argument("--demo-data", default=str(DEFAULT_DATA),
                    help="TaskBench records the demos come from (default: the dev file; leave-one-out when it is "
                         "also --data)")
+    p.add_argument("--tasks", choices=["taskbench", "all"], default="taskbench",
+                   help="task types offered to the planner: TaskBench's 23, or all of localgpt's, as `localgpt plan` "
+                        "offers them (types TaskBench does not know score as unknown names)")
     p.add_argument("--similarity", choices=["embedding", "words"], default="embedding",
                    help="how similar demos are found: MiniLM sentence embeddings or word overlap")
     p.add_argument("--embedder", default="all-minilm-l6-v2-int8", help="embedding model id in the store")

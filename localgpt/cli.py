@@ -31,6 +31,8 @@ def _settings(args: argparse.Namespace) -> Any:
         overrides["threads"] = args.threads
     if getattr(args, "planner", None):
         overrides["planner"] = args.planner
+    if getattr(args, "demos", None):
+        overrides["demos_file"] = Path(args.demos)
     return Settings.load(**overrides)
 
 
@@ -88,6 +90,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not args.json:
         _err(f"Loading planner {settings.planner} ...")
     pipe = Pipeline.from_settings(settings)
+    if pipe.demo_file and not args.json:
+        _err(f"Planning with {pipe.demo_file.summary()}")
     try:
         printer = ProgressPrinter(quiet=args.json)
         result = pipe.run(args.request, args.file, on_event=printer)
@@ -107,11 +111,17 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     pipe = Pipeline.from_settings(settings)
+    if pipe.demo_file:
+        _err(f"Planning with {pipe.demo_file.summary()}")
     try:
         plan = pipe.plan(args.request, args.file)
     finally:
         pipe.close()
-    if args.json:
+    if args.as_demo:
+        from localgpt.demo_file import demo_line
+
+        print(demo_line(args.request, args.file, plan))
+    elif args.json:
         print(plan.model_dump_json(indent=2))
     else:
         for step in plan.steps:
@@ -283,6 +293,9 @@ def build_parser() -> argparse.ArgumentParser:
                             help="model store folder (default: LOCALGPT_STORE or ./model_store)")
         common.add_argument("--threads", type=int, default=default,
                             help="CPU threads for the LLM and the experts (default: free cores)")
+        common.add_argument("--demos", default=default, metavar="FILE",
+                            help="JSONL file of your own planning demos, added to the built-in ones "
+                                 "(default: LOCALGPT_DEMOS_FILE)")
         return common
 
     common = common_options(argparse.SUPPRESS)
@@ -303,7 +316,10 @@ def build_parser() -> argparse.ArgumentParser:
     plan = sub.add_parser("plan", parents=[common], help="plan a request without running it")
     plan.add_argument("request")
     plan.add_argument("--file", action="append", default=[], metavar="PATH", help="a file (need not exist)")
-    plan.add_argument("--json", action="store_true", help="print the validated plan as JSON")
+    shape = plan.add_mutually_exclusive_group()
+    shape.add_argument("--json", action="store_true", help="print the validated plan as JSON")
+    shape.add_argument("--as-demo", action="store_true",
+                      help="print the plan as one line of a demo file (--demos), to keep once you have checked it")
     plan.set_defaults(func=cmd_plan)
 
     models = sub.add_parser("models", parents=[common],

@@ -62,6 +62,9 @@ class Settings(BaseSettings):
     demo_similarity: str = Field(
         default="auto", pattern="^(auto|embedding|words)$",
         description="how the planner picks its demos: sentence embeddings (auto: when a model is installed) or words")
+    demos_file: Path | None = Field(
+        default=None, description="a JSONL file of your own planning demos (localgpt's form, as `plan --json` "
+                                  "prints a plan, or TaskBench records), shown to the planner beside the built-in ones")
     plan_tasks: str = Field(
         default="all", pattern="^(installed|all)$",
         description="task types the planner is offered: all of the registry (a request for a task no installed "

@@ -17,6 +17,7 @@ from typing import Any
 from localgpt import tasks as registry
 from localgpt.catalog import Catalog
 from localgpt.config import Settings
+from localgpt.demo_file import DemoFile, load_demo_file
 from localgpt.demos import DEMOS
 from localgpt.errors import ConfigError, LocalGPTError
 from localgpt.executor import Executor
@@ -61,14 +62,19 @@ class Pipeline:
         print(result.answer, result.files)
     """
 
-    def __init__(self, settings: Settings, llm: LLM, catalog: Catalog, pool: ModelPool | None = None) -> None:
+    def __init__(self, settings: Settings, llm: LLM, catalog: Catalog, pool: ModelPool | None = None,
+                 demo_file: DemoFile | None = None) -> None:
         self.settings = settings
         self.llm = llm
         self.catalog = catalog
         self.pool = pool or ModelPool(ExpertContext(settings=settings, llm=llm), settings.memory_budget_mb << 20)
         specs = self._planner_tasks()
         names = {spec.name for spec in specs}
-        demos = [d for d in DEMOS if all(step["task"] in names for step in d.plan)]
+        if demo_file is None and settings.demos_file:
+            demo_file = load_demo_file(settings.demos_file, settings.max_tasks)
+        self.demo_file = demo_file  # the user's own demos (settings.demos_file), shown beside the built-in ones
+        extra = self.demo_file.demos if self.demo_file else []
+        demos = [d for d in (*DEMOS, *extra) if all(step["task"] in names for step in d.plan)]
         self.planner = Planner(llm, max_tasks=settings.max_tasks, specs=specs, demos=demos,
                                similarity=self._demo_similarity())
         self.selector = Selector(catalog, llm)
@@ -119,11 +125,13 @@ class Pipeline:
     def from_settings(cls, settings: Settings, planner: str | None = None) -> Pipeline:
         """A pipeline on the installed models, with the controller LLM ``planner`` (id or path)."""
         model_id, gguf = resolve_planner(settings, planner)
+        # a bad demo file is reported before the LLM takes its seconds to load
+        demo_file = load_demo_file(settings.demos_file, settings.max_tasks) if settings.demos_file else None
         llm = LlamaCppLLM(gguf, n_ctx=settings.n_ctx, n_threads=settings.threads,
                           n_gpu_layers=settings.gpu_layers(), prompt_cache_mb=settings.prompt_cache_mb,
                           seed=settings.seed)
         catalog = Catalog(settings.store, controller=model_id or gguf.stem)
-        return cls(settings, llm, catalog)
+        return cls(settings, llm, catalog, demo_file=demo_file)
 
     def input_files(self, files: Sequence[str | Path]) -> InputFiles:
         """The user's files, checked, with the folders requests may refer to."""

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from conftest import missing
 
+from localgpt.demo_file import as_reference
 from localgpt.errors import PlanError
 from localgpt.llm import FakeLLM
 from localgpt.planner import Planner, validate_plan
@@ -97,7 +98,7 @@ def test_gold_records_convert_to_valid_localgpt_plans_and_back():
             preds[str(r["id"])] = tb.to_taskbench(str(r["id"]), list(demo.plan))
     assert len(preds) >= 250
     # the few gold records that name an output another way ("<output of X>") gain an edge as demos
-    other = {str(r["id"]) for r in records if any(tb._as_reference(a, r["task_nodes"]) != a
+    other = {str(r["id"]) for r in records if any(as_reference(a, r["task_nodes"]) != a
                                                   for n in r["task_nodes"] for a in n["arguments"])}
     assert 0 < len(other) <= 3
     converted = [r for r in records if str(r["id"]) in preds and str(r["id"]) not in other]
@@ -118,8 +119,8 @@ def test_other_reference_forms_become_references_in_demos():
         ("document-question-answering", {"image": "example.jpg", "text": "<resource>-1"})]
     # a name of no node of the record, or of two, stays a literal
     nodes = [{"task": "Text Generation", "arguments": ["x"]}, {"task": "Text Generation", "arguments": ["y"]}]
-    assert tb._as_reference("<output of Text Generation>", nodes) == "<output of Text Generation>"
-    assert tb._as_reference("<output of Summarization>", nodes[:1]) == "<output of Summarization>"
+    assert as_reference("<output of Text Generation>", nodes) == "<output of Text Generation>"
+    assert as_reference("<output of Summarization>", nodes[:1]) == "<output of Summarization>"
 
 
 def test_to_taskbench_maps_references_to_node_indices():
@@ -128,6 +129,17 @@ def test_to_taskbench_maps_references_to_node_indices():
     out = tb.to_taskbench("x", plan)
     assert out["task_nodes"] == [{"task": "Automatic Speech Recognition", "arguments": ["a.wav"]},
                                  {"task": "Summarization", "arguments": ["<node-0>"]}]
+
+
+def test_offered_tasks_are_taskbench_s_or_all_of_localgpt_s():
+    from localgpt import tasks
+
+    assert [s.name for s in tb.bench_specs()] == list(tb.TB_TO_LOCAL.values())
+    assert tb.bench_specs("all") == list(tasks.TASKS) and len(tasks.TASKS) > len(tb.TB_TO_LOCAL)
+    # a type TaskBench does not know keeps localgpt's name, which scoring ignores as an unknown tool
+    pred = tb.to_taskbench("x", [{"id": 0, "task": "text-classification", "dep": [-1], "args": {"text": "t"}}])
+    assert pred["task_nodes"] == [{"task": "text-classification", "arguments": ["t"]}]
+    assert tb.node_set(pred["task_nodes"]) == set()
 
 
 def test_every_taskbench_tool_maps_to_a_registered_task():
