@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from localgpt import tasks as registry  # noqa: E402
-from localgpt.demo_file import NODE_REF, TB_TO_LOCAL, json_objects, record_to_demo, tool_name  # noqa: E402,F401
+from localgpt.demo_file import NODE_REF, TB_TO_LOCAL, json_objects, record_to_demo, tool_name  # noqa: E402
 from localgpt.demos import DEMOS, Demo  # noqa: E402
 from localgpt.errors import LocalGPTError, PlanError  # noqa: E402
 from localgpt.planner import named_files  # noqa: E402
@@ -480,6 +480,20 @@ def check_run_records(name: str, planned: Iterable[str], records: dict[str, Any]
                         f"({len(unknown)} such record(s); give the run's own file with --data)")
 
 
+def accept_stored(raws: Sequence[str], request: str, files: Sequence[str],
+                  specs: Sequence[registry.TaskSpec]) -> tuple[Any, bool] | None:
+    """What today's planner makes of a record's stored replies, as ``accept_reply`` gives it (the plan
+    and whether it was mended): the first reply, else the repair round's; None when neither is kept."""
+    from localgpt.planner import accept_reply
+
+    for raw in raws[:2]:
+        try:
+            return accept_reply(raw, request, files, 8, specs)
+        except PlanError:
+            continue
+    return None
+
+
 def rescore(name: str, data: Path, out_dir: Path) -> dict[str, Any]:
     """Re-read a finished run's stored replies through today's validation and mending, with no
     model call, and write the result as ``<name>-rescored``.
@@ -488,8 +502,6 @@ def rescore(name: str, data: Path, out_dir: Path) -> dict[str, Any]:
     round's reply (kept in ``raw``) are what the planner would decode again; today's planner keeps
     the first reply when it is valid or can be mended, else takes the repair reply. The seconds of a
     record are those measured (a record that needed no repair now would have been quicker)."""
-    from localgpt.planner import accept_reply
-
     doc = json.loads((out_dir / f"{name}.json").read_text()) if (out_dir / f"{name}.json").exists() else {}
     if doc.get("settings", {}).get("samples"):
         raise SystemExit(f"error: {name} sampled plans (self-consistency); its replies cannot be replayed")
@@ -501,18 +513,15 @@ def rescore(name: str, data: Path, out_dir: Path) -> dict[str, Any]:
     check_run_records(name, meta, records, data)
     for rid, info in meta.items():
         request = records[rid]["user_request"]
-        files = request_files(request, mode)
-        for raw in info.get("raw", [])[:2]:
-            try:
-                plan, mended = accept_reply(raw, request, files, 8, specs)
-            except PlanError:
-                continue
-            pred = to_taskbench(rid, [t.model_dump() for t in plan.tasks])
-            if pred["task_nodes"] != preds[rid]["task_nodes"] or not info.get("valid"):
-                changed.append(rid)
-                preds[rid] = pred
-                info.update(parsed=True, valid=True, salvaged=mended, rescored=True)
-            break
+        accepted = accept_stored(info.get("raw", []), request, request_files(request, mode), specs)
+        if accepted is None:
+            continue
+        plan, mended = accepted
+        pred = to_taskbench(rid, [t.model_dump() for t in plan.tasks])
+        if pred["task_nodes"] != preds[rid]["task_nodes"] or not info.get("valid"):
+            changed.append(rid)
+            preds[rid] = pred
+            info.update(parsed=True, valid=True, salvaged=mended, rescored=True)
     out = f"{name}-rescored"
     (out_dir / f"{out}.predictions.jsonl").write_text("".join(json.dumps(preds[i]) + "\n" for i in preds))
     (out_dir / f"{out}.meta.jsonl").write_text("".join(json.dumps({"id": i, **meta[i]}) + "\n" for i in preds))

@@ -31,17 +31,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import taskbench as tb  # noqa: E402
 
 import localgpt.planner as planner  # noqa: E402
+from localgpt.resources import renumber  # noqa: E402
 
 
 def _renumber(tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Tasks renumbered in order, none merged (a repeated task kept)."""
     new = {t["id"]: i for i, t in enumerate(tasks)}
-
-    def ref(m: Any) -> str:
-        return f"<resource>-{new.get(int(m.group(1)), int(m.group(1)))}"
-
     return [{"id": new[t["id"]], "task": t["task"], "dep": [-1],
-             "args": {k: planner.REFERENCE.sub(ref, v) for k, v in t["args"].items()}} for t in tasks]
+             "args": {k: renumber(v, new) for k, v in t["args"].items()}} for t in tasks]
 
 
 # label -> (object, attribute, replacement) patches that switch one piece off
@@ -56,31 +53,26 @@ PIECES: dict[str, list[tuple[Any, str, Callable[..., Any]]]] = {
 }
 
 
-def replay(name: str, patches: list[tuple[Any, str, Callable[..., Any]]], data: Path
-           ) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+def replay(name: str, patches: list[tuple[Any, str, Callable[..., Any]]], records: dict[str, dict[str, Any]],
+           data: Path) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
     """Records, predictions and per-record figures of run ``name``'s stored replies through today's
-    planner with ``patches`` applied (the files the planner is told of as the run was told them)."""
-    records = {str(r["id"]): r for r in tb.load_records(data)}
+    planner with ``patches`` applied (the files and task types the planner is offered as the run offered
+    them); ``records`` are those of the file ``data``."""
     preds, meta = tb.load_partial(tb.RESULTS / f"{name}.predictions.jsonl", tb.RESULTS / f"{name}.meta.jsonl")
     tb.check_run_records(name, meta, records, data)
     doc_path = tb.RESULTS / f"{name}.json"
-    mode = json.loads(doc_path.read_text()).get("settings", {}).get("files", "none") if doc_path.exists() else "none"
+    settings = json.loads(doc_path.read_text()).get("settings", {}) if doc_path.exists() else {}
+    mode, specs = settings.get("files", "none"), tb.bench_specs(settings.get("tasks", "taskbench"))
     saved = [(obj, attr, getattr(obj, attr)) for obj, attr, _ in patches]
     for obj, attr, value in patches:
         setattr(obj, attr, value)
     try:
         out: dict[str, Any] = {}
         for rid, info in meta.items():
-            request, plan = records[rid]["user_request"], None
-            files = tb.request_files(request, mode)
-            for raw in info.get("raw", [])[:2]:
-                try:
-                    plan, _ = planner.accept_reply(raw, request, files, 8, tb.bench_specs())
-                    break
-                except planner.PlanError:
-                    continue
-            out[rid] = tb.to_taskbench(rid, [t.model_dump() for t in plan.tasks]) if plan else preds[rid]
-            meta[rid] = {**info, "valid": plan is not None}
+            request = records[rid]["user_request"]
+            accepted = tb.accept_stored(info.get("raw", []), request, tb.request_files(request, mode), specs)
+            out[rid] = tb.to_taskbench(rid, [t.model_dump() for t in accepted[0].tasks]) if accepted else preds[rid]
+            meta[rid] = {**info, "valid": accepted is not None}
     finally:
         for obj, attr, value in saved:
             setattr(obj, attr, value)
@@ -136,10 +128,11 @@ def ablate(runs: list[str], data: Path) -> list[dict[str, Any]]:
     rows = []
     print(f"{'run':22} {'configuration':42} {'node F1':>8} {'edge F1':>8} {'exact':>7} {'valid':>7}"
           f" {'changed':>8} {'better':>7} {'worse':>6} {'p':>7}  gain on each half (node / edge)")
+    records = {str(r["id"]): r for r in tb.load_records(data)}
     for run in runs:
-        recs, full, full_meta = replay(run, [], data)
+        recs, full, full_meta = replay(run, [], records, data)
         for label, patches in PIECES.items():
-            _, preds, meta = (recs, full, full_meta) if not patches else replay(run, patches, data)
+            _, preds, meta = (recs, full, full_meta) if not patches else replay(run, patches, records, data)
             m = tb.score(list(recs.values()), preds, meta)["all"]
             row = {"run": run, "configuration": label, **m}
             line = (f"{run:22} {label:42} {m['node_f1']:8.2f} {m['edge_f1']:8.2f} {m['exact_match']:7.2f} "

@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ from localgpt import tasks as registry
 from localgpt.demos import Demo
 from localgpt.errors import ConfigError, PlanError
 from localgpt.planner import validate_plan
-from localgpt.resources import kind_by_name, references
+from localgpt.resources import kind_by_name, renumber
 from localgpt.schema import Plan
 from localgpt.tasks import Kind
 
@@ -220,14 +220,9 @@ def _own_demo(obj: dict[str, Any], where: str, max_tasks: int) -> Demo:
     if steps and len(steps) != len(plan.tasks):
         raise ConfigError(f"{where}: {len(steps)} steps for {len(plan.tasks)} tasks (one step per task)")
     place = {t.id: i for i, t in enumerate(plan.tasks)}
-
-    def renumber(value: str) -> str:
-        for ref in sorted(set(references(value)), reverse=True):
-            value = re.sub(rf"<resource>-{ref}\b", f"<resource>-{place[ref]}", value)
-        return value
     numbered = tuple(
         {"id": i, "task": t.task, "dep": sorted(place[d] for d in t.dep) or [-1],
-         "args": {name: renumber(value) for name, value in t.args.items()}}
+         "args": {name: renumber(value, place) for name, value in t.args.items()}}
         for i, t in enumerate(plan.tasks))
     return Demo(request=request.strip(), files=tuple(files), plan=numbered, steps=tuple(steps))
 
@@ -261,7 +256,7 @@ def load_demo_file(path: Path, max_tasks: int = 32) -> DemoFile:
             except PlanError as exc:
                 found.skipped.append(f"line {n}: {exc.message}")
                 continue
-            found.demos.append(Demo(demo.request.strip(), demo.files, demo.plan, demo.steps))
+            found.demos.append(replace(demo, request=demo.request.strip()))
         else:
             found.demos.append(_own_demo(obj, where, max_tasks))
     if not found.demos:

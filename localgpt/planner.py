@@ -25,7 +25,7 @@ from localgpt import tasks as registry
 from localgpt.demos import DEMOS, Demo
 from localgpt.errors import PlanError
 from localgpt.llm import LLM, Message
-from localgpt.resources import REFERENCE, is_pure_reference, kind_by_name, references
+from localgpt.resources import REFERENCE, is_pure_reference, kind_by_name, references, renumber
 from localgpt.schema import Plan, Task
 from localgpt.tasks import EXTENSIONS, Kind, TaskSpec
 
@@ -505,13 +505,8 @@ def _merge_duplicates(tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
     new_id: dict[int, int] = {}
     seen: dict[tuple[str, str], int] = {}
     out: list[dict[str, Any]] = []
-
-    def renumber(m: re.Match[str]) -> str:
-        old = int(m.group(1))
-        return f"<resource>-{new_id[old]}" if old in new_id else m.group(0)
-
     for task in tasks:
-        args = {k: REFERENCE.sub(renumber, v) for k, v in task["args"].items()}
+        args = {k: renumber(v, new_id) for k, v in task["args"].items()}
         key = (task["task"], json.dumps(args, sort_keys=True))
         if key in seen:
             new_id[task["id"]] = seen[key]

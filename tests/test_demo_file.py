@@ -53,6 +53,15 @@ def test_own_demo_is_renumbered_by_place_and_keeps_its_files_and_steps(tmp_path:
     assert validate_plan(list(demo.plan), demo.request, demo.files).tasks[1].dep == [0]
 
 
+def test_renumbering_maps_every_reference_once(tmp_path: Path) -> None:
+    # ids 1, 0, 2: renaming 1 -> 0 and then 0 -> 1 one after the other would send both to task 1
+    tasks = [{"id": 1, "task": "text-generation", "dep": [-1], "args": {"text": "a poem"}},
+             {"id": 0, "task": "text-generation", "dep": [-1], "args": {"text": "a story"}},
+             {"id": 2, "task": "text-generation", "dep": [1, 0], "args": {"text": "<resource>-1 then <GENERATED>-0"}}]
+    (demo,) = load_demo_file(write(tmp_path / "d.jsonl", {"request": "write a poem and a story", "tasks": tasks})).demos
+    assert demo.plan[2]["args"] == {"text": "<resource>-0 then <resource>-1"} and demo.plan[2]["dep"] == [0, 1]
+
+
 def test_plan_json_output_is_a_demo_once_the_request_is_added(tmp_path: Path) -> None:
     # what `localgpt plan --json` prints ({"tasks", "steps"}), with "request" added
     printed = validate_plan(OWN["tasks"], OWN["request"], OWN["files"]).model_dump()
