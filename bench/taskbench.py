@@ -377,7 +377,8 @@ def run(args: argparse.Namespace, records: list[dict[str, Any]],
                       specs=bench_specs(args.tasks), repair=not args.no_repair, salvage=not args.no_salvage,
                       similarity=make_similarity(args), decompose=not args.no_decompose,
                       samples=args.samples, sample_temperature=args.sample_temperature,
-                      step_floor=not args.no_step_floor, demo_diversity=args.demo_diversity)
+                      step_floor=not args.no_step_floor, demo_diversity=args.demo_diversity,
+                      type_shortlist=args.type_shortlist)
     if args.no_constraint:
         planner.schema = None  # type: ignore[assignment]
     name = args.name or f"taskbench-{Path(args.model).parent.name}"
@@ -459,6 +460,7 @@ def run(args: argparse.Namespace, records: list[dict[str, Any]],
                      "samples": args.samples, "sample_temperature": args.sample_temperature,
                      "step_floor": not args.no_step_floor, "files": args.files,
                      "demo_diversity": args.demo_diversity, "tasks": args.tasks,
+                     "type_shortlist": args.type_shortlist,
                      "demo_data": str(args.demo_data) if args.demo_source != "localgpt" else None},
         "metrics": metrics,
         "failed": [i for i in preds if meta.get(i, {}).get("llm_failed")],
@@ -565,6 +567,8 @@ def main(argv: Iterable[str] | None = None) -> int:
     p.add_argument("--demos", choices=["similar", "fixed", "none"], default="similar",
                    help="how demos are chosen: by word overlap, the first N, or none")
     p.add_argument("--n-demos", type=int, default=3)
+    p.add_argument("--type-shortlist", type=int, default=0, metavar="K",
+                   help="constrain task types to those of the K most similar demos (and those no demo uses); 0: off")
     p.add_argument("--demo-diversity", type=float, default=0.0,
                    help="for a request that reads as several actions, the weight of a demo's likeness to those "
                         "already chosen against its similarity to the request (maximal marginal relevance; "
@@ -594,6 +598,10 @@ def main(argv: Iterable[str] | None = None) -> int:
     args = p.parse_args(list(argv) if argv is not None else None)
     if not 0.0 <= args.demo_diversity <= 1.0:
         print(f"error: --demo-diversity must lie between 0 and 1, not {args.demo_diversity}", file=sys.stderr)
+        return 1
+    if args.type_shortlist < 0:
+        print(f"error: --type-shortlist must be 0 (off) or a number of demos, not {args.type_shortlist}",
+              file=sys.stderr)
         return 1
     try:
         return _main(args)

@@ -11,6 +11,7 @@ import hashlib
 import json
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,7 @@ TokenCallback = Callable[[str], None]
 # default. Greedy decoding without it can loop ("The quick brown fox." forty times in an answer);
 # constrained replies (plans, model choices) are decoded without it.
 FREE_TEXT_REPEAT_PENALTY = 1.1
+CONSTRAINT_CACHE = 32  # compiled constraints kept (least recently used dropped first)
 
 
 class LLM(Protocol):
@@ -171,7 +173,7 @@ class LlamaCppLLM:
         self._lock = threading.RLock()
         self._llama: Any = None
         self._model: Any = None
-        self._generators: dict[str, Any] = {}
+        self._generators: OrderedDict[str, Any] = OrderedDict()
 
     def _ensure_loaded(self) -> None:
         """Load the GGUF file (once)."""
@@ -207,7 +209,9 @@ class LlamaCppLLM:
         with self._lock:
             self._ensure_loaded()
             gen: Any = self._generators.get(key)
-            if gen is None:
+            if gen is not None:
+                self._generators.move_to_end(key)
+            else:
                 import outlines
                 from outlines.types import JsonSchema
 
@@ -219,6 +223,8 @@ class LlamaCppLLM:
                     gen.logits_processor = CheckedProcessor(gen.logits_processor, self._llama.token_eos())
                 self.stats.constraint_builds[schema_label(key)] = time.perf_counter() - start
                 self._generators[key] = gen
+                while len(self._generators) > CONSTRAINT_CACHE:  # per-request schemas (a type shortlist)
+                    self._generators.popitem(last=False)
             return gen
 
     def _prepare(self, schema: dict[str, Any]) -> str:

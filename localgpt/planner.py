@@ -683,7 +683,7 @@ class Planner:
                  demos: Sequence[Demo] = DEMOS, specs: Sequence[TaskSpec] = registry.TASKS,
                  repair: bool = True, salvage: bool = True, similarity: Similarity = word_overlap,
                  decompose: bool = True, samples: int = 0, sample_temperature: float = 0.7,
-                 step_floor: bool = True, demo_diversity: float = 0.0) -> None:
+                 step_floor: bool = True, demo_diversity: float = 0.0, type_shortlist: int = 0) -> None:
         self.llm = llm
         self.max_tasks = max_tasks
         self.n_demos = n_demos
@@ -698,6 +698,7 @@ class Planner:
         self.sample_temperature = sample_temperature
         self.step_floor = step_floor
         self.demo_diversity = demo_diversity
+        self.type_shortlist = type_shortlist
         self.schema = plan_schema(self.specs, max_tasks, steps=decompose)
         self.last_raw: list[str] = []
         self.last_seconds = 0.0
@@ -750,8 +751,7 @@ class Planner:
         """
         if self.n_demos <= 0 or not self.demos:
             return []
-        scores = self.similarity(request, [d.request for d in self.demos])
-        ranked = sorted(range(len(self.demos)), key=lambda i: scores[i], reverse=True)
+        scores, ranked = self._ranked(request)
         if self.demo_diversity <= 0 or min_steps(request) < 2:
             chosen = ranked[: self.n_demos]
         else:
@@ -767,6 +767,25 @@ class Planner:
                 pool.remove(best)
         return [self.demos[i] for i in sorted(chosen, key=ranked.index, reverse=True)]
 
+    def _ranked(self, request: str) -> tuple[list[float], list[int]]:
+        """The similarity of ``request`` to each demo, and the demos' indices most similar first."""
+        scores = self.similarity(request, [d.request for d in self.demos])
+        return scores, sorted(range(len(self.demos)), key=lambda i: scores[i], reverse=True)
+
+    def shortlist(self, request: str) -> list[TaskSpec]:
+        """The task types the constraint admits for ``request``: with ``type_shortlist`` = K > 0 (off
+        by default), those used by the K demos most similar to it, and those no demo uses at all (the
+        demos say nothing against them); all of :attr:`specs` otherwise, or when there are no more
+        than K demos. The system prompt still lists every type, so its cached state is reused.
+        """
+        k = self.type_shortlist
+        if k <= 0 or len(self.demos) <= k:
+            return self.specs
+        _, ranked = self._ranked(request)
+        near = {t.get("task") for i in ranked[:k] for t in self.demos[i].plan}
+        used = {t.get("task") for d in self.demos for t in d.plan}
+        return [s for s in self.specs if s.name in near or s.name not in used]
+
     def messages(self, request: str, files: Sequence[str], history: Sequence[Message] = ()) -> list[Message]:
         """The full chat sent to the LLM: instructions, demos, trimmed history, the request."""
         msgs: list[Message] = [{"role": "system", "content": self.system_prompt()}]
@@ -781,11 +800,17 @@ class Planner:
         return msgs
 
     def schema_for(self, request: str) -> dict[str, Any] | None:
-        """The constraint for ``request``: :attr:`schema`, with as many steps at least as a request
-        that reads as several actions plainly asks for when decomposing (:func:`min_steps`, unless
+        """The constraint for ``request``: :attr:`schema` (its task types narrowed to
+        :meth:`shortlist` when that leaves some out), with as many steps at least as a request that
+        reads as several actions plainly asks for when decomposing (:func:`min_steps`, unless
         ``step_floor`` is off)."""
         schema = self.schema
-        if schema is None or not self.decompose or not self.step_floor:
+        if schema is None:
+            return schema
+        allowed = self.shortlist(request)
+        if len(allowed) < len(self.specs):
+            schema = plan_schema(allowed, self.max_tasks, steps=self.decompose)
+        if not self.decompose or not self.step_floor:
             return schema
         steps = schema["properties"]["steps"]
         floor = min(min_steps(request), steps.get("maxItems", 1))

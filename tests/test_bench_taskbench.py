@@ -301,6 +301,11 @@ def test_demo_diversity_out_of_range_is_a_clear_error(capsys):
     assert "--demo-diversity must lie between 0 and 1, not 1.5" in capsys.readouterr().err
 
 
+def test_negative_type_shortlist_is_a_clear_error(capsys):
+    assert tb.main(["--type-shortlist", "-3"]) == 1
+    assert "--type-shortlist must be 0 (off) or a number of demos, not -3" in capsys.readouterr().err
+
+
 def test_tidy_ablation_replays_the_stored_run(tmp_path: Path) -> None:
     if not tb.DEFAULT_DATA.exists():
         missing(f"TaskBench data not found at {tb.DEFAULT_DATA}")

@@ -203,6 +203,19 @@ def test_constraint_is_compiled_once_per_schema(llm: LlamaCppLLM) -> None:
     assert schema_key(schema) != schema_key(other)
 
 
+def test_constraint_cache_drops_the_least_recently_used(llm: LlamaCppLLM, monkeypatch: pytest.MonkeyPatch) -> None:
+    # per-request schemas (a task-type shortlist) must not grow the cache without end
+    monkeypatch.setattr("localgpt.llm.CONSTRAINT_CACHE", 2)
+    schemas = [{"type": "object", "properties": {"n": {"enum": [i]}}, "required": ["n"]} for i in range(3)]
+    first = llm.constraint(schemas[0])
+    llm.constraint(schemas[1])
+    assert llm.constraint(schemas[0]) is first  # used again: now the most recent
+    llm.constraint(schemas[2])  # evicts schemas[1], the least recently used
+    assert llm.constraint(schemas[0]) is first
+    kept = llm._generators  # noqa: SLF001 - the cache's size is what this test is about
+    assert len(kept) == 2 and schema_key(schemas[1]) not in kept
+
+
 def test_streamed_chunks_join_to_the_reply(llm: LlamaCppLLM) -> None:
     for schema in (None, ODD_SCHEMA):
         chunks: list[str] = []

@@ -475,3 +475,51 @@ def test_plan_agreement_counts_tasks_and_edges() -> None:
     a, b = validate_plan(TTS_PLAN), validate_plan(TTS_ASR)
     assert plan_agreement(a, a) == 2.0 and plan_agreement(b, b) == 2.0
     assert plan_agreement(a, b) == 0.5  # tasks 1 of 2 shared, edges 0 of 1
+
+
+def _task_names(schema: dict[str, Any], position: int = 0) -> set[str]:
+    tasks = schema["properties"]["tasks"] if schema.get("type") == "object" else schema
+    return {v["properties"]["task"]["const"] for v in tasks["prefixItems"][position]["anyOf"]}
+
+
+def test_type_shortlist_admits_the_near_demos_types_and_those_no_demo_uses() -> None:
+    def demo(request: str, task: str) -> Demo:
+        return Demo(request, (), ({"id": 0, "task": task, "dep": [-1], "args": {"text": "x"}},))
+    demos = [demo("read this text aloud please", "text-to-speech"),
+             demo("read the news aloud", "text-to-speech"),
+             demo("summarize this long text", "summarization"),
+             demo("translate this text into french", "translation"),
+             demo("draw a cat on a sofa", "text-to-image")]
+    planner = Planner(FakeLLM(), demos=demos, n_demos=1, type_shortlist=2)
+    allowed = {s.name for s in planner.shortlist("read this text aloud")}
+    used = {"text-to-speech", "summarization", "translation", "text-to-image"}
+    # the two nearest demos both read aloud: of the types demos use, only that one stays
+    assert allowed & used == {"text-to-speech"}
+    # a type no demo shows is never ruled out (nothing speaks against it)
+    assert "image-classification" in allowed and "question-answering" in allowed
+    schema = planner.schema_for("read this text aloud")
+    assert schema is not None
+    assert all(_task_names(schema, i) == allowed for i in range(planner.max_tasks))
+    # the system prompt, the part whose state is cached, still lists every type
+    assert "- summarization(" in planner.system_prompt()
+    # the constraint reaches the LLM
+    llm = FakeLLM([json.dumps({"steps": ["Step 1: Say it."], "tasks": TTS_PLAN})])
+    shortlisted = Planner(llm, demos=demos, n_demos=1, type_shortlist=2)
+    shortlisted.plan("read this text aloud")
+    assert _task_names(llm.calls[0].schema) == allowed
+
+
+def test_type_shortlist_is_off_by_default_and_with_few_demos() -> None:
+    request = "Transcribe a.wav, then summarize it and read it aloud."
+    default = Planner(FakeLLM())
+    assert default.type_shortlist == 0 and default.shortlist(request) == default.specs
+    # no more demos than K: the demos cannot tell what is far, so every type stays
+    few = Planner(FakeLLM(), type_shortlist=len(DEMOS))
+    assert few.shortlist(request) == few.specs
+    assert few.schema_for(request)["properties"]["tasks"] == default.schema_for(request)["properties"]["tasks"]
+    # with many demos, a shortlist keeps the step floor of a request that reads as several actions
+    narrow = Planner(FakeLLM(), type_shortlist=3)
+    schema = narrow.schema_for(request)
+    assert schema["properties"]["steps"]["minItems"] == 2
+    assert len(_task_names(schema)) < len(narrow.specs)
+    assert {"automatic-speech-recognition", "summarization"} <= _task_names(schema)
