@@ -775,8 +775,9 @@ class Planner:
     def shortlist(self, request: str) -> list[TaskSpec]:
         """The task types the constraint admits for ``request``: with ``type_shortlist`` = K > 0 (off
         by default), those used by the K demos most similar to it, and those no demo uses at all (the
-        demos say nothing against them); all of :attr:`specs` otherwise, or when there are no more
-        than K demos. The system prompt still lists every type, so its cached state is reused.
+        demos say nothing against them); all of :attr:`specs` otherwise, when there are no more than
+        K demos, or when none of those types is offered. The system prompt still lists every type, so
+        its cached state is reused.
         """
         k = self.type_shortlist
         if k <= 0 or len(self.demos) <= k:
@@ -784,7 +785,7 @@ class Planner:
         _, ranked = self._ranked(request)
         near = {t.get("task") for i in ranked[:k] for t in self.demos[i].plan}
         used = {t.get("task") for d in self.demos for t in d.plan}
-        return [s for s in self.specs if s.name in near or s.name not in used]
+        return [s for s in self.specs if s.name in near or s.name not in used] or self.specs
 
     def messages(self, request: str, files: Sequence[str], history: Sequence[Message] = ()) -> list[Message]:
         """The full chat sent to the LLM: instructions, demos, trimmed history, the request."""

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from localgpt import tasks as registry
 from localgpt.demos import DEMOS, Demo
 from localgpt.errors import PlanError
 from localgpt.llm import FakeLLM
@@ -523,3 +524,10 @@ def test_type_shortlist_is_off_by_default_and_with_few_demos() -> None:
     assert schema["properties"]["steps"]["minItems"] == 2
     assert len(_task_names(schema)) < len(narrow.specs)
     assert {"automatic-speech-recognition", "summarization"} <= _task_names(schema)
+    # the near demos use only types the planner is not offered: rather than a constraint nothing can
+    # satisfy, every offered type stays
+    offered = [registry.get("summarization")]
+    demos = [Demo(f"read text {i} aloud", (), (t(0, "text-to-speech", {"text": "x"}),)) for i in range(4)]
+    demos.append(Demo("sum up this text", (), (t(0, "summarization", {"text": "x"}),)))
+    lone = Planner(FakeLLM(), demos=demos, specs=offered, type_shortlist=2)
+    assert lone.shortlist("read text 9 aloud") == offered
