@@ -485,7 +485,7 @@ def _task_names(schema: dict[str, Any], position: int = 0) -> set[str]:
 
 def test_type_shortlist_admits_the_near_demos_types_and_those_no_demo_uses() -> None:
     def demo(request: str, task: str) -> Demo:
-        return Demo(request, (), ({"id": 0, "task": task, "dep": [-1], "args": {"text": "x"}},))
+        return Demo(request, (), (t(0, task, {"text": "x"}),))
     demos = [demo("read this text aloud please", "text-to-speech"),
              demo("read the news aloud", "text-to-speech"),
              demo("summarize this long text", "summarization"),
