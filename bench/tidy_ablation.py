@@ -46,6 +46,7 @@ PIECES: dict[str, list[tuple[Any, str, Callable[..., Any]]]] = {
     "all of it": [],
     "no tidying at all": [(planner, "tidy_plan", lambda plan, *a, **k: plan)],
     "without asking the image": [(planner, "_ask_the_image", lambda tasks, request, specs: tasks)],
+    "without looking at the image": [(planner, "_look_at_the_image", lambda *a, **k: None)],
     "without running a repeated task once": [(planner, "_merge_duplicates", _renumber)],
     "without following transforms": [(planner, "_follow_transforms", lambda *a, **k: None)],
     "without following steps": [(planner, "_follow_steps", lambda *a, **k: None)],

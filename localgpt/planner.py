@@ -538,6 +538,34 @@ def _ask_the_image(tasks: list[dict[str, Any]], request: str, specs: dict[str, T
     return [t for t in tasks if t["id"] not in asked - used]
 
 
+def _look_at_the_image(tasks: list[dict[str, Any]], request: str, files: Sequence[str],
+                       specs: dict[str, TaskSpec]) -> None:
+    """Question-answering tasks whose question speaks of an image or a document ("what is the main
+    colour of the object in the image?", "what is the main topic of the document?") ask an image
+    instead (in place): document question answering when the question or the request speaks of a
+    document, else visual question answering, of the user's image file the question names, else the
+    latest earlier image output, else the user's first image. Question answering reads only a text, so
+    it cannot see what such a question asks about; where there is no image, it stays."""
+    user_images = [f for f in dict.fromkeys([*map(str, files), *named_files(request)]) if _media_file(f) is Kind.IMAGE]
+    for pos, task in enumerate(tasks):
+        question = task["args"].get("question", "")
+        if (task["task"] != "question-answering" or not isinstance(question, str) or references(question)
+                or not (_ABOUT_IMAGE.search(question) or _DOCUMENT.search(question))):
+            continue
+        document = _DOCUMENT.search(request) or _DOCUMENT.search(question)
+        spec = specs.get("document-question-answering" if document else "visual-question-answering")
+        if spec is None:
+            continue
+        named = [f for f in named_files(question) if f in user_images]  # never a file nobody gave
+        made = next((f"<resource>-{t['id']}" for t in reversed(tasks[:pos])
+                     if Kind.IMAGE in registry.get(t["task"]).produces), None)
+        image = next(iter(named), None) or made or next(iter(user_images), None)
+        if image is None:
+            continue
+        task["task"] = spec.name
+        task["args"] = {spec.inputs[0].name: image, spec.inputs[1].name: question}
+
+
 def _follow_transforms(tasks: list[dict[str, Any]], steps: Sequence[str]) -> None:
     """Point a media argument that names the user's file at what an earlier task made of that file
     (in place): in "enhance example.wav, then transcribe it", the transcription takes the enhanced
@@ -604,13 +632,14 @@ def _follow_steps(tasks: list[dict[str, Any]], steps: Sequence[str]) -> None:
 
 def tidy_plan(plan: Plan, request: str = "", files: Sequence[str] = (), max_tasks: int = 32,
               specs: Sequence[TaskSpec] = registry.TASKS) -> Plan:
-    """A valid plan with four slips of a small planner undone: a question answered from an image's
-    caption asks the image itself (:func:`_ask_the_image`), a task repeated with the very same
-    arguments is run once (its dependants take the first one's output), a media argument that names
-    the user's file takes what an earlier task made of that file (:func:`_follow_transforms`), and a
-    text argument takes the earlier output its step speaks of (:func:`_follow_steps`). ``specs`` are
-    the task types the planner offers: a question moves to visual or document question answering only
-    when that type is among them. Returns ``plan`` itself when there is nothing to undo.
+    """A valid plan with five slips of a small planner undone: a question answered from an image's
+    caption asks the image itself (:func:`_ask_the_image`), so does one that speaks of an image or a
+    document (:func:`_look_at_the_image`), a task repeated with the very same arguments is run once
+    (its dependants take the first one's output), a media argument that names the user's file takes
+    what an earlier task made of that file (:func:`_follow_transforms`), and a text argument takes the
+    earlier output its step speaks of (:func:`_follow_steps`). ``specs`` are the task types the planner
+    offers: a question moves to visual or document question answering only when that type is among
+    them. Returns ``plan`` itself when there is nothing to undo.
 
     Example::
 
@@ -622,6 +651,7 @@ def tidy_plan(plan: Plan, request: str = "", files: Sequence[str] = (), max_task
     offered = {s.name: s for s in specs}  # a question goes to VQA / DQA only when the planner offers it
     raw = [t.model_dump() for t in plan.tasks]
     tasks = _merge_duplicates(_ask_the_image([dict(t) for t in raw], request, offered))
+    _look_at_the_image(tasks, request, files, offered)
     steps = plan.steps if len(tasks) == len(raw) else ()
     _follow_transforms(tasks, steps)
     _follow_steps(tasks, steps)

@@ -302,3 +302,39 @@ def test_tidy_asks_the_image_a_question_answered_from_its_caption() -> None:
     offered = [spec for spec in registry.TASKS if spec.name != "visual-question-answering"]
     plan = validate_plan(keep, request)
     assert tidy_plan(plan, request, specs=offered) is plan
+
+
+def test_tidy_asks_an_image_a_question_that_speaks_of_one() -> None:
+    request = "draw 'a beach at sunset', then answer 'What is the main feature of the image?' and say it in Spanish"
+    raw = [t(0, "text-to-image", {"text": "a beach at sunset"}),
+           t(1, "question-answering", {"question": "What is the main feature of the image?",
+                                       "context": "a beach at sunset"}),
+           t(2, "translation", {"text": "<resource>-1", "target_language": "Spanish"}, [1])]
+    tidy = tidy_plan(validate_plan(raw, request), request)
+    # the latest image made before it is asked; the rest of the plan stays as it was
+    assert shape(tidy) == [
+        (0, "text-to-image", {"text": "a beach at sunset"}, []),
+        (1, "visual-question-answering", {"image": "<resource>-0", "text": "What is the main feature of the image?"},
+         [0]),
+        (2, "translation", {"text": "<resource>-1", "target_language": "Spanish"}, [1])]
+    # no image made: the one the question names, else the user's first; a document's: its question answering
+    ask = t(0, "question-answering", {"question": "Who is the person in the photo b.jpg?", "context": "a text"})
+    assert shape(tidy_plan(validate_plan([ask], "a.jpg and b.jpg"), "a.jpg and b.jpg", files=["a.jpg"]))[0][1:3] == (
+        "visual-question-answering", {"image": "b.jpg", "text": "Who is the person in the photo b.jpg?"})
+    ask = t(0, "question-answering", {"question": "What date is on the picture?", "context": "a text"})
+    assert shape(tidy_plan(validate_plan([ask], "the form in scan.png"), "the form in scan.png"))[0][1:3] == (
+        "document-question-answering", {"image": "scan.png", "text": "What date is on the picture?"})
+    # a question about no image, or with no image anywhere, stays with question answering
+    for question, request in (("What is the main topic?", "photo.jpg"), ("What is in the image?", "no file here")):
+        plan = validate_plan([t(0, "question-answering", {"question": question, "context": "a text"})], request)
+        assert tidy_plan(plan, request) is plan
+    # a file the question names that nobody gave is not taken (the plan would not be valid)
+    ask = t(0, "question-answering", {"question": "What is in the image c.jpg?", "context": "a text"})
+    assert shape(tidy_plan(validate_plan([ask], "look at a.jpg"), "look at a.jpg"))[0][1:3] == (
+        "visual-question-answering", {"image": "a.jpg", "text": "What is in the image c.jpg?"})
+    # a question about a document asks the user's image with document question answering
+    ask = t(0, "question-answering", {"question": "What is the title on this page?", "context": "<resource>-0"})
+    raw = [t(0, "image-to-text", {"image": "photo.jpg"}), t(1, "summarization", {"text": "<resource>-0"}, [0]),
+           {**ask, "id": 2, "args": {**ask["args"], "context": "<resource>-1"}, "dep": [1]}]
+    assert shape(tidy_plan(validate_plan(raw, "photo.jpg, tell me"), "photo.jpg, tell me"))[2] == (
+        2, "document-question-answering", {"image": "photo.jpg", "text": "What is the title on this page?"}, [])
