@@ -265,13 +265,24 @@ def pick(records: list[dict[str, Any]], limit: int | None, seed: int) -> list[di
 
 # ---------------------------------------------------------------- the run
 
-def bench_specs(offered: str = "taskbench") -> list[registry.TaskSpec]:
+def bench_specs(offered: str = "taskbench", demos: Sequence[Demo] = ()) -> list[registry.TaskSpec]:
     """The task types the planner is offered: those TaskBench knows (localgpt's other types are left out
     of the schema), or with ``offered="all"`` every type of localgpt's registry, as ``localgpt plan``
-    offers them."""
+    offers them, or with ``offered="demos"`` the types ``demos`` use, in the registry's order, as
+    ``LOCALGPT_PLAN_TASKS=demos`` offers those of a demo file."""
     if offered == "all":
         return list(registry.TASKS)
+    if offered == "demos":
+        used = {step["task"] for demo in demos for step in demo.plan}
+        return [spec for spec in registry.TASKS if spec.name in used]
     return [registry.get(name) for name in TB_TO_LOCAL.values()]
+
+
+def stored_specs(settings: dict[str, Any]) -> list[registry.TaskSpec]:
+    """The task types a stored run offered its planner (``settings`` of its ``<name>.json``)."""
+    if settings.get("offered"):
+        return [registry.get(name) for name in settings["offered"]]
+    return bench_specs(settings.get("tasks", "taskbench"))
 
 
 # A request that speaks of the user's own image, audio or video ("I have an image of a room", "my
@@ -372,9 +383,13 @@ def run(args: argparse.Namespace, records: list[dict[str, Any]],
             demo = record_to_demo(rec)
             if demo is not None:
                 bank.append((str(rec["id"]), demo))
+    specs = bench_specs(args.tasks, [demo for rid, demo in bank if rid is not None])
+    if args.tasks == "demos":  # as localgpt plan: only the built-in demos that use no type left out
+        names = {spec.name for spec in specs}
+        bank = [(rid, demo) for rid, demo in bank if all(step["task"] in names for step in demo.plan)]
     llm = LlamaCppLLM(args.model, n_ctx=args.n_ctx, n_threads=args.threads, seed=args.seed)
     planner = Planner(llm, max_tasks=8, n_demos=0 if args.demos == "none" else args.n_demos,
-                      specs=bench_specs(args.tasks), repair=not args.no_repair, salvage=not args.no_salvage,
+                      specs=specs, repair=not args.no_repair, salvage=not args.no_salvage,
                       similarity=make_similarity(args), decompose=not args.no_decompose,
                       samples=args.samples, sample_temperature=args.sample_temperature,
                       step_floor=not args.no_step_floor, demo_diversity=args.demo_diversity,
@@ -460,6 +475,7 @@ def run(args: argparse.Namespace, records: list[dict[str, Any]],
                      "samples": args.samples, "sample_temperature": args.sample_temperature,
                      "step_floor": not args.no_step_floor, "files": args.files,
                      "demo_diversity": args.demo_diversity, "tasks": args.tasks,
+                     "offered": [spec.name for spec in planner.specs],
                      "type_shortlist": args.type_shortlist,
                      "demo_data": str(args.demo_data) if args.demo_source != "localgpt" else None},
         "metrics": metrics,
@@ -509,7 +525,7 @@ def rescore(name: str, data: Path, out_dir: Path) -> dict[str, Any]:
         raise SystemExit(f"error: {name} sampled plans (self-consistency); its replies cannot be replayed")
     records = {str(r["id"]): r for r in load_records(data)}
     mode = doc.get("settings", {}).get("files", "none")
-    specs = bench_specs(doc.get("settings", {}).get("tasks", "taskbench"))
+    specs = stored_specs(doc.get("settings", {}))
     preds, meta = load_partial(out_dir / f"{name}.predictions.jsonl", out_dir / f"{name}.meta.jsonl")
     changed = []
     check_run_records(name, meta, records, data)
@@ -582,9 +598,11 @@ def main(argv: Iterable[str] | None = None) -> int:
     p.add_argument("--demo-data", default=str(DEFAULT_DATA),
                    help="TaskBench records the demos come from (default: the dev file; leave-one-out when it is "
                         "also --data)")
-    p.add_argument("--tasks", choices=["taskbench", "all"], default="taskbench",
-                   help="task types offered to the planner: TaskBench's 23, or all of localgpt's, as `localgpt plan` "
-                        "offers them (types TaskBench does not know score as unknown names)")
+    p.add_argument("--tasks", choices=["taskbench", "all", "demos"], default="taskbench",
+                   help="task types offered to the planner: TaskBench's 23, all of localgpt's, as `localgpt plan` "
+                        "offers them (types TaskBench does not know score as unknown names), or those the records "
+                        "of --demo-data use, in localgpt's order, as `LOCALGPT_PLAN_TASKS=demos localgpt plan "
+                        "--demos FILE` offers them (built-in demos that use another type are left out)")
     p.add_argument("--similarity", choices=["embedding", "words"], default="embedding",
                    help="how similar demos are found: MiniLM sentence embeddings or word overlap")
     p.add_argument("--embedder", default="all-minilm-l6-v2-int8", help="embedding model id in the store")
@@ -602,6 +620,10 @@ def main(argv: Iterable[str] | None = None) -> int:
     if args.type_shortlist < 0:
         print(f"error: --type-shortlist must be 0 (off) or a number of demos, not {args.type_shortlist}",
               file=sys.stderr)
+        return 1
+    if args.tasks == "demos" and args.demo_source == "localgpt":
+        print("error: --tasks demos offers the types of the --demo-data records, which --demo-source localgpt "
+              "does not use (give --demo-source dev or both)", file=sys.stderr)
         return 1
     try:
         return _main(args)

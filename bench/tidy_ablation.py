@@ -63,7 +63,7 @@ def replay(name: str, patches: list[tuple[Any, str, Callable[..., Any]]], record
     tb.check_run_records(name, meta, records, data)
     doc_path = tb.RESULTS / f"{name}.json"
     settings = json.loads(doc_path.read_text()).get("settings", {}) if doc_path.exists() else {}
-    mode, specs = settings.get("files", "none"), tb.bench_specs(settings.get("tasks", "taskbench"))
+    mode, specs = settings.get("files", "none"), tb.stored_specs(settings)
     saved = [(obj, attr, getattr(obj, attr)) for obj, attr, _ in patches]
     for obj, attr, value in patches:
         setattr(obj, attr, value)

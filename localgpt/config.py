@@ -66,9 +66,10 @@ class Settings(BaseSettings):
         default=None, description="a JSONL file of your own planning demos (localgpt's form, as `plan --json` "
                                   "prints a plan, or TaskBench records), shown to the planner beside the built-in ones")
     plan_tasks: str = Field(
-        default="all", pattern="^(installed|all)$",
+        default="all", pattern="^(installed|all|demos)$",
         description="task types the planner is offered: all of the registry (a request for a task no installed "
-                    "model serves is told which model is missing), or only those installed models serve")
+                    "model serves is told which model is missing), only those installed models serve, or only "
+                    "those your demo file (demos_file) uses")
     batch_workers: int = Field(default=2, ge=1, description="items `localgpt batch` runs at once")
     seed: int = 0
     # the HTTP server (localgpt serve)

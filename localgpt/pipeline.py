@@ -52,6 +52,15 @@ def resolve_planner(settings: Settings, override: str | None = None) -> tuple[st
     return choice, gguf
 
 
+def demo_task_types(demo_file: DemoFile | None) -> set[str]:
+    """The task types of the user's demo file, for ``plan_tasks="demos"``; a :class:`ConfigError` when
+    there is no such file (:func:`load_demo_file` refuses one without a usable demo)."""
+    if demo_file is None:
+        raise ConfigError("plan_tasks is 'demos' but no demo file is given",
+                          "give one with --demos FILE (or LOCALGPT_DEMOS_FILE), or set LOCALGPT_PLAN_TASKS=all")
+    return demo_file.task_types()
+
+
 class Pipeline:
     """Plan → select → execute → respond.
 
@@ -68,11 +77,11 @@ class Pipeline:
         self.llm = llm
         self.catalog = catalog
         self.pool = pool or ModelPool(ExpertContext(settings=settings, llm=llm), settings.memory_budget_mb << 20)
-        specs = self._planner_tasks()
-        names = {spec.name for spec in specs}
         if demo_file is None and settings.demos_file:
             demo_file = load_demo_file(settings.demos_file, settings.max_tasks)
         self.demo_file = demo_file  # the user's own demos (settings.demos_file), shown beside the built-in ones
+        specs = self._planner_tasks()
+        names = {spec.name for spec in specs}
         extra = self.demo_file.demos if self.demo_file else []
         demos = [d for d in (*DEMOS, *extra) if all(step["task"] in names for step in d.plan)]
         self.planner = Planner(llm, max_tasks=settings.max_tasks, specs=specs, demos=demos,
@@ -86,9 +95,14 @@ class Pipeline:
         """The task types the planner may use: the whole registry by default, so a request for a task
         nothing installed serves ends in a clear "no model" error rather than a plan around it; with
         ``plan_tasks="installed"``, only those an installed model or the controller LLM serves (a shorter
-        prompt, plans that always run), falling back to all when nothing serves any task."""
+        prompt, plans that always run), falling back to all when nothing serves any task; with
+        ``plan_tasks="demos"``, only those the user's demo file uses (the file says what the requests
+        need), in the registry's order. Built-in demos that use another type are then not shown."""
         if self.settings.plan_tasks == "all":
             return list(registry.TASKS)
+        if self.settings.plan_tasks == "demos":
+            used = demo_task_types(self.demo_file)
+            return [spec for spec in registry.TASKS if spec.name in used]
         served = [spec for spec in registry.TASKS if self.catalog.candidates(spec.name)]
         return served or list(registry.TASKS)
 
@@ -127,6 +141,8 @@ class Pipeline:
         model_id, gguf = resolve_planner(settings, planner)
         # a bad demo file is reported before the LLM takes its seconds to load
         demo_file = load_demo_file(settings.demos_file, settings.max_tasks) if settings.demos_file else None
+        if settings.plan_tasks == "demos":
+            demo_task_types(demo_file)  # so is a setting that needs a demo file and has none
         llm = LlamaCppLLM(gguf, n_ctx=settings.n_ctx, n_threads=settings.threads,
                           n_gpu_layers=settings.gpu_layers(), prompt_cache_mb=settings.prompt_cache_mb,
                           seed=settings.seed)

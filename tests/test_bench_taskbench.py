@@ -142,6 +142,26 @@ def test_offered_tasks_are_taskbench_s_or_all_of_localgpt_s():
     assert tb.node_set(pred["task_nodes"]) == set()
 
 
+def test_offered_tasks_can_be_those_the_demos_use_and_a_stored_run_says_which_it_offered():
+    from localgpt import tasks
+    from localgpt.demos import Demo
+
+    demos = [Demo("read it", (), ({"id": 0, "task": "text-to-speech", "dep": [-1], "args": {"text": "a"}},)),
+             Demo("caption a.jpg", ("a.jpg",), ({"id": 0, "task": "image-to-text", "dep": [-1],
+                                                 "args": {"image": "a.jpg"}},))]
+    offered = tb.bench_specs("demos", demos)
+    # the demos' types, in the registry's order (as LOCALGPT_PLAN_TASKS=demos offers them)
+    assert [s.name for s in offered] == [s.name for s in tasks.TASKS if s.name in {"text-to-speech", "image-to-text"}]
+    assert tb.stored_specs({"tasks": "demos", "offered": [s.name for s in offered]}) == offered
+    # runs stored before the list was kept: what their --tasks offered
+    assert tb.stored_specs({"tasks": "all"}) == list(tasks.TASKS) and tb.stored_specs({}) == tb.bench_specs()
+
+
+def test_tasks_of_the_demos_without_demo_records_is_a_clear_error(capsys):
+    assert tb.main(["--tasks", "demos", "--demo-source", "localgpt"]) == 1
+    assert "--tasks demos offers the types of the --demo-data records" in capsys.readouterr().err
+
+
 def test_every_taskbench_tool_maps_to_a_registered_task():
     from localgpt import tasks
 

@@ -14,6 +14,7 @@ import pytest
 from conftest import missing, store_dir
 from fakes import install
 
+from localgpt import tasks
 from localgpt.catalog import Catalog
 from localgpt.config import Settings
 from localgpt.demo_file import demo_line, load_demo_file
@@ -135,6 +136,34 @@ def test_pipeline_without_a_file_shows_only_the_built_in_demos(tmp_path: Path) -
     store.mkdir()
     pipe = Pipeline(Settings(store=store, runs_dir=tmp_path / "runs"), FakeLLM([]), Catalog(store))
     assert pipe.demo_file is None and len(pipe.planner.demos) == len(DEMOS)
+
+
+def test_plan_tasks_demos_offers_only_the_types_the_demo_file_uses(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    store.mkdir()
+    settings = Settings(store=store, runs_dir=tmp_path / "runs", demos_file=write(tmp_path / "d.jsonl", OWN, GOLD),
+                        demo_similarity="words", plan_tasks="demos")
+    pipe = Pipeline(settings, FakeLLM([]), Catalog(store))
+    offered = ["object-detection", "image-to-text", "translation", "text-to-speech"]
+    assert sorted(s.name for s in pipe.planner.specs) == sorted(offered)
+    # in the registry's order, in the prompt and the constraint alike
+    assert [s.name for s in pipe.planner.specs] == [s.name for s in tasks.TASKS if s.name in offered]
+    assert "text-to-image(" not in pipe.planner.system_prompt() and "- translation(" in pipe.planner.system_prompt()
+    # the built-in demos shown are only those that use none of the other types
+    built_in = [d for d in pipe.planner.demos if d in DEMOS]
+    assert built_in == [d for d in DEMOS if all(step["task"] in offered for step in d.plan)]
+    assert len(pipe.planner.demos) == len(built_in) + 2 and len(built_in) < len(DEMOS)
+    with pytest.raises(ConfigError, match="no demo file is given"):
+        Pipeline(settings.model_copy(update={"demos_file": None}), FakeLLM([]), Catalog(store))
+
+
+def test_cli_refuses_plan_tasks_demos_without_a_demo_file_before_loading_the_llm(tmp_path: Path) -> None:
+    dummy = tmp_path / "dummy.gguf"
+    dummy.write_bytes(b"not really a gguf")  # never read: the setting is checked first
+    proc = _cli("plan", "count the cats", "--planner", str(dummy), "--store", str(tmp_path / "store"), cwd=tmp_path,
+                env={"LOCALGPT_PLAN_TASKS": "demos"})
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert "error: plan_tasks is 'demos' but no demo file is given" in proc.stderr
 
 
 def _cli(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
