@@ -287,6 +287,9 @@ CONVERTERS: dict[tuple[Kind, Kind], str] = {
 # A request that speaks of a document: a question about its image goes to document-question-answering.
 _DOCUMENT = re.compile(r"\b(document|page|form|invoice|receipt|scan\w*|table|text on|written)\b", re.IGNORECASE)
 
+# A request that asks for what image-to-text writes: a caption, a description, the text in an image.
+_CAPTION_ASKED = re.compile(r"\b(caption\w*|describ\w*|description|extract\w*|ocr)\b", re.IGNORECASE)
+
 # A question that speaks of an image: question answering cannot see it.
 _ABOUT_IMAGE = re.compile(r"\b(image|picture|photo|photograph)\b", re.IGNORECASE)
 
@@ -519,7 +522,8 @@ def _merge_duplicates(tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def _ask_the_image(tasks: list[dict[str, Any]], request: str, specs: dict[str, TaskSpec]) -> list[dict[str, Any]]:
     """Tasks where a question answered from what image-to-text said of an image (its caption, or the
     text it read) asks the image itself: visual question answering, or document question answering
-    when the request speaks of a document; the image-to-text task goes when nothing else uses it."""
+    when the request speaks of a document; the image-to-text task goes when nothing else uses it and
+    the request does not ask for it (a caption, a description, the text extracted)."""
     name = "document-question-answering" if _DOCUMENT.search(request) else "visual-question-answering"
     spec = specs.get(name)
     by_id = {t["id"]: t for t in tasks}
@@ -534,6 +538,8 @@ def _ask_the_image(tasks: list[dict[str, Any]], request: str, specs: dict[str, T
         task["task"] = name
         task["args"] = {spec.inputs[0].name: source["args"]["image"], spec.inputs[1].name: question}
         asked.add(source["id"])
+    if _CAPTION_ASKED.search(_QUOTED_DATA.sub(" ", request)):
+        return tasks  # what image-to-text writes is asked for too: it stays
     used = {r for t in tasks for v in t["args"].values() for r in references(v)}
     return [t for t in tasks if t["id"] not in asked - used]
 

@@ -297,6 +297,11 @@ def test_tidy_asks_the_image_a_question_answered_from_its_caption() -> None:
     request = "caption photo.jpg, read the caption aloud and tell me what the main topic is"
     tidy = tidy_plan(validate_plan(keep, request), request)
     assert [x.task for x in tidy.tasks] == ["image-to-text", "visual-question-answering", "text-to-speech"]
+    # a caption the request asks for stays, though nothing else uses it (a quoted "describe" is no such ask)
+    for asks, kept in (("Caption scan.jpg, then answer 'What is the main topic?'",
+                        ["image-to-text", "document-question-answering"]),
+                       ("For scan.jpg answer 'Can you describe the main topic?'", ["document-question-answering"])):
+        assert [x.task for x in tidy_plan(validate_plan(raw, asks), asks).tasks] == kept
     # a planner not offered visual question answering keeps the caption and the question answering
     from localgpt import tasks as registry
     offered = [spec for spec in registry.TASKS if spec.name != "visual-question-answering"]
