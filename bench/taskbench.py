@@ -32,7 +32,7 @@ sys.path.insert(0, str(REPO))
 
 from localgpt import tasks as registry  # noqa: E402
 from localgpt.demo_file import NODE_REF, TB_TO_LOCAL, json_objects, record_to_demo, tool_name  # noqa: E402
-from localgpt.demos import DEMOS, Demo  # noqa: E402
+from localgpt.demos import DEMOS, Demo, task_types  # noqa: E402
 from localgpt.errors import LocalGPTError, PlanError  # noqa: E402
 from localgpt.planner import named_files  # noqa: E402
 from localgpt.resources import kind_by_name, references  # noqa: E402
@@ -273,15 +273,31 @@ def bench_specs(offered: str = "taskbench", demos: Sequence[Demo] = ()) -> list[
     if offered == "all":
         return list(registry.TASKS)
     if offered == "demos":
-        used = {step["task"] for demo in demos for step in demo.plan}
-        return [spec for spec in registry.TASKS if spec.name in used]
+        return registry.in_order(task_types(demos))
     return [registry.get(name) for name in TB_TO_LOCAL.values()]
 
 
+def offered_and_bank(offered: str, bank: Sequence[tuple[str | None, Demo]]
+                     ) -> tuple[list[registry.TaskSpec], list[tuple[str | None, Demo]]]:
+    """The task types the planner is offered (``--tasks``) and the demos it may be shown. With
+    ``"demos"`` the types are those of the dev records' demos (those with an id) in the whole bank, as
+    ``localgpt plan --demos FILE`` takes a whole file (the record being planned is still never shown),
+    and, as there, a built-in demo that uses another type is left out."""
+    specs = bench_specs(offered, [demo for rid, demo in bank if rid is not None])
+    if offered != "demos":
+        return specs, list(bank)
+    names = {spec.name for spec in specs}
+    return specs, [(rid, demo) for rid, demo in bank if demo.uses_only(names)]
+
+
 def stored_specs(settings: dict[str, Any]) -> list[registry.TaskSpec]:
-    """The task types a stored run offered its planner (``settings`` of its ``<name>.json``)."""
+    """The task types a stored run offered its planner (``settings`` of its ``<name>.json``); raises
+    :class:`DataError` for a ``--tasks demos`` run that does not say which."""
     if settings.get("offered"):
         return [registry.get(name) for name in settings["offered"]]
+    if settings.get("tasks") == "demos":
+        raise DataError("the run offered the types of its demos (--tasks demos) but its settings do not list them "
+                        "(\"offered\")")
     return bench_specs(settings.get("tasks", "taskbench"))
 
 
@@ -383,10 +399,7 @@ def run(args: argparse.Namespace, records: list[dict[str, Any]],
             demo = record_to_demo(rec)
             if demo is not None:
                 bank.append((str(rec["id"]), demo))
-    specs = bench_specs(args.tasks, [demo for rid, demo in bank if rid is not None])
-    if args.tasks == "demos":  # as localgpt plan: only the built-in demos that use no type left out
-        names = {spec.name for spec in specs}
-        bank = [(rid, demo) for rid, demo in bank if all(step["task"] in names for step in demo.plan)]
+    specs, bank = offered_and_bank(args.tasks, bank)
     llm = LlamaCppLLM(args.model, n_ctx=args.n_ctx, n_threads=args.threads, seed=args.seed)
     planner = Planner(llm, max_tasks=8, n_demos=0 if args.demos == "none" else args.n_demos,
                       specs=specs, repair=not args.no_repair, salvage=not args.no_salvage,

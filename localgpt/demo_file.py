@@ -166,10 +166,6 @@ class DemoFile:
     demos: list[Demo] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
 
-    def task_types(self) -> set[str]:
-        """The task types the file's demos use."""
-        return {step["task"] for demo in self.demos for step in demo.plan}
-
     def summary(self) -> str:
         """One line for a person: how many demos came from the file, and how many were left out."""
         text = f"{len(self.demos)} demo{'s' if len(self.demos) != 1 else ''} from {self.path}"

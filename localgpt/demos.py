@@ -5,6 +5,7 @@ The planner shows the few most similar ones to the LLM before each request.
 
 from __future__ import annotations
 
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +20,16 @@ class Demo:
     files: tuple[str, ...]
     plan: tuple[dict[str, Any], ...]
     steps: tuple[str, ...] = ()
+
+    def uses_only(self, names: Collection[str]) -> bool:
+        """Whether every task of the plan is of a type in ``names`` (a demo the planner may show when
+        it is offered only those types)."""
+        return all(step["task"] in names for step in self.plan)
+
+
+def task_types(demos: Iterable[Demo]) -> set[str]:
+    """The task types the plans of ``demos`` use."""
+    return {step["task"] for demo in demos for step in demo.plan}
 
 
 def _t(i: int, task: str, args: dict[str, str], dep: tuple[int, ...] = ()) -> dict[str, Any]:

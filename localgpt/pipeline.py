@@ -18,7 +18,7 @@ from localgpt import tasks as registry
 from localgpt.catalog import Catalog
 from localgpt.config import Settings
 from localgpt.demo_file import DemoFile, load_demo_file
-from localgpt.demos import DEMOS
+from localgpt.demos import DEMOS, task_types
 from localgpt.errors import ConfigError, LocalGPTError
 from localgpt.executor import Executor
 from localgpt.experts.base import ExpertContext
@@ -58,7 +58,7 @@ def demo_task_types(demo_file: DemoFile | None) -> set[str]:
     if demo_file is None:
         raise ConfigError("plan_tasks is 'demos' but no demo file is given",
                           "give one with --demos FILE (or LOCALGPT_DEMOS_FILE), or set LOCALGPT_PLAN_TASKS=all")
-    return demo_file.task_types()
+    return task_types(demo_file.demos)
 
 
 class Pipeline:
@@ -83,7 +83,7 @@ class Pipeline:
         specs = self._planner_tasks()
         names = {spec.name for spec in specs}
         extra = self.demo_file.demos if self.demo_file else []
-        demos = [d for d in (*DEMOS, *extra) if all(step["task"] in names for step in d.plan)]
+        demos = [d for d in (*DEMOS, *extra) if d.uses_only(names)]
         self.planner = Planner(llm, max_tasks=settings.max_tasks, specs=specs, demos=demos,
                                similarity=self._demo_similarity())
         self.selector = Selector(catalog, llm)
@@ -101,8 +101,7 @@ class Pipeline:
         if self.settings.plan_tasks == "all":
             return list(registry.TASKS)
         if self.settings.plan_tasks == "demos":
-            used = demo_task_types(self.demo_file)
-            return [spec for spec in registry.TASKS if spec.name in used]
+            return registry.in_order(demo_task_types(self.demo_file))
         served = [spec for spec in registry.TASKS if self.catalog.candidates(spec.name)]
         return served or list(registry.TASKS)
 

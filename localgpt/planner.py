@@ -290,8 +290,25 @@ _DOCUMENT = re.compile(r"\b(document|page|form|invoice|receipt|scan\w*|table|tex
 # A request that asks for what image-to-text writes: a caption, a description, the text in an image.
 _CAPTION_ASKED = re.compile(r"\b(caption\w*|describ\w*|description|extract\w*|ocr)\b", re.IGNORECASE)
 
-# A question that speaks of an image: question answering cannot see it.
+# A question that speaks of an image, or of a document (narrower than _DOCUMENT: "what form of energy",
+# "the table of results" need no image): question answering cannot see either.
 _ABOUT_IMAGE = re.compile(r"\b(image|picture|photo|photograph)\b", re.IGNORECASE)
+_DOCUMENT_QUESTION = re.compile(r"\b(document|invoice|receipt|scan\w*|page)\b", re.IGNORECASE)
+
+
+def asks_an_image(question: Any) -> bool:
+    """Whether ``question`` (a text of its own, not a reference) speaks of an image or a document, or
+    names an image file."""
+    return (isinstance(question, str) and not references(question)
+            and bool(_ABOUT_IMAGE.search(question) or _DOCUMENT_QUESTION.search(question)
+                     or any(_media_file(f) is Kind.IMAGE for f in named_files(question))))
+
+
+def image_question_type(request: str, question: Any = "") -> str:
+    """The task that answers a question about an image: document question answering when the request
+    or the question speaks of a document, visual question answering otherwise."""
+    document = _DOCUMENT.search(request) or isinstance(question, str) and _DOCUMENT_QUESTION.search(question)
+    return "document-question-answering" if document else "visual-question-answering"
 
 # A request that asks for a picture, a video or speech to be made ("I want an image of ...", "create a
 # video ..."): a plan that takes such a thing from a file the user never gave has forgotten to make it.
@@ -327,7 +344,7 @@ class _Mender:
         self.user_files = list(dict.fromkeys(names))
         self.allowed = set(self.user_files) | {n.replace("\\", "/").rsplit("/", 1)[-1] for n in self.user_files}
         self.user_text = _user_text(request, self.user_files)
-        self.about_document = bool(_DOCUMENT.search(request))
+        self.request = request
         self.asked_for = {_MADE_KIND[m.group(1).lower()] for m in _MAKE.finditer(request)}
 
     def produces(self, new_id: int) -> tuple[Kind, ...]:
@@ -405,26 +422,24 @@ class _Mender:
 
     def ask_image(self, item: dict[str, Any]) -> dict[str, Any]:
         """A question-answering task given an image where a text belongs asks about the image: it
-        becomes visual question answering (document question answering when the request speaks of a
-        document). So does one whose context is lost when there is no text to read but the user gave
-        an image, and one whose question speaks of an image ("what is in the picture?") when there is
-        an image to look at: the latest image output, else the user's image. Other tasks are returned
-        as they are."""
+        becomes visual question answering (document question answering when the request or the
+        question speaks of a document: :func:`image_question_type`). So does one whose context is lost
+        when there is no text to read but an image: the latest image output, else the user's image.
+        (One that only asks about an image is left to :func:`tidy_plan`, which looks at every plan.)
+        Other tasks are returned as they are."""
         args = item.get("args")
         if item.get("task") != "question-answering" or not isinstance(args, dict):
             return item
         image = next((k for k in ("context", "question") if self.is_image(args.get(k))), None)
-        question = args.get("question")
-        about_image = isinstance(question, str) and not references(question) and _ABOUT_IMAGE.search(question)
-        if image is None and (about_image or self.lost(args.get("context")) and self.latest(Kind.TEXT) is None):
-            # the question is about an image, or there is nothing to read the answer from but an image
+        if image is None and self.lost(args.get("context")) and self.latest(Kind.TEXT) is None:
+            # there is nothing to read the answer from but an image
             picture = self.latest(Kind.IMAGE)
             if picture is not None:
                 args, image = {**args, "context": picture}, "context"
         if image is None:
             return item
         other = args.get("question" if image == "context" else "context")
-        name = "document-question-answering" if self.about_document else "visual-question-answering"
+        name = image_question_type(self.request, other)
         if name not in self.known or not isinstance(other, str) or not other.strip():
             return item
         spec = self.known[name]
@@ -476,7 +491,8 @@ def salvage_plan(raw: Any, request: str = "", files: Sequence[str] = (), max_tas
     text-to-image, text-to-video), as does a user's file of the wrong kind; an image, video or speech
     that is nowhere, when the request asks for one to be made ("I want an image of ..."), is made first
     from the latest text output, else the user's text; a question-answering task
-    given an image or asking about one becomes visual (or document) question answering; a task
+    given an image, or with nothing to read but an image, becomes visual (or document) question
+    answering; a task
     whose required input cannot be found is dropped, with the converters made for it. The steps of
     a ``{"steps", "tasks"}`` reply are kept. Raises :class:`PlanError` when nothing valid remains.
 
@@ -524,18 +540,17 @@ def _ask_the_image(tasks: list[dict[str, Any]], request: str, specs: dict[str, T
     text it read) asks the image itself: visual question answering, or document question answering
     when the request speaks of a document; the image-to-text task goes when nothing else uses it and
     the request does not ask for it (a caption, a description, the text extracted)."""
-    name = "document-question-answering" if _DOCUMENT.search(request) else "visual-question-answering"
-    spec = specs.get(name)
     by_id = {t["id"]: t for t in tasks}
     asked: set[int] = set()
     for task in tasks:
         context, question = task["args"].get("context", ""), task["args"].get("question", "")
+        spec = specs.get(image_question_type(request, question))
         if spec is None or task["task"] != "question-answering" or not is_pure_reference(context):
             continue
         source = by_id.get(references(context)[0])
         if source is None or source["task"] != "image-to-text" or not question.strip():
             continue
-        task["task"] = name
+        task["task"] = spec.name
         task["args"] = {spec.inputs[0].name: source["args"]["image"], spec.inputs[1].name: question}
         asked.add(source["id"])
     if _CAPTION_ASKED.search(_QUOTED_DATA.sub(" ", request)):
@@ -544,29 +559,45 @@ def _ask_the_image(tasks: list[dict[str, Any]], request: str, specs: dict[str, T
     return [t for t in tasks if t["id"] not in asked - used]
 
 
+def _is_map(spec: TaskSpec) -> bool:
+    """Whether a task's image is a map of the one it was given (boxes drawn on it, a mask, depth, a
+    pose, edges) rather than a new picture: it takes one image and nothing else, and makes an image."""
+    return spec.output is Kind.IMAGE and [i.kind for i in spec.inputs] == [Kind.IMAGE]
+
+
+def _picture(tasks: list[dict[str, Any]], pos: int, question: str, user_images: Sequence[str]) -> str | None:
+    """The image a question of the task at ``pos`` is about: the user's image file it names, else (unless
+    it speaks of the original) the latest earlier picture made, a map standing for the image it maps,
+    else the user's first image; None when there is no image."""
+    named = [f for f in named_files(question) if f in user_images]  # never a file nobody gave
+    if named:
+        return named[0]
+    by_id = {t["id"]: t for t in tasks}
+    made = None if _ORIGINAL.search(question) else next(
+        (t for t in reversed(tasks[:pos]) if Kind.IMAGE in registry.get(t["task"]).produces), None)
+    value = f"<resource>-{made['id']}" if made is not None else None
+    while made is not None and _is_map(spec := registry.get(made["task"])):
+        value = made["args"][spec.inputs[0].name]
+        made = by_id.get(references(value)[0]) if is_pure_reference(value) else None
+    return value or next(iter(user_images), None)
+
+
 def _look_at_the_image(tasks: list[dict[str, Any]], request: str, files: Sequence[str],
                        specs: dict[str, TaskSpec]) -> None:
     """Question-answering tasks whose question speaks of an image or a document ("what is the main
-    colour of the object in the image?", "what is the main topic of the document?") ask an image
-    instead (in place): document question answering when the question or the request speaks of a
-    document, else visual question answering, of the user's image file the question names, else the
-    latest earlier image output, else the user's first image. Question answering reads only a text, so
-    it cannot see what such a question asks about; where there is no image, it stays."""
+    colour of the object in the image?", "what is the main topic of the document?":
+    :func:`asks_an_image`) ask an image instead (in place), by :func:`image_question_type`, the image
+    :func:`_picture` finds. Question answering reads only a text, so it cannot see what such a question
+    asks about; where there is no image, or the type is not offered, it stays. The tasks that fed it
+    stay too: their outputs are still the user's."""
     user_images = [f for f in dict.fromkeys([*map(str, files), *named_files(request)]) if _media_file(f) is Kind.IMAGE]
     for pos, task in enumerate(tasks):
         question = task["args"].get("question", "")
-        if (task["task"] != "question-answering" or not isinstance(question, str) or references(question)
-                or not (_ABOUT_IMAGE.search(question) or _DOCUMENT.search(question))):
+        if task["task"] != "question-answering" or not asks_an_image(question):
             continue
-        document = _DOCUMENT.search(request) or _DOCUMENT.search(question)
-        spec = specs.get("document-question-answering" if document else "visual-question-answering")
-        if spec is None:
-            continue
-        named = [f for f in named_files(question) if f in user_images]  # never a file nobody gave
-        made = next((f"<resource>-{t['id']}" for t in reversed(tasks[:pos])
-                     if Kind.IMAGE in registry.get(t["task"]).produces), None)
-        image = next(iter(named), None) or made or next(iter(user_images), None)
-        if image is None:
+        spec = specs.get(image_question_type(request, question))
+        image = _picture(tasks, pos, question, user_images)
+        if spec is None or image is None:
             continue
         task["task"] = spec.name
         task["args"] = {spec.inputs[0].name: image, spec.inputs[1].name: question}
@@ -578,10 +609,12 @@ def _follow_transforms(tasks: list[dict[str, Any]], steps: Sequence[str]) -> Non
     audio, not the noisy file. Only the latest earlier output of that kind counts, only when it was
     made from that very file (directly or through other tasks), never from a task of the same type
     nor from one that only draws on the file (object detection's boxes), and not when the task's own
-    step speaks of the original (steps are matched to tasks only when there is one step per task)."""
+    step or text speaks of the original (steps are matched to tasks only when there is one step per
+    task; "what colour was the car in the original image?")."""
     made_from: dict[int, set[str]] = {}  # task id -> the user's files its output was made from
     for pos, task in enumerate(tasks):
         step = steps[pos] if len(steps) == len(tasks) else ""
+        step += " " + " ".join(v for v in task["args"].values() if not references(v))
         for inp in registry.get(task["task"]).inputs:
             value = task["args"].get(inp.name)
             if (value is None or inp.kind is Kind.TEXT or is_pure_reference(value)

@@ -6,6 +6,7 @@ the documentation and the UI. Task names are Hugging Face pipeline tags, as in H
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from enum import Enum
 
@@ -148,6 +149,11 @@ def get(name: str) -> TaskSpec:
 def names() -> list[str]:
     """All task names, in registry order."""
     return [spec.name for spec in TASKS]
+
+
+def in_order(names: Collection[str]) -> list[TaskSpec]:
+    """The specs of the task types ``names``, in registry order (names not registered left out)."""
+    return [spec for spec in TASKS if spec.name in names]
 
 
 def is_known(name: str) -> bool:

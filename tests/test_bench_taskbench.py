@@ -153,8 +153,17 @@ def test_offered_tasks_can_be_those_the_demos_use_and_a_stored_run_says_which_it
     # the demos' types, in the registry's order (as LOCALGPT_PLAN_TASKS=demos offers them)
     assert [s.name for s in offered] == [s.name for s in tasks.TASKS if s.name in {"text-to-speech", "image-to-text"}]
     assert tb.stored_specs({"tasks": "demos", "offered": [s.name for s in offered]}) == offered
-    # runs stored before the list was kept: what their --tasks offered
+    # runs stored before the list was kept: what their --tasks offered; a demos run must say which
     assert tb.stored_specs({"tasks": "all"}) == list(tasks.TASKS) and tb.stored_specs({}) == tb.bench_specs()
+    with pytest.raises(tb.DataError, match="do not list them"):
+        tb.stored_specs({"tasks": "demos"})
+    # the bank: the dev records' types are offered, and a built-in demo using another type is not shown
+    own = [Demo("draw a cat", (), ({"id": 0, "task": "text-to-image", "dep": [-1], "args": {"text": "a cat"}},)),
+           Demo("say hi", (), ({"id": 0, "task": "text-to-speech", "dep": [-1], "args": {"text": "hi"}},))]
+    bank = [(None, own[0]), (None, own[1]), ("7", demos[0]), ("8", demos[1])]
+    specs, shown = tb.offered_and_bank("demos", bank)
+    assert specs == offered and shown == [(None, own[1]), ("7", demos[0]), ("8", demos[1])]
+    assert tb.offered_and_bank("all", bank) == (list(tasks.TASKS), bank)
 
 
 def test_tasks_of_the_demos_without_demo_records_is_a_clear_error(capsys):

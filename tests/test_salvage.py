@@ -101,13 +101,20 @@ def test_output_of_the_wrong_kind_takes_the_latest_fitting_output_or_file_first(
 
 
 def test_question_about_a_picture_looks_at_it() -> None:
-    # question answering cannot see: a question that speaks of the image goes to the image made before it
+    # question answering cannot see: with nothing to read but a picture, it asks the picture made before it
     plan = salvage_plan([t(0, "text-to-image", {"text": "a beach at sunset"}),
-                         t(1, "question-answering", {"question": "What is in the picture?", "context": "<resource>-5"}),
+                         t(1, "question-answering", {"question": "Tell me what's there", "context": "<resource>-5"}),
                          t(2, "translation", {"text": "<resource>-1", "target_language": "French"})],
-                        "draw a beach at sunset, tell me what is in the picture, in French")
+                        "draw a beach at sunset, tell me what is there, in French")
     assert shape(plan)[1] == (1, "visual-question-answering",
-                              {"image": "<resource>-0", "text": "What is in the picture?"}, [0])
+                              {"image": "<resource>-0", "text": "Tell me what's there"}, [0])
+    # a mended plan whose question speaks of the picture is tidied so too, though a text was at hand
+    raw = [t(0, "text-to-image", {"text": "a beach at sunset"}), t(1, "image-to-text", {"image": "<resource>-0"}),
+           t(2, "summarization", {"text": "<resource>-1"}),
+           t(3, "question-answering", {"question": "What is in the picture?", "context": "<resource>-9"})]
+    plan, mended = accept_reply(json.dumps(raw), "draw a beach at sunset and tell me what is in the picture")
+    assert mended and shape(plan)[3] == (3, "visual-question-answering",
+                                         {"image": "<resource>-0", "text": "What is in the picture?"}, [0])
     # a question about something else, with a text to read, stays question answering
     plan = salvage_plan([t(0, "image-to-text", {"image": "a.jpg"}),
                          t(1, "question-answering", {"question": "Who is named?", "context": "<resource>-5"})],
@@ -309,37 +316,58 @@ def test_tidy_asks_the_image_a_question_answered_from_its_caption() -> None:
     assert tidy_plan(plan, request, specs=offered) is plan
 
 
+def qa(question: str, context: str = "a text", i: int = 0) -> dict[str, Any]:
+    return t(i, "question-answering", {"question": question, "context": context})
+
+
+def asked(raw: list[dict[str, Any]], request: str, files: list[str] | None = None, **kw: Any) -> list[Any]:
+    """The tidied plan's (task, args) pairs."""
+    return [(x.task, x.args) for x in tidy_plan(validate_plan(raw, request, files or []), request, files or [],
+                                                **kw).tasks]
+
+
 def test_tidy_asks_an_image_a_question_that_speaks_of_one() -> None:
     request = "draw 'a beach at sunset', then answer 'What is the main feature of the image?' and say it in Spanish"
-    raw = [t(0, "text-to-image", {"text": "a beach at sunset"}),
-           t(1, "question-answering", {"question": "What is the main feature of the image?",
-                                       "context": "a beach at sunset"}),
+    raw = [t(0, "text-to-image", {"text": "a beach at sunset"}), qa("What is the main feature of the image?",
+                                                                     "a beach at sunset", 1),
            t(2, "translation", {"text": "<resource>-1", "target_language": "Spanish"}, [1])]
     tidy = tidy_plan(validate_plan(raw, request), request)
-    # the latest image made before it is asked; the rest of the plan stays as it was
+    # the latest picture made before it is asked; the rest of the plan stays as it was
     assert shape(tidy) == [
         (0, "text-to-image", {"text": "a beach at sunset"}, []),
         (1, "visual-question-answering", {"image": "<resource>-0", "text": "What is the main feature of the image?"},
          [0]),
         (2, "translation", {"text": "<resource>-1", "target_language": "Spanish"}, [1])]
-    # no image made: the one the question names, else the user's first; a document's: its question answering
-    ask = t(0, "question-answering", {"question": "Who is the person in the photo b.jpg?", "context": "a text"})
-    assert shape(tidy_plan(validate_plan([ask], "a.jpg and b.jpg"), "a.jpg and b.jpg", files=["a.jpg"]))[0][1:3] == (
-        "visual-question-answering", {"image": "b.jpg", "text": "Who is the person in the photo b.jpg?"})
-    ask = t(0, "question-answering", {"question": "What date is on the picture?", "context": "a text"})
-    assert shape(tidy_plan(validate_plan([ask], "the form in scan.png"), "the form in scan.png"))[0][1:3] == (
+    # the user's image the question names comes first, then a picture made, then the user's first image
+    edit = t(0, "image-editing", {"image": "a.jpg", "text": "make it blue"})
+    assert asked([edit, qa("Is the car in b.jpg blue?", i=1)], "a.jpg b.jpg")[1][1]["image"] == "b.jpg"
+    assert asked([edit, qa("Is the car in the image blue?", i=1)], "a.jpg b.jpg")[1][1]["image"] == "<resource>-0"
+    assert asked([qa("Who is in the photo?")], "a.jpg and b.jpg", files=["b.jpg"])[0] == (
+        "visual-question-answering", {"image": "b.jpg", "text": "Who is in the photo?"})
+    # ... but a question about the original image asks the user's
+    assert asked([edit, qa("What colour was the car in the original image?", i=1)], "a.jpg")[1][1]["image"] == "a.jpg"
+    # a map of an image (depth, a mask, boxes) stands for the image it maps: the edited one here, the user's there
+    depth = t(1, "depth-estimation", {"image": "<resource>-0"})
+    assert asked([edit, depth, qa("What is in the image?", i=2)], "a.jpg")[2][1]["image"] == "<resource>-0"
+    assert asked([t(0, "object-detection", {"image": "a.jpg"}), qa("What is in the image?", i=1)],
+                 "a.jpg")[1][1]["image"] == "a.jpg"
+    # a question about a document, or a request that speaks of one: document question answering
+    assert asked([qa("What date is on the picture?")], "the form in scan.png")[0] == (
         "document-question-answering", {"image": "scan.png", "text": "What date is on the picture?"})
-    # a question about no image, or with no image anywhere, stays with question answering
-    for question, request in (("What is the main topic?", "photo.jpg"), ("What is in the image?", "no file here")):
-        plan = validate_plan([t(0, "question-answering", {"question": question, "context": "a text"})], request)
-        assert tidy_plan(plan, request) is plan
-    # a file the question names that nobody gave is not taken (the plan would not be valid)
-    ask = t(0, "question-answering", {"question": "What is in the image c.jpg?", "context": "a text"})
-    assert shape(tidy_plan(validate_plan([ask], "look at a.jpg"), "look at a.jpg"))[0][1:3] == (
-        "visual-question-answering", {"image": "a.jpg", "text": "What is in the image c.jpg?"})
-    # a question about a document asks the user's image with document question answering
-    ask = t(0, "question-answering", {"question": "What is the title on this page?", "context": "<resource>-0"})
     raw = [t(0, "image-to-text", {"image": "photo.jpg"}), t(1, "summarization", {"text": "<resource>-0"}, [0]),
-           {**ask, "id": 2, "args": {**ask["args"], "context": "<resource>-1"}, "dep": [1]}]
-    assert shape(tidy_plan(validate_plan(raw, "photo.jpg, tell me"), "photo.jpg, tell me"))[2] == (
-        2, "document-question-answering", {"image": "photo.jpg", "text": "What is the title on this page?"}, [])
+           qa("What is the title on this page?", "<resource>-1", 2)]
+    # the tasks that fed the question stay: their outputs are still the user's
+    assert asked(raw, "photo.jpg, tell me") == [
+        ("image-to-text", {"image": "photo.jpg"}), ("summarization", {"text": "<resource>-0"}),
+        ("document-question-answering", {"image": "photo.jpg", "text": "What is the title on this page?"})]
+    # a file the question names that nobody gave is not taken (the plan would not be valid)
+    assert asked([qa("What is in the image c.jpg?")], "look at a.jpg")[0][1]["image"] == "a.jpg"
+    # no image anywhere, a question about none ("form" of energy is no document), or the type not offered: it stays
+    from localgpt import tasks as registry
+    no_vqa = [spec for spec in registry.TASKS if spec.name != "visual-question-answering"]
+    for question, request, kw in (("What is the main topic?", "photo.jpg", {}),
+                                  ("What form of energy is it?", "photo.jpg", {}),
+                                  ("What is in the image?", "no file here", {}),
+                                  ("What is in the image?", "photo.jpg", {"specs": no_vqa})):
+        plan = validate_plan([qa(question)], request)
+        assert tidy_plan(plan, request, **kw) is plan, question
