@@ -155,6 +155,11 @@ def named_files(text: str) -> list[str]:
     return list(dict.fromkeys(w.strip(".,;:!?'\"()") for w in _FILE_WORD.findall(text)))
 
 
+def user_files(request: str, files: Sequence[str]) -> list[str]:
+    """The files a plan may take: those the user gave, then those the request names, each once."""
+    return list(dict.fromkeys([*map(str, files), *named_files(request)]))
+
+
 def validate_plan(raw: Any, request: str = "", files: Sequence[str] = (), max_tasks: int = 32) -> Plan:
     """Check a decoded plan's meaning and return it with deps derived from references.
 
@@ -340,8 +345,7 @@ class _Mender:
         self.known = {s.name: s for s in specs}
         self.out: list[dict[str, Any]] = []
         self.id_map: dict[int, int] = {}
-        names = [str(f) for f in files] + named_files(request)
-        self.user_files = list(dict.fromkeys(names))
+        self.user_files = user_files(request, files)
         self.allowed = set(self.user_files) | {n.replace("\\", "/").rsplit("/", 1)[-1] for n in self.user_files}
         self.user_text = _user_text(request, self.user_files)
         self.request = request
@@ -544,8 +548,10 @@ def _ask_the_image(tasks: list[dict[str, Any]], request: str, specs: dict[str, T
     asked: set[int] = set()
     for task in tasks:
         context, question = task["args"].get("context", ""), task["args"].get("question", "")
+        if task["task"] != "question-answering" or not is_pure_reference(context):
+            continue
         spec = specs.get(image_question_type(request, question))
-        if spec is None or task["task"] != "question-answering" or not is_pure_reference(context):
+        if spec is None:
             continue
         source = by_id.get(references(context)[0])
         if source is None or source["task"] != "image-to-text" or not question.strip():
@@ -590,7 +596,7 @@ def _look_at_the_image(tasks: list[dict[str, Any]], request: str, files: Sequenc
     :func:`_picture` finds. Question answering reads only a text, so it cannot see what such a question
     asks about; where there is no image, or the type is not offered, it stays. The tasks that fed it
     stay too: their outputs are still the user's."""
-    user_images = [f for f in dict.fromkeys([*map(str, files), *named_files(request)]) if _media_file(f) is Kind.IMAGE]
+    user_images = [f for f in user_files(request, files) if _media_file(f) is Kind.IMAGE]
     for pos, task in enumerate(tasks):
         question = task["args"].get("question", "")
         if task["task"] != "question-answering" or not asks_an_image(question):
