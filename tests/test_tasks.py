@@ -10,7 +10,7 @@ from jsonschema import Draft202012Validator
 
 from localgpt import tasks
 from localgpt.demos import DEMOS
-from localgpt.planner import plan_schema
+from localgpt.planner import plan_schema, tidy_plan, validate_plan
 from localgpt.tasks import Kind
 
 HF_TAGS = {
@@ -99,6 +99,16 @@ def test_schema_accepts_every_demo(validator: Draft202012Validator, demo: Any) -
     assert len(demo.steps) == len(demo.plan) and all(step.startswith("Step ") for step in demo.steps)
     decomposed = Draft202012Validator(plan_schema(steps=True))
     assert not list(decomposed.iter_errors({"steps": list(demo.steps), "tasks": plan}))
+
+
+@pytest.mark.parametrize("demo", DEMOS, ids=lambda d: d.request[:40])
+def test_every_demo_is_a_plan_localgpt_would_keep(demo: Any) -> None:
+    # valid for its own request and files as written, and tidying leaves it as it is: a demo that
+    # tidying would rewrite teaches the planner a plan localgpt itself does not run
+    plan = validate_plan({"steps": list(demo.steps), "tasks": list(demo.plan)}, demo.request, demo.files)
+    assert [t.model_dump() for t in plan.tasks] == [dict(step, dep=[d for d in step["dep"] if d >= 0])
+                                                    for step in demo.plan]
+    assert tidy_plan(plan, demo.request, demo.files).tasks == plan.tasks
 
 
 BASE = [{"id": 0, "task": "image-classification", "dep": [-1], "args": {"image": "cat.png"}}]
