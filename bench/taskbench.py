@@ -400,7 +400,8 @@ def run(args: argparse.Namespace, records: list[dict[str, Any]],
             if demo is not None:
                 bank.append((str(rec["id"]), demo))
     specs, bank = offered_and_bank(args.tasks, bank)
-    llm = LlamaCppLLM(args.model, n_ctx=args.n_ctx, n_threads=args.threads, seed=args.seed)
+    llm = LlamaCppLLM(args.model, n_ctx=args.n_ctx, n_threads=args.threads, n_gpu_layers=args.n_gpu_layers,
+                      seed=args.seed)
     planner = Planner(llm, max_tasks=8, n_demos=0 if args.demos == "none" else args.n_demos,
                       specs=specs, repair=not args.no_repair, salvage=not args.no_salvage,
                       similarity=make_similarity(args), decompose=not args.no_decompose,
@@ -484,6 +485,7 @@ def run(args: argparse.Namespace, records: list[dict[str, Any]],
         "settings": {"limit": args.limit, "seed": args.seed, "constraint": not args.no_constraint,
                      "demos": args.demos, "n_demos": args.n_demos, "demo_source": args.demo_source,
                      "repair": not args.no_repair, "salvage": not args.no_salvage, "threads": args.threads,
+                     "n_gpu_layers": args.n_gpu_layers,
                      "similarity": args.similarity, "decompose": not args.no_decompose,
                      "samples": args.samples, "sample_temperature": args.sample_temperature,
                      "step_floor": not args.no_step_floor, "files": args.files,
@@ -582,6 +584,9 @@ def main(argv: Iterable[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--n-ctx", type=int, default=4096)
+    p.add_argument("--n-gpu-layers", type=int, default=0,
+                   help="LLM layers on the GPU with a CUDA build of llama-cpp-python (-1: all; default 0, the CPU, "
+                        "as every figure in bench/README.md was taken)")
     p.add_argument("--no-constraint", action="store_true", help="ablation: decode without the JSON schema")
     p.add_argument("--no-repair", action="store_true", help="ablation: no repair round")
     p.add_argument("--no-salvage", action="store_true",

@@ -205,16 +205,19 @@ def test_smoke_run_with_smollm2(tmp_path, real_card):
     assert "[1/3]" not in again.stderr  # nothing planned twice
     assert json.loads((tmp_path / f"{name}.json").read_text())["metrics"] == doc["metrics"]
     assert doc["failed"] == []
+    assert doc["settings"]["n_gpu_layers"] == 0  # the CPU unless asked
     # a record the LLM itself fails on (here its prompt cannot fit a 512-token context) is kept as an
-    # empty plan with the reason, and the run goes on to the next one
+    # empty plan with the reason, and the run goes on to the next one; a CPU build of llama.cpp takes
+    # --n-gpu-layers and ignores it
     small = subprocess.run(
         [sys.executable, str(REPO / "bench" / "taskbench.py"), "--model", str(card.file("model.gguf")),
-         "--limit", "2", "--name", "small", "--n-ctx", "512", "--out-dir", str(tmp_path)],
+         "--limit", "2", "--name", "small", "--n-ctx", "512", "--n-gpu-layers", "-1", "--out-dir", str(tmp_path)],
         capture_output=True, text=True, timeout=600)
     assert small.returncode == 0, small.stderr[-2000:]
     assert small.stderr.count(" ERR ") == 2 and "2 record(s) got no reply from the LLM" in small.stderr
     failed = json.loads((tmp_path / "small.json").read_text())
     assert len(failed["failed"]) == 2 and failed["metrics"]["all"]["node_f1"] == 0.0
+    assert failed["settings"]["n_gpu_layers"] == -1
     metas = [json.loads(x) for x in (tmp_path / "small.meta.jsonl").read_text().splitlines()]
     assert all("context window" in m["error"] for m in metas)
 
