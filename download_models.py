@@ -23,12 +23,12 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from localgpt.catalog import human_size
 from localgpt.config import Settings
 from localgpt.errors import LocalGPTError
-from localgpt.hub import format_plan, plan_pull, request_from_args, run_pull
-from localgpt.profiles import HUB_MODELS, HUB_PROFILES, add_pull_options
-from localgpt.store import PACKS, PROFILES, SOURCE_PACKS
+from localgpt.store.catalog import human_size
+from localgpt.store.hub import format_plan, plan_pull, request_from_args, run_pull
+from localgpt.store.packs import PACKS, PROFILES, SOURCE_PACKS
+from localgpt.store.profiles import HUB_MODELS, HUB_PROFILES, add_pull_options
 
 
 def build_parser() -> argparse.ArgumentParser:

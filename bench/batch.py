@@ -28,7 +28,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from localgpt.batch import Item, read_items, run_batch  # noqa: E402
+from localgpt.batch.inputs import Item, read_items  # noqa: E402
+from localgpt.batch.runner import run_batch  # noqa: E402
 from localgpt.config import Settings  # noqa: E402
 
 SENTENCES = [

@@ -37,8 +37,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from localgpt.llm import LlamaCppLLM  # noqa: E402
-from localgpt.planner import Planner  # noqa: E402
+from localgpt.llm.llamacpp import LlamaCppLLM  # noqa: E402
+from localgpt.planning.planner import Planner  # noqa: E402
 
 DEFAULT_MODELS = [
     REPO / "model_store" / "qwen2.5-coder-1.5b-instruct" / "model.gguf",

@@ -51,11 +51,11 @@ def measure(model_id: str, task: str, inputs: dict[str, str], store: Path, threa
             keep: Path | None) -> dict[str, Any]:
     """Load one model and time it (runs inside the worker process)."""
     begin = time.perf_counter()
-    from localgpt.catalog import Catalog
     from localgpt.config import Settings
     from localgpt.experts import expert_class
     from localgpt.experts.base import ExpertContext
-    from localgpt.resources import RunDir
+    from localgpt.runtime.runs import RunDir
+    from localgpt.store.catalog import Catalog
 
     settings = Settings(store=store, threads=threads, device="cpu")
     card = Catalog(store).get(model_id)

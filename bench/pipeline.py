@@ -27,7 +27,7 @@ sys.path.insert(0, str(REPO))
 from localgpt.config import Settings  # noqa: E402
 from localgpt.errors import LocalGPTError  # noqa: E402
 from localgpt.pipeline import Pipeline  # noqa: E402
-from localgpt.planner import validate_plan  # noqa: E402
+from localgpt.planning.validate import validate_plan  # noqa: E402
 
 REQUESTS = [
     "Say 'the quick brown fox' aloud, then transcribe the audio and tell me if the transcript matches",
@@ -51,7 +51,7 @@ PARALLEL_PLAN = [
 def make_wav(pipe: Pipeline, folder: Path) -> Path:
     """A short speech recording made with the Piper voice, as a user file."""
     card = pipe.catalog.get("piper-en-us-joe-medium")
-    from localgpt.resources import RunDir
+    from localgpt.runtime.runs import RunDir
 
     expert = pipe.pool.get(card)
     out = expert.run("text-to-speech", {"text": "Local models keep private data on this machine. Nothing is "
@@ -107,8 +107,8 @@ def main() -> int:
     # serial vs parallel on a fixed plan (no LLM in the loop but the responder, which is excluded)
     plan_doc = json.loads(json.dumps(PARALLEL_PLAN).replace("{wav}", str(wav)))
     plan = validate_plan(plan_doc, "", [str(wav)])
-    from localgpt.executor import Executor
-    from localgpt.resources import RunDir
+    from localgpt.runtime.executor import Executor
+    from localgpt.runtime.runs import RunDir
 
     cards = {t.id: pipe.selector.select(t, "")[0] for t in plan.tasks}
     Executor(pipe.pool, max_workers=4).run(plan, cards, pipe.input_files([wav]), RunDir(workdir / "warm"))

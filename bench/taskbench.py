@@ -31,12 +31,12 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from localgpt import tasks as registry  # noqa: E402
-from localgpt.demo_file import NODE_REF, TB_TO_LOCAL, json_objects, record_to_demo, tool_name  # noqa: E402
-from localgpt.demos import DEMOS, Demo, task_types  # noqa: E402
 from localgpt.errors import LocalGPTError, PlanError  # noqa: E402
-from localgpt.planner import named_files  # noqa: E402
-from localgpt.resources import kind_by_name, references  # noqa: E402
-from localgpt.tasks import Kind  # noqa: E402
+from localgpt.planning.demo_file import NODE_REF, TB_TO_LOCAL, json_objects, record_to_demo, tool_name  # noqa: E402
+from localgpt.planning.demos import DEMOS, Demo, task_types  # noqa: E402
+from localgpt.planning.references import references  # noqa: E402
+from localgpt.planning.validate import named_files  # noqa: E402
+from localgpt.tasks import Kind, kind_by_name  # noqa: E402
 
 DEFAULT_DATA = REPO.parent / "shared" / "taskbench" / "hf_dev.jsonl"
 RESULTS = REPO / "bench" / "results"
@@ -367,14 +367,14 @@ def load_partial(pred_path: Path, meta_path: Path) -> tuple[dict[str, Any], dict
 
 def make_similarity(args: argparse.Namespace) -> Any:
     """Word overlap, or cosine similarity of MiniLM embeddings from the model store."""
-    from localgpt.planner import EmbeddingSimilarity, word_overlap
+    from localgpt.planning.retrieval import EmbeddingSimilarity, word_overlap
 
     if args.similarity == "words":
         return word_overlap
-    from localgpt.catalog import Catalog
     from localgpt.config import Settings
     from localgpt.experts.base import ExpertContext
     from localgpt.experts.onnx import SentenceSimilarityExpert
+    from localgpt.store.catalog import Catalog
 
     settings = Settings(threads=args.threads)
     expert = SentenceSimilarityExpert(Catalog(settings.store).get(args.embedder), ExpertContext(settings=settings))
@@ -387,8 +387,9 @@ def run(args: argparse.Namespace, records: list[dict[str, Any]],
     """Plan the chosen ``records`` (those of ``--data``) with demos from ``demo_records`` (those of
     ``--demo-data``, when ``--demo-source`` takes them), write predictions and metrics; returns the
     metrics document."""
-    from localgpt.llm import LlamaCppLLM
-    from localgpt.planner import Planner, validate_plan
+    from localgpt.llm.llamacpp import LlamaCppLLM
+    from localgpt.planning.planner import Planner
+    from localgpt.planning.validate import validate_plan
 
     chosen = pick(records, args.limit, args.seed)
     bank: list[tuple[str | None, Demo]] = []
@@ -517,7 +518,7 @@ def accept_stored(raws: Sequence[str], request: str, files: Sequence[str],
                   specs: Sequence[registry.TaskSpec]) -> tuple[Any, bool] | None:
     """What today's planner makes of a record's stored replies, as ``accept_reply`` gives it (the plan
     and whether it was mended): the first reply, else the repair round's; None when neither is kept."""
-    from localgpt.planner import accept_reply
+    from localgpt.planning.planner import accept_reply
 
     for raw in raws[:2]:
         try:

@@ -30,8 +30,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import taskbench as tb  # noqa: E402
 
-import localgpt.planner as planner  # noqa: E402
-from localgpt.resources import renumber  # noqa: E402
+import localgpt.planning.mend as mend  # noqa: E402
+import localgpt.planning.planner as planner  # noqa: E402
+import localgpt.planning.tidy as tidy  # noqa: E402
+from localgpt.planning.references import renumber  # noqa: E402
 
 
 def _renumber(tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -45,12 +47,12 @@ def _renumber(tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
 PIECES: dict[str, list[tuple[Any, str, Callable[..., Any]]]] = {
     "all of it": [],
     "no tidying at all": [(planner, "tidy_plan", lambda plan, *a, **k: plan)],
-    "without asking the image": [(planner, "_ask_the_image", lambda tasks, request, specs: tasks)],
-    "without looking at the image": [(planner, "_look_at_the_image", lambda *a, **k: None)],
-    "without running a repeated task once": [(planner, "_merge_duplicates", _renumber)],
-    "without following transforms": [(planner, "_follow_transforms", lambda *a, **k: None)],
-    "without following steps": [(planner, "_follow_steps", lambda *a, **k: None)],
-    "without making what the request asks for": [(planner._Mender, "make", lambda self, kind: None)],
+    "without asking the image": [(tidy, "_ask_the_image", lambda tasks, request, specs: tasks)],
+    "without looking at the image": [(tidy, "_look_at_the_image", lambda *a, **k: None)],
+    "without running a repeated task once": [(tidy, "_merge_duplicates", _renumber)],
+    "without following transforms": [(tidy, "_follow_transforms", lambda *a, **k: None)],
+    "without following steps": [(tidy, "_follow_steps", lambda *a, **k: None)],
+    "without making what the request asks for": [(mend._Mender, "make", lambda self, kind: None)],
 }
 
 

@@ -15,20 +15,23 @@ from pathlib import Path
 from typing import Any
 
 from localgpt import tasks as registry
-from localgpt.catalog import Catalog
 from localgpt.config import Settings
-from localgpt.demo_file import DemoFile, load_demo_file
-from localgpt.demos import DEMOS, task_types
 from localgpt.errors import ConfigError, LocalGPTError
-from localgpt.executor import Executor
 from localgpt.experts.base import ExpertContext
-from localgpt.llm import LLM, LlamaCppLLM, Message
-from localgpt.planner import EmbeddingSimilarity, Planner, Similarity, validate_plan, word_overlap
-from localgpt.pool import ModelPool
-from localgpt.resources import InputFiles, RunDir
-from localgpt.responder import Responder, produced_files
+from localgpt.llm import LLM, Message
+from localgpt.llm.llamacpp import LlamaCppLLM
+from localgpt.planning.demo_file import DemoFile, load_demo_file
+from localgpt.planning.demos import DEMOS, task_types
+from localgpt.planning.planner import Planner
+from localgpt.planning.retrieval import EmbeddingSimilarity, Similarity, word_overlap
+from localgpt.planning.validate import validate_plan
+from localgpt.runtime.executor import Executor
+from localgpt.runtime.pool import ModelPool
+from localgpt.runtime.responder import Responder, produced_files
+from localgpt.runtime.runs import InputFiles, RunDir
+from localgpt.runtime.selector import Selector
 from localgpt.schema import Event, ModelCard, Plan, RunResult, Selection
-from localgpt.selector import Selector
+from localgpt.store.catalog import Catalog
 from localgpt.tasks import TaskSpec
 
 Emit = Callable[[Event], None]

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass
 from enum import Enum
+from pathlib import Path
 
 
 class Kind(str, Enum):
@@ -167,3 +168,12 @@ EXTENSIONS: dict[Kind, frozenset[str]] = {
     A: frozenset({".wav", ".mp3", ".flac", ".ogg", ".m4a", ".opus"}),
     V: frozenset({".mp4", ".webm", ".mov", ".avi", ".mkv"}),
 }
+
+
+def kind_by_name(value: str) -> Kind | None:
+    """The media kind a file name's ending suggests, or None."""
+    suffix = Path(value.strip()).suffix.lower()
+    for kind, endings in EXTENSIONS.items():
+        if suffix in endings:
+            return kind
+    return None

@@ -8,29 +8,15 @@ nothing is silently skipped there.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from localgpt.config import Settings
-from localgpt.resources import RunDir
+from localgpt.runtime.runs import RunDir
 from localgpt.schema import ModelCard
-
-REPO = Path(__file__).resolve().parent.parent
-
-
-def store_dir() -> Path:
-    """The folder holding the real models the tests use."""
-    return Path(os.environ.get("LOCALGPT_TEST_STORE", REPO / "model_store"))
-
-
-def missing(reason: str) -> None:
-    """Skip with ``reason`` locally; fail under CI, where everything must be installed."""
-    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-        pytest.fail(f"required for CI but absent: {reason}")
-    pytest.skip(reason)
+from tests.helpers import missing, store_dir
 
 
 @pytest.fixture
@@ -48,7 +34,7 @@ def run_dir(tmp_path: Path) -> RunDir:
 @pytest.fixture
 def real_card() -> Callable[[str], ModelCard]:
     """A function returning an installed model card of the test store, or skipping."""
-    from localgpt.catalog import Catalog
+    from localgpt.store.catalog import Catalog
 
     def get(model_id: str) -> ModelCard:
         store = store_dir()

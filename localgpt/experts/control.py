@@ -25,7 +25,7 @@ from localgpt.experts.base import Expert, ExpertContext, ExpertOutput
 if TYPE_CHECKING:
     import numpy as np
 
-    from localgpt.resources import RunDir
+    from localgpt.runtime.runs import RunDir
     from localgpt.schema import ModelCard
 
 REINSTALL = "reinstall it with: python download_models.py --profile test"

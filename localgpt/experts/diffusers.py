@@ -20,7 +20,7 @@ from localgpt.experts.base import Expert, ExpertContext, ExpertOutput
 if TYPE_CHECKING:
     from PIL import Image
 
-    from localgpt.resources import RunDir
+    from localgpt.runtime.runs import RunDir
     from localgpt.schema import ModelCard
 
 log = logging.getLogger(__name__)
@@ -177,7 +177,7 @@ class DiffusersExpert(Expert):
     def _base_model(self) -> tuple[str, str | None]:
         """The folder of the base pipeline a lone ControlNet plugs into (a model of the store or a
         folder) and its weights variant; nothing is fetched at run time."""
-        from localgpt.catalog import MANIFEST, read_manifest
+        from localgpt.store.catalog import MANIFEST, read_manifest
 
         opts = self.card.options
         base = str(opts["base_model"])

@@ -12,7 +12,7 @@ from localgpt.experts.base import Expert, ExpertContext, ExpertOutput
 from localgpt.experts.onnx import REINSTALL
 
 if TYPE_CHECKING:
-    from localgpt.resources import RunDir
+    from localgpt.runtime.runs import RunDir
     from localgpt.schema import ModelCard
 
 PREFIX = "__label__"

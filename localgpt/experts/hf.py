@@ -23,7 +23,7 @@ from localgpt.experts.onnx import CPU, CUDA, REINSTALL, onnx_providers
 
 if TYPE_CHECKING:
     from localgpt.config import Settings
-    from localgpt.resources import RunDir
+    from localgpt.runtime.runs import RunDir
     from localgpt.schema import ModelCard
 
 VISION = "localgpt.experts.hf_vision"

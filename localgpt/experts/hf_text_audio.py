@@ -44,7 +44,7 @@ from localgpt.experts.vad import read_audio
 if TYPE_CHECKING:
     import numpy as np
 
-    from localgpt.resources import RunDir
+    from localgpt.runtime.runs import RunDir
     from localgpt.schema import ModelCard
 
 Handler = Callable[[Any, str, dict[str, str], "RunDir"], ExpertOutput]

@@ -21,7 +21,7 @@ from localgpt.experts.ocr import bundled_engine
 if TYPE_CHECKING:
     from PIL import Image
 
-    from localgpt.resources import RunDir
+    from localgpt.runtime.runs import RunDir
 
 Handler = Callable[[Any, str, dict[str, str], "RunDir"], ExpertOutput]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from localgpt.errors import ExpertError, InputError
 from localgpt.experts.base import Expert, ExpertOutput
 from localgpt.llm import FREE_TEXT_REPEAT_PENALTY
-from localgpt.resources import RunDir
+from localgpt.runtime.runs import RunDir
 
 MAX_TOKENS = 384
 

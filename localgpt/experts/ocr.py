@@ -13,7 +13,7 @@ from localgpt.experts.base import Expert, ExpertContext, ExpertOutput
 from localgpt.experts.onnx import CUDA, REINSTALL, onnx_providers
 
 if TYPE_CHECKING:
-    from localgpt.resources import RunDir
+    from localgpt.runtime.runs import RunDir
     from localgpt.schema import ModelCard
 
 

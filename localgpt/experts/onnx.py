@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     import onnxruntime
 
     from localgpt.config import Settings
-    from localgpt.resources import RunDir
+    from localgpt.runtime.runs import RunDir
     from localgpt.schema import ModelCard
 
 CPU = "CPUExecutionProvider"

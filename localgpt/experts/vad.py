@@ -16,7 +16,7 @@ from localgpt.experts.onnx import open_session
 if TYPE_CHECKING:
     import numpy as np
 
-    from localgpt.resources import RunDir
+    from localgpt.runtime.runs import RunDir
     from localgpt.schema import ModelCard
 
 RATE = 16_000

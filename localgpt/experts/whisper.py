@@ -16,7 +16,7 @@ from localgpt.experts.onnx import REINSTALL
 
 if TYPE_CHECKING:
     from localgpt.config import Settings
-    from localgpt.resources import RunDir
+    from localgpt.runtime.runs import RunDir
     from localgpt.schema import ModelCard
 
 log = logging.getLogger(__name__)

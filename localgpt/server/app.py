@@ -3,7 +3,7 @@
 The pipeline (LLM, catalog, model pool) is built in a background thread started by the lifespan, so
 ``/health`` answers 503 while models load. Pipeline runs are blocking and go to a thread pool of
 ``settings.concurrency`` threads; up to ``settings.queue_size`` more requests wait, and beyond that a
-request gets 429 with ``Retry-After``. Expert loads are serialised by :class:`localgpt.pool.ModelPool`
+request gets 429 with ``Retry-After``. Expert loads are serialised by :class:`localgpt.runtime.pool.ModelPool`
 (it holds its lock through ``Expert.load``), so two experts never load onto the GPU at once.
 """
 

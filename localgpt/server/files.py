@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from localgpt.errors import InputError
-from localgpt.resources import sniff_kind
+from localgpt.runtime.media import sniff_kind
 from localgpt.tasks import Kind
 
 UPLOAD_ID = re.compile(r"u-[0-9a-f]{32}\.[a-z0-9]{2,4}")

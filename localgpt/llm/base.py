@@ -1,0 +1,82 @@
+"""The controller LLM's protocol: one generation method, optionally constrained to a JSON schema; token counting;
+history trimming to a token budget."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+Message = dict[str, str]
+TokenCallback = Callable[[str], None]
+
+# The repeat penalty of free-text replies (answers, text tasks the LLM serves): llama.cpp's long-standing
+# default. Greedy decoding without it can loop ("The quick brown fox." forty times in an answer);
+# constrained replies (plans, model choices) are decoded without it.
+FREE_TEXT_REPEAT_PENALTY = 1.1
+
+
+class LLM(Protocol):
+    """What localgpt needs from a language model."""
+
+    n_ctx: int
+
+    def generate(
+        self,
+        messages: Sequence[Message],
+        *,
+        schema: dict[str, Any] | None = None,
+        max_tokens: int = 512,
+        temperature: float = 0.0,
+        on_token: TokenCallback | None = None,
+        seed: int | None = None,
+        repeat_penalty: float = 1.0,
+    ) -> str:
+        """Reply to a chat; with ``schema`` the reply is JSON valid against it; ``on_token`` streams;
+        ``seed`` (default: the model's own) makes a sample at ``temperature`` > 0 repeatable;
+        ``repeat_penalty`` above 1 makes tokens already in the context less likely (for free text,
+        :data:`FREE_TEXT_REPEAT_PENALTY`: a greedy reply that starts repeating a line goes on with
+        something else instead of looping to ``max_tokens``); 1 leaves decoding as it is."""
+        ...
+
+    def count_tokens(self, text: str) -> int:
+        """How many tokens ``text`` takes in this model."""
+        ...
+
+
+@dataclass
+class LLMStats:
+    """Counters an LLM keeps: calls, tokens, decode time and constraint build times."""
+
+    calls: int = 0
+    prompt_tokens: int = 0
+    prompt_tokens_evaluated: int = 0
+    completion_tokens: int = 0
+    decode_seconds: float = 0.0
+    constraint_builds: dict[str, float] = field(default_factory=dict)
+
+
+def schema_key(schema: dict[str, Any] | None) -> str:
+    """A stable key identifying a schema (for caching compiled constraints)."""
+    return "" if schema is None else json.dumps(schema, sort_keys=True)
+
+
+def schema_label(key: str) -> str:
+    """A short label for a schema key, unique per schema (a digest, then the key's start)."""
+    if not key:
+        return ""
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()[:12] + " " + key[:60]
+
+
+def trim_history(llm: LLM, history: Sequence[Message], budget: int) -> list[Message]:
+    """The most recent history messages that fit in ``budget`` tokens, oldest first."""
+    kept: list[Message] = []
+    for msg in reversed(list(history)):
+        cost = llm.count_tokens(msg["content"]) + 8
+        if cost > budget:
+            break
+        budget -= cost
+        kept.append({"role": msg["role"], "content": msg["content"]})
+    return list(reversed(kept))

@@ -1,0 +1,245 @@
+"""The controller LLM in-process: a GGUF model run by llama-cpp-python, decoding constrained with outlines
+(llguidance); llama_cpp is imported only when the model loads."""
+
+from __future__ import annotations
+
+import copy
+import json
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from localgpt.errors import ConfigError, LocalGPTError
+from localgpt.llm.base import LLMStats, Message, TokenCallback, schema_key, schema_label
+
+CONSTRAINT_CACHE = 32  # compiled constraints kept (least recently used dropped first)
+class CheckedProcessor:
+    """Wraps a logits processor so that an error inside it is not lost.
+
+    llama-cpp-python calls logits processors from a C callback, where an exception is printed and
+    dropped and decoding goes on unconstrained. This records the first error, from then on allows
+    only the end-of-sequence token, and lets ``generate`` raise it.
+    """
+
+    def __init__(self, inner: Any, eos: int) -> None:
+        self.inner = inner
+        self.eos = eos
+        self.error: Exception | None = None
+
+    def reset(self) -> None:
+        """Start a new generation."""
+        self.error = None
+        self.inner.reset()
+
+    def __call__(self, input_ids: Any, logits: Any) -> Any:
+        if self.error is None:
+            try:
+                return self.inner(input_ids, logits)
+            except Exception as exc:
+                self.error = exc
+        logits[:] = float("-inf")
+        logits[self.eos] = 0.0
+        return logits
+
+
+def lean_state_cache(capacity_bytes: int) -> Any:
+    """A llama.cpp RAM state cache that keeps only what prefix reuse needs and counts all it keeps.
+
+    llama-cpp-python's own cache stores a copy of the logits of every prompt position (hundreds of
+    MB per entry for a 150k vocabulary) without counting it against the capacity, so memory grows
+    with each call. Only the last row is ever read back (the next call evaluates at least one fresh
+    token, which overwrites the logits), so that row alone is kept, and the size counts everything.
+    """
+    import llama_cpp
+
+    class LeanStateCache(llama_cpp.LlamaRAMCache):
+        def __setitem__(self, key: Any, value: Any) -> None:
+            value.scores = value.scores[-1:].copy()
+            super().__setitem__(key, value)
+
+        @property
+        def cache_size(self) -> int:
+            return sum(s.llama_state_size + s.scores.nbytes + s.input_ids.nbytes for s in self.cache_state.values())
+
+    return LeanStateCache(capacity_bytes=capacity_bytes)
+
+
+class LlamaCppLLM:
+    """A GGUF model run by llama-cpp-python, constrained by outlines.
+
+    The constraint for each distinct schema is compiled once and cached; calls are serialised
+    (llama.cpp contexts are not thread-safe). With ``prompt_cache_mb`` > 0 the model's state after
+    each call is kept in RAM and the longest matching prompt prefix is reused, so a fixed system
+    prompt is evaluated once rather than on every request (prompt evaluation dominates on a CPU).
+
+    Example::
+
+        llm = LlamaCppLLM("model_store/qwen2.5-coder-1.5b-instruct/model.gguf", n_threads=2)
+        llm.generate([{"role": "user", "content": "Say hi"}], max_tokens=8)
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        n_ctx: int = 4096,
+        n_threads: int = 2,
+        n_gpu_layers: int = 0,
+        backend: str = "llguidance",
+        seed: int = 0,
+        prompt_cache_mb: int = 512,
+    ) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise ConfigError(
+                f"planner model file '{self.path}' does not exist",
+                "install one with: python download_models.py --profile starter, or pass --planner PATH.gguf",
+            )
+        self.n_ctx = n_ctx
+        self.n_threads = n_threads
+        self.n_gpu_layers = n_gpu_layers
+        self.backend = backend
+        self.seed = seed
+        self.prompt_cache_mb = prompt_cache_mb
+        self.stats = LLMStats()
+        self._lock = threading.RLock()
+        self._llama: Any = None
+        self._model: Any = None
+        self._generators: OrderedDict[str, Any] = OrderedDict()
+
+    def _ensure_loaded(self) -> None:
+        """Load the GGUF file (once)."""
+        if self._llama is not None:
+            return
+        try:
+            import llama_cpp
+            import outlines
+        except ImportError as exc:  # pragma: no cover - depends on the install
+            raise ConfigError(
+                f"the LLM needs a package that is not installed: {exc.name}",
+                "install localgpt with: pip install -e '.[cpu]'",
+            ) from exc
+        try:
+            self._llama = llama_cpp.Llama(
+                model_path=str(self.path),
+                n_ctx=self.n_ctx,
+                n_threads=self.n_threads,
+                n_threads_batch=self.n_threads,
+                n_gpu_layers=self.n_gpu_layers,
+                seed=self.seed,
+                verbose=False,
+            )
+        except (ValueError, RuntimeError) as exc:
+            raise ConfigError(f"cannot load GGUF model '{self.path}': {exc}", "is it a valid GGUF file?") from exc
+        if self.prompt_cache_mb > 0:
+            self._llama.set_cache(lean_state_cache(self.prompt_cache_mb << 20))
+        self._model = outlines.from_llamacpp(self._llama)
+
+    def constraint(self, schema: dict[str, Any] | None) -> Any:
+        """The outlines generator for ``schema``, compiled on first use and then reused."""
+        key = schema_key(schema)
+        with self._lock:
+            self._ensure_loaded()
+            gen: Any = self._generators.get(key)
+            if gen is not None:
+                self._generators.move_to_end(key)
+            else:
+                import outlines
+                from outlines.types import JsonSchema
+
+                start = time.perf_counter()
+                if schema is None:
+                    gen = outlines.Generator(self._model)
+                else:
+                    gen = outlines.Generator(self._model, JsonSchema(self._prepare(schema)), backend=self.backend)
+                    gen.logits_processor = CheckedProcessor(gen.logits_processor, self._llama.token_eos())
+                self.stats.constraint_builds[schema_label(key)] = time.perf_counter() - start
+                self._generators[key] = gen
+                while len(self._generators) > CONSTRAINT_CACHE:  # per-request schemas (a type shortlist)
+                    self._generators.popitem(last=False)
+            return gen
+
+    def _prepare(self, schema: dict[str, Any]) -> str:
+        """The schema as the chosen backend wants it (llguidance: compact JSON, no free whitespace)."""
+        schema = copy.deepcopy(schema)
+        if self.backend == "llguidance":
+            schema["x-guidance"] = {"whitespace_flexible": False}
+        return json.dumps(schema)
+
+    def generate(
+        self,
+        messages: Sequence[Message],
+        *,
+        schema: dict[str, Any] | None = None,
+        max_tokens: int = 512,
+        temperature: float = 0.0,
+        on_token: TokenCallback | None = None,
+        seed: int | None = None,
+        repeat_penalty: float = 1.0,
+    ) -> str:
+        """Reply to ``messages``; see :class:`LLM`."""
+        from outlines.inputs import Chat
+
+        with self._lock:
+            gen = self.constraint(schema)
+            prompt = Chat([dict(m) for m in messages])
+            kwargs: dict[str, Any] = {"max_tokens": max_tokens, "temperature": temperature,
+                                      "seed": self.seed if seed is None else seed}
+            if repeat_penalty != 1.0:
+                kwargs["repeat_penalty"] = repeat_penalty
+            start = time.perf_counter()
+            self._perf_reset()
+            try:
+                if on_token is None:
+                    text = gen(prompt, **kwargs)
+                else:
+                    parts = []
+                    for chunk in gen.stream(prompt, **kwargs):
+                        if chunk:
+                            parts.append(chunk)
+                            on_token(chunk)
+                    text = "".join(parts)
+            except (ValueError, RuntimeError) as exc:
+                raise LocalGPTError(f"the LLM failed: {exc}", "the prompt may exceed the context window") from exc
+            finally:
+                self._llama.reset()
+            failure = getattr(gen.logits_processor, "error", None)
+            if failure is not None:
+                raise LocalGPTError(f"the output constraint failed while decoding: {failure!r}",
+                                    f"try the other constraint backend (now {self.backend})") from failure
+            self.stats.decode_seconds += time.perf_counter() - start
+            self.stats.calls += 1
+            self.stats.prompt_tokens += sum(self.count_tokens(m["content"]) for m in messages)
+            self.stats.prompt_tokens_evaluated += self._perf_prompt_tokens()
+            self.stats.completion_tokens += self.count_tokens(text)
+            return str(text)
+
+    def _perf_reset(self) -> None:
+        """Zero llama.cpp's counters for the coming call."""
+        import llama_cpp
+
+        llama_cpp.llama_perf_context_reset(self._llama._ctx.ctx)
+
+    def _perf_prompt_tokens(self) -> int:
+        """Prompt tokens llama.cpp evaluated in the last call (fewer than the prompt on a cache hit)."""
+        import llama_cpp
+
+        return int(llama_cpp.llama_perf_context(self._llama._ctx.ctx).n_p_eval)
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens of ``text`` in this model's vocabulary."""
+        with self._lock:
+            self._ensure_loaded()
+            return len(self._llama.tokenize(text.encode("utf-8"), add_bos=False, special=False))
+
+    def close(self) -> None:
+        """Free the model."""
+        with self._lock:
+            self._generators.clear()
+            if self._llama is not None:
+                self._llama.close()
+            self._llama = None
+            self._model = None

@@ -1,0 +1,249 @@
+"""Mending an invalid plan task by task, keeping what is sound (see docs/planning.md)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from localgpt import tasks as registry
+from localgpt.errors import PlanError
+from localgpt.planning.references import REFERENCE, is_pure_reference, references
+from localgpt.planning.schema import TEXT_MAX
+from localgpt.planning.validate import _media_file, _split_reply, named_files, user_files, validate_plan
+from localgpt.schema import Plan
+from localgpt.tasks import Kind, TaskSpec, kind_by_name
+
+# The task that turns one kind into another, used to mend a plan that wires mismatched kinds together.
+CONVERTERS: dict[tuple[Kind, Kind], str] = {
+    (Kind.IMAGE, Kind.TEXT): "image-to-text",
+    (Kind.AUDIO, Kind.TEXT): "automatic-speech-recognition",
+    (Kind.TEXT, Kind.AUDIO): "text-to-speech",
+    (Kind.TEXT, Kind.IMAGE): "text-to-image",
+    (Kind.TEXT, Kind.VIDEO): "text-to-video",
+}
+
+
+# A request that speaks of a document: a question about its image goes to document-question-answering.
+_DOCUMENT = re.compile(r"\b(document|page|form|invoice|receipt|scan\w*|table|text on|written)\b", re.IGNORECASE)
+
+# A request that asks for what image-to-text writes: a caption, a description, the text in an image.
+_CAPTION_ASKED = re.compile(r"\b(caption\w*|describ\w*|description|extract\w*|ocr)\b", re.IGNORECASE)
+
+# A question that speaks of an image, or of a document (narrower than _DOCUMENT: "what form of energy",
+# "the table of results" need no image): question answering cannot see either.
+_ABOUT_IMAGE = re.compile(r"\b(image|picture|photo|photograph)\b", re.IGNORECASE)
+_DOCUMENT_QUESTION = re.compile(r"\b(document|invoice|receipt|scan\w*|page)\b", re.IGNORECASE)
+
+
+def asks_an_image(question: Any) -> bool:
+    """Whether ``question`` (a text of its own, not a reference) speaks of an image or a document, or
+    names an image file."""
+    return (isinstance(question, str) and not references(question)
+            and bool(_ABOUT_IMAGE.search(question) or _DOCUMENT_QUESTION.search(question)
+                     or any(_media_file(f) is Kind.IMAGE for f in named_files(question))))
+
+
+def image_question_type(request: str, question: Any = "") -> str:
+    """The task that answers a question about an image: document question answering when the request
+    or the question speaks of a document, visual question answering otherwise."""
+    document = _DOCUMENT.search(request) or isinstance(question, str) and _DOCUMENT_QUESTION.search(question)
+    return "document-question-answering" if document else "visual-question-answering"
+
+# A request that asks for a picture, a video or speech to be made ("I want an image of ...", "create a
+# video ..."): a plan that takes such a thing from a file the user never gave has forgotten to make it.
+# A verb of making a few words before the thing, or a wish for "a"/"an"/"some"/"new" one ("make the audio
+# clearer" asks for no new audio).
+_MAKE = re.compile(r"\b(?:(?:create|generate|produce|draw|paint|design|render)\w*\s+(?:\w+\s+){0,3}?"
+                   r"|(?:want|need|like|make)\s+(?:\w+\s+){0,2}?(?:a|an|some|new)\s+(?:\w+\s+)?)"
+                   r"(image|picture|photo|illustration|drawing|video|clip|speech|audio)s?\b", re.IGNORECASE)
+_MADE_KIND = {"image": Kind.IMAGE, "picture": Kind.IMAGE, "photo": Kind.IMAGE, "illustration": Kind.IMAGE,
+              "drawing": Kind.IMAGE, "video": Kind.VIDEO, "clip": Kind.VIDEO, "speech": Kind.AUDIO, "audio": Kind.AUDIO}
+
+_QUOTED = re.compile(r"""(?:^|[\s:(])(['"])(.{3,}?)\1(?=[\s.,;:!?)]|$)""")
+
+
+def _user_text(request: str, files: Sequence[str]) -> str | None:
+    """The text a request gives to work on: its first quoted passage (other than a quoted file name),
+    else a file it names that is no image, audio or video (a text file), else the request itself."""
+    for quoted in _QUOTED.finditer(request):
+        if _media_file(quoted.group(2)) is None:  # a quoted file name is a file, not a text
+            return quoted.group(2).strip()[:TEXT_MAX] or None
+    other = next((f for f in files if kind_by_name(f) is None), None)
+    return other or request.strip()[:TEXT_MAX] or None
+
+
+class _Mender:
+    """Rebuilds a plan task by task, keeping what is sound (see :func:`salvage_plan`)."""
+
+    def __init__(self, specs: Sequence[TaskSpec], request: str, files: Sequence[str]) -> None:
+        self.known = {s.name: s for s in specs}
+        self.out: list[dict[str, Any]] = []
+        self.id_map: dict[int, int] = {}
+        self.user_files = user_files(request, files)
+        self.allowed = set(self.user_files) | {n.replace("\\", "/").rsplit("/", 1)[-1] for n in self.user_files}
+        self.user_text = _user_text(request, self.user_files)
+        self.request = request
+        self.asked_for = {_MADE_KIND[m.group(1).lower()] for m in _MAKE.finditer(request)}
+
+    def produces(self, new_id: int) -> tuple[Kind, ...]:
+        return self.known[self.out[new_id]["task"]].produces
+
+    def convert(self, source: str, have: Kind, want: Kind) -> str | None:
+        """A reference to a converter task added now, fed ``source`` (of kind ``have``)."""
+        name = CONVERTERS.get((have, want))
+        if name is None or name not in self.known:
+            return None
+        spec = self.known[name]
+        self.out.append({"id": len(self.out), "task": name, "dep": [-1], "args": {spec.inputs[0].name: source}})
+        return f"<resource>-{len(self.out) - 1}"
+
+    def latest(self, kind: Kind) -> str | None:
+        """The latest output of ``kind`` so far, else the first user file of that kind."""
+        for new_id in range(len(self.out) - 1, -1, -1):
+            if kind in self.produces(new_id):
+                return f"<resource>-{new_id}"
+        return next((f for f in self.user_files if kind_by_name(f) is kind), None)
+
+    def fix(self, value: str, kind: Kind) -> str | None:
+        """``value`` made sound for an argument of ``kind``, or None when it cannot be."""
+        value = value.strip()
+        if is_pure_reference(value):
+            old = references(value)[0]
+            if old not in self.id_map:
+                return None
+            new = self.id_map[old]
+            have = self.produces(new)
+            if kind in have:
+                return f"<resource>-{new}"
+            # the wrong task was named: the latest output of the kind needed, or the user's file of that
+            # kind, is what it meant; a converter only when there is neither
+            return self.latest(kind) or self.convert(f"<resource>-{new}", have[0], kind)
+        found = kind_by_name(value)
+        base = value.replace("\\", "/").rsplit("/", 1)[-1]
+        given = found is not None and (value in self.allowed or base in self.allowed)
+        if kind is Kind.TEXT:
+            if given and found is not None and found is not kind:  # a user's media file: read it
+                return self.convert(value, found, kind)
+
+            def remap(m: re.Match[str]) -> str:
+                old = int(m.group(1))
+                new = self.id_map.get(old)
+                return f"<resource>-{new}" if new is not None and Kind.TEXT in self.produces(new) else ""
+            fixed = REFERENCE.sub(remap, value).strip()
+            return fixed or None
+        if given and found is not None:
+            return value if found is kind else self.convert(value, found, kind)
+        return None
+
+    def make(self, kind: Kind) -> str | None:
+        """A reference to a task added now that makes ``kind`` from the latest text output (else the user's
+        text), when the request asks for such a thing to be made; else None."""
+        text = self.latest(Kind.TEXT) or self.user_text
+        if kind not in self.asked_for or text is None:
+            return None
+        return self.convert(text, Kind.TEXT, kind)
+
+    def is_image(self, value: Any) -> bool:
+        """Whether ``value`` is an image: a file name of that kind, or a reference to an image output."""
+        if not isinstance(value, str):
+            return False
+        if is_pure_reference(value):
+            new = self.id_map.get(references(value)[0])
+            return new is not None and Kind.IMAGE in self.produces(new)
+        return _media_file(value) is Kind.IMAGE
+
+    def lost(self, value: Any) -> bool:
+        """Whether an argument is missing, empty, or a reference to a task that is not there."""
+        if not isinstance(value, str) or not value.strip():
+            return True
+        return is_pure_reference(value) and references(value)[0] not in self.id_map
+
+    def ask_image(self, item: dict[str, Any]) -> dict[str, Any]:
+        """A question-answering task given an image where a text belongs asks about the image: it
+        becomes visual question answering (document question answering when the request or the
+        question speaks of a document: :func:`image_question_type`). So does one whose context is lost
+        when there is no text to read but an image: the latest image output, else the user's image.
+        (One that only asks about an image is left to :func:`tidy_plan`, which looks at every plan.)
+        Other tasks are returned as they are."""
+        args = item.get("args")
+        if item.get("task") != "question-answering" or not isinstance(args, dict):
+            return item
+        image = next((k for k in ("context", "question") if self.is_image(args.get(k))), None)
+        if image is None and self.lost(args.get("context")) and self.latest(Kind.TEXT) is None:
+            # there is nothing to read the answer from but an image
+            picture = self.latest(Kind.IMAGE)
+            if picture is not None:
+                args, image = {**args, "context": picture}, "context"
+        if image is None:
+            return item
+        other = args.get("question" if image == "context" else "context")
+        name = image_question_type(self.request, other)
+        if name not in self.known or not isinstance(other, str) or not other.strip():
+            return item
+        spec = self.known[name]
+        return {**item, "task": name, "args": {spec.inputs[0].name: args[image], spec.inputs[1].name: other}}
+
+    def add(self, item: Any) -> None:
+        """Add one task of the raw plan if it can be made sound; drop it otherwise."""
+        if not isinstance(item, dict) or item.get("task") not in self.known:
+            return
+        item = self.ask_image(item)
+        old_id, args = item.get("id"), item.get("args")
+        if not isinstance(old_id, int) or old_id in self.id_map:
+            return
+        spec = self.known[item["task"]]
+        args = args if isinstance(args, dict) else {}
+        mark = len(self.out)
+        fixed: dict[str, str] = {}
+        for inp in spec.inputs:
+            value = args.get(inp.name)
+            value = value if isinstance(value, str) and value.strip() else ""
+            new = self.fix(value, inp.kind) if value else None
+            # a lost media input takes the latest fitting output (or the user's file of that kind); a lost
+            # text, or one that was only references, the latest text output, else the text the user gave
+            if new is None and inp.required:
+                if inp.kind is not Kind.TEXT:
+                    new = self.latest(inp.kind) or self.make(inp.kind)
+                elif not value or references(value):
+                    new = self.latest(Kind.TEXT) or self.user_text
+            if new is None:
+                if inp.required:
+                    del self.out[mark:]  # converters added for a task that is dropped go too
+                    return
+                continue
+            fixed[inp.name] = new
+        self.id_map[old_id] = len(self.out)
+        self.out.append({"id": len(self.out), "task": spec.name, "dep": [-1], "args": fixed})
+
+
+def salvage_plan(raw: Any, request: str = "", files: Sequence[str] = (), max_tasks: int = 32,
+                 specs: Sequence[TaskSpec] = registry.TASKS) -> Plan:
+    """Mend a decoded plan that failed validation, keeping every task that can be kept.
+
+    Tasks are renumbered in order. A reference to a task that does not exist, or a file the
+    user did not give, becomes the latest earlier output of the kind needed (or the user's
+    file of that kind; for a text, the text the user gave: a quoted passage, a text file the
+    request names, else the request itself); a reference to an output of the wrong kind takes the
+    latest earlier output of the kind needed too, or the user's file of that kind, and only when there
+    is neither gets a converter task in between (image-to-text, speech recognition, text-to-speech,
+    text-to-image, text-to-video), as does a user's file of the wrong kind; an image, video or speech
+    that is nowhere, when the request asks for one to be made ("I want an image of ..."), is made first
+    from the latest text output, else the user's text; a question-answering task
+    given an image, or with nothing to read but an image, becomes visual (or document) question
+    answering; a task
+    whose required input cannot be found is dropped, with the converters made for it. The steps of
+    a ``{"steps", "tasks"}`` reply are kept. Raises :class:`PlanError` when nothing valid remains.
+
+    Example::
+
+        salvage_plan([{"id": 0, "task": "sentence-similarity", "dep": [-1],
+                       "args": {"text": "example.jpg", "other": "a cat"}}], "compare example.jpg ...")
+    """
+    steps, raw = _split_reply(raw)
+    mender = _Mender(specs, request, files)
+    for item in raw:
+        mender.add(item)
+    if not mender.out:
+        raise PlanError("no task of the plan could be kept")
+    return validate_plan({"steps": steps, "tasks": mender.out[:max_tasks]}, request, files, max_tasks)

@@ -1,0 +1,108 @@
+"""Stage 4: the LLM writes the answer from the request and the structured results.
+
+The answer streams token by token; the list of produced files is appended by code, so every
+file is always named whatever the LLM writes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+from localgpt.llm import FREE_TEXT_REPEAT_PENALTY, LLM, Message, TokenCallback, trim_history
+from localgpt.schema import TaskResult
+
+RESULT_TEXT_MAX = 1500  # characters of one task's text shown to the responder
+
+
+def produced_files(results: Sequence[TaskResult]) -> list[str]:
+    """Every file the tasks produced, in task order."""
+    files = []
+    for r in results:
+        for kind, value in r.outputs.items():
+            if kind != "text" and value not in files:
+                files.append(value)
+    return files
+
+
+def files_section(results: Sequence[TaskResult]) -> str:
+    """The closing list of produced files ("" when there are none), as every answer ends."""
+    files = produced_files(results)
+    return "\n\nFiles produced:\n" + "\n".join(f"- {f}" for f in files) if files else ""
+
+
+def results_for_prompt(results: Sequence[TaskResult], limit: int = RESULT_TEXT_MAX) -> list[dict[str, object]]:
+    """A compact, JSON-ready view of the results for the responder, each text cut to ``limit``."""
+    view = []
+    for r in results:
+        item: dict[str, object] = {"id": r.id, "task": r.task, "status": r.status}
+        if r.model:
+            item["model"] = r.model
+        if r.status == "done":
+            item["outputs"] = {k: v[:limit] for k, v in r.outputs.items()}
+            if r.data is not None:
+                text = json.dumps(r.data, default=str)
+                item["details"] = text if len(text) <= limit // 2 else text[: limit // 2] + "..."
+        else:
+            item["error"] = r.error
+        view.append(item)
+    return view
+
+
+class Responder:
+    """Answers the user from the results of a run.
+
+    Example::
+
+        answer = Responder(llm).respond("read 'hi' aloud", results, on_token=print)
+    """
+
+    def __init__(self, llm: LLM, max_tokens: int = 400) -> None:
+        self.llm = llm
+        self.max_tokens = max_tokens
+
+    def messages(self, request: str, results: Sequence[TaskResult], history: Sequence[Message] = ()) -> list[Message]:
+        """The chat sent to the LLM for the answer."""
+        system = (
+            "You are localgpt, an assistant that answered the user's request by running AI models on this "
+            "machine. Below are the request and what each model produced (or why it failed). Answer the "
+            "request directly and truthfully from these results: quote the important outputs, say which model "
+            "did what when it helps, and say plainly what failed and why. Do not invent results."
+        )
+        room = self.llm.n_ctx - self.max_tokens - self.llm.count_tokens(system + request) - 64
+        limit = RESULT_TEXT_MAX
+        while True:  # shrink each result's text until the results fit the context window
+            body = json.dumps(results_for_prompt(results, limit), ensure_ascii=False, indent=1)
+            if self.llm.count_tokens(body) <= room or limit <= 100:
+                break
+            limit //= 2
+        user = f"Request: {request}\nResults:\n{body}"
+        msgs: list[Message] = [{"role": "system", "content": system}]
+        budget = self.llm.n_ctx - self.max_tokens - self.llm.count_tokens(system + user) - 32
+        msgs.extend(trim_history(self.llm, history, budget))
+        msgs.append({"role": "user", "content": user})
+        return msgs
+
+    @staticmethod
+    def fallback(results: Sequence[TaskResult], reason: str) -> str:
+        """An answer written by code from the results, for when the LLM cannot write one."""
+        lines = [f"(The answer could not be written by the LLM: {reason}. Here are the results.)"]
+        for r in results:
+            if r.status == "done":
+                text = r.outputs.get("text") or ", ".join(f"{k}: {v}" for k, v in r.outputs.items())
+                lines.append(f"- task {r.id} ({r.task}, {r.model}): {text[:RESULT_TEXT_MAX]}")
+            else:
+                lines.append(f"- task {r.id} ({r.task}) {r.status}: {r.error}")
+        return "\n".join(lines) + files_section(results)
+
+    def respond(self, request: str, results: Sequence[TaskResult], history: Sequence[Message] = (),
+                on_token: TokenCallback | None = None) -> str:
+        """The answer text, streamed to ``on_token``, ending with the list of produced files."""
+        answer = self.llm.generate(self.messages(request, results, history), max_tokens=self.max_tokens,
+                                   on_token=on_token, repeat_penalty=FREE_TEXT_REPEAT_PENALTY).strip()
+        tail = files_section(results)
+        if tail:
+            if on_token is not None:
+                on_token(tail)
+            answer += tail
+        return answer

@@ -1,0 +1,176 @@
+"""Run folders, content sniffing, references and the checks on user files."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from localgpt.errors import InputError
+from localgpt.planning.references import is_pure_reference, references
+from localgpt.runtime.media import sniff_kind
+from localgpt.runtime.runs import InputFiles, RunDir
+from localgpt.tasks import Kind, kind_by_name
+from localgpt.testing import mp4_bytes, png_bytes, wav_bytes
+
+HEADERS = {
+    "a.png": (png_bytes("x"), Kind.IMAGE),
+    "b.jpg": (b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01\x01" + b"\x00" * 40, Kind.IMAGE),
+    "c.gif": (b"GIF89a\x01\x00\x01\x00" + b"\x00" * 20, Kind.IMAGE),
+    "d.webp": (b"RIFF\x24\x00\x00\x00WEBPVP8 " + b"\x00" * 20, Kind.IMAGE),
+    "e.wav": (wav_bytes("x"), Kind.AUDIO),
+    "f.flac": (b"fLaC\x00\x00\x00\x22" + b"\x00" * 20, Kind.AUDIO),
+    "g.mp3": (b"ID3\x04\x00\x00\x00\x00\x00\x00" + b"\x00" * 20, Kind.AUDIO),
+    "h.mp4": (mp4_bytes("x"), Kind.VIDEO),
+    "i.m4a": (b"\x00\x00\x00\x20ftypM4A \x00\x00\x00\x00" + b"\x00" * 16, Kind.AUDIO),
+    "j.webm": (b"\x1a\x45\xdf\xa3" + b"\x00" * 20, Kind.VIDEO),
+}
+
+
+@pytest.mark.parametrize("name", sorted(HEADERS))
+def test_sniff_kind(tmp_path: Path, name: str) -> None:
+    data, kind = HEADERS[name]
+    path = tmp_path / name
+    path.write_bytes(data)
+    assert sniff_kind(path) is kind
+
+
+def test_sniff_kind_unknown(tmp_path: Path) -> None:
+    for i, data in enumerate([b"", b"hello, this is plain text", b"%PDF-1.7\n", b"RIFF\x00\x00\x00\x00WXYZ"]):
+        path = tmp_path / f"f{i}.bin"
+        path.write_bytes(data)
+        assert sniff_kind(path) is None, data
+
+
+def test_sniff_kind_common_recorder_and_legacy_formats(tmp_path: Path) -> None:
+    cases = {
+        "clip.avi": (b"RIFF\x00\x00\x00\x00AVI LIST", Kind.VIDEO),
+        "memo.m4a": (b"\x00\x00\x00\x20ftypisom\x00\x00\x02\x00", Kind.AUDIO),  # phone recorders
+        "movie.mp4": (b"\x00\x00\x00\x20ftypisom\x00\x00\x02\x00", Kind.VIDEO),
+        "song.mp3": (b"\xff\xfa\x90\x00" + bytes(60), Kind.AUDIO),  # MPEG frame sync, no ID3 tag
+        "low.mp3": (b"\xff\xe3\x18\xc4" + bytes(60), Kind.AUDIO),
+    }
+    for name, (data, kind) in cases.items():
+        path = tmp_path / name
+        path.write_bytes(data)
+        assert sniff_kind(path) is kind, name
+
+
+def test_kind_by_name() -> None:
+    assert kind_by_name("Photo.JPG") is Kind.IMAGE
+    assert kind_by_name(" dir/clip.webm ") is Kind.VIDEO
+    assert kind_by_name("song.flac") is Kind.AUDIO
+    assert kind_by_name("notes.txt") is None
+    assert kind_by_name("a cat") is None
+
+
+def test_references() -> None:
+    assert references("<resource>-0 and <GENERATED>-12 and <Resource>-3") == [0, 12, 3]
+    assert references("no refs, <resource>-x, resource-1") == []
+    assert is_pure_reference(" <resource>-2 ")
+    assert is_pure_reference("<GENERATED>-1")
+    assert not is_pure_reference("see <resource>-2")
+
+
+def test_run_dir_content_addressed(tmp_path: Path) -> None:
+    out = RunDir.create(tmp_path / "runs")
+    assert out.path.parent == tmp_path / "runs" and out.path.is_dir()
+    assert RunDir.create(tmp_path / "runs").path != out.path
+    a = out.save(b"first", ".wav")
+    b = out.save(b"second", ".wav")
+    again = out.save(b"first", ".wav")
+    assert a != b and again == a
+    assert a.read_bytes() == b"first" and b.read_bytes() == b"second"
+    assert a.suffix == ".wav" and a.parent == out.path
+    assert sorted(p.name for p in out.path.iterdir()) == sorted([a.name, b.name])  # no .part left, no duplicate
+    other_ext = out.save(b"first", ".png")
+    assert other_ext.stem == a.stem and other_ext != a
+
+
+def test_run_dir_adopt_temp_file(tmp_path: Path) -> None:
+    out = RunDir(tmp_path / "run")
+    tmp = out.temp_path(".wav")
+    assert tmp.parent == out.path and not tmp.exists()
+    tmp.write_bytes(b"audio")
+    final = out.adopt(tmp, ".wav")
+    assert final.read_bytes() == b"audio" and not tmp.exists()
+    assert final == out.save(b"audio", ".wav")
+
+
+@pytest.fixture
+def roots(tmp_path: Path) -> tuple[Path, Path]:
+    inside, outside = tmp_path / "inside", tmp_path / "outside"
+    inside.mkdir()
+    outside.mkdir()
+    (inside / "cat.png").write_bytes(png_bytes("cat"))
+    (outside / "secret.png").write_bytes(png_bytes("secret"))
+    return inside, outside
+
+
+def test_input_files_inside_root(roots: tuple[Path, Path]) -> None:
+    inside, _ = roots
+    files = InputFiles(roots=[inside])
+    assert files.check(inside / "cat.png", kind=Kind.IMAGE) == (inside / "cat.png").resolve()
+
+
+def test_input_files_refuse_outside_root(roots: tuple[Path, Path]) -> None:
+    inside, outside = roots
+    files = InputFiles(roots=[inside])
+    with pytest.raises(InputError, match="outside"):
+        files.check(outside / "secret.png")
+    with pytest.raises(InputError, match="outside"):
+        files.check(str(inside / ".." / "outside" / "secret.png"))
+    with pytest.raises(InputError, match="outside"):
+        files.check("/etc/passwd")
+
+
+def test_input_files_refuse_symlink_escape(roots: tuple[Path, Path]) -> None:
+    inside, outside = roots
+    link = inside / "link.png"
+    os.symlink(outside / "secret.png", link)
+    with pytest.raises(InputError, match="outside"):
+        InputFiles(roots=[inside]).check(link)
+
+
+def test_input_files_relative_escape(roots: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    inside, _ = roots
+    monkeypatch.chdir(inside)
+    files = InputFiles(roots=[Path(".")])
+    assert files.check("cat.png") == (inside / "cat.png").resolve()
+    with pytest.raises(InputError, match="outside"):
+        files.check("../outside/secret.png")
+
+
+def test_input_files_missing_directory_wrong_kind(roots: tuple[Path, Path]) -> None:
+    inside, _ = roots
+    files = InputFiles(roots=[inside])
+    with pytest.raises(InputError, match="does not exist"):
+        files.check(inside / "nope.png")
+    (inside / "folder.png").mkdir()
+    with pytest.raises(InputError, match="not a file"):
+        files.check(inside / "folder.png")
+    with pytest.raises(InputError) as err:
+        files.check(inside / "cat.png", kind=Kind.AUDIO)
+    assert "should be audio" in err.value.message and "image" in err.value.message
+    (inside / "fake.png").write_text("just text")
+    with pytest.raises(InputError, match="not a recognised"):
+        files.check(inside / "fake.png", kind=Kind.IMAGE)
+
+
+def test_explicit_files(roots: tuple[Path, Path], tmp_path: Path) -> None:
+    _, outside = roots
+    secret = outside / "secret.png"
+    files = InputFiles([secret], roots=[tmp_path / "inside"])
+    assert files.names() == [str(secret.resolve())]
+    # a given file is allowed wherever it lies, by path or by bare name
+    assert files.check("secret.png", kind=Kind.IMAGE) == secret.resolve()
+    assert files.check(str(secret), kind=Kind.IMAGE) == secret.resolve()
+    # its neighbours are not
+    (outside / "other.png").write_bytes(png_bytes("o"))
+    with pytest.raises(InputError, match="outside"):
+        files.check(outside / "other.png")
+    with pytest.raises(InputError, match="does not exist"):
+        InputFiles([outside / "missing.png"])
+    with pytest.raises(InputError, match="not a file"):
+        InputFiles([outside])
