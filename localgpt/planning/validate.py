@@ -9,6 +9,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from localgpt import tasks as registry
+from localgpt.config import MAX_TASKS_LIMIT
 from localgpt.errors import PlanError
 from localgpt.planning.references import is_pure_reference, references
 from localgpt.schema import Plan, Task
@@ -25,7 +26,7 @@ def user_files(request: str, files: Sequence[str]) -> list[str]:
     return list(dict.fromkeys([*map(str, files), *named_files(request)]))
 
 
-def validate_plan(raw: Any, request: str = "", files: Sequence[str] = (), max_tasks: int = 32) -> Plan:
+def validate_plan(raw: Any, request: str = "", files: Sequence[str] = (), max_tasks: int = MAX_TASKS_LIMIT) -> Plan:
     """Check a decoded plan's meaning and return it with deps derived from references.
 
     Raises :class:`PlanError` naming the first problem: an unknown task, a dep or reference to a
