@@ -503,18 +503,3 @@ def format_plan(items: Sequence[Planned], store: Path) -> str:
     total = sum(p.size or 0 for p in items)
     lines.append(f"total disk needed: {human_size(total)} into {store}")
     return "\n".join(lines)
-
-
-def request_from_args(args: Any) -> PullRequest:
-    """A :class:`PullRequest` from parsed command-line options (shared by the CLI and download_models.py)."""
-    pypi = tuple(getattr(args, "from_pypi", None) or ())
-    repo = getattr(args, "hub", None)
-    profile = getattr(args, "profile", None)
-    if profile is None and repo is None and not pypi:
-        profile = "starter"
-    return PullRequest(profile=profile, repo=repo, task=getattr(args, "task", None),
-                       model_id=getattr(args, "id", None), include=tuple(getattr(args, "include", None) or ()),
-                       pypi=pypi, onnx=bool(getattr(args, "onnx", False)), int8=bool(getattr(args, "int8", False)),
-                       keep_original=bool(getattr(args, "keep_original", False)),
-                       find_links=getattr(args, "find_links", None), cache_dir=getattr(args, "cache_dir", None))
-
