@@ -16,7 +16,7 @@ from localgpt.planning.mend import salvage_plan
 from localgpt.planning.retrieval import Similarity, word_overlap
 from localgpt.planning.schema import STEP_MAX, plan_schema
 from localgpt.planning.tidy import tidy_plan
-from localgpt.planning.validate import validate_plan
+from localgpt.planning.validate import _QUOTED_DATA, validate_plan
 from localgpt.schema import Plan
 from localgpt.tasks import TaskSpec
 
@@ -24,7 +24,6 @@ DEMO_POOL = 30  # demos most similar to a request among which the diverse ones a
 SAMPLE_SEED = 1000  # seed of the first self-consistency sample (the next ones count up)
 # What makes a request read as several actions (see :func:`min_steps`): words that chain actions, and
 # words naming an action or what it makes. Quoted passages are left out first: they are data, not asks.
-_QUOTED_DATA = re.compile(r"'[^']{3,}'|\"[^\"]{3,}\"|`[^`]+`")
 _CHAIN_WORDS = re.compile(r"\b(then|after|afterwards|finally|next|also|once|followed|and|lastly|later|subsequently|"
                           r"as well)\b")
 _ACTION_WORDS = re.compile(r"\b(classify|detect|segment|generate|create|convert|translate|summari[sz]e|transcribe|"

@@ -9,9 +9,8 @@ from typing import Any
 
 from localgpt import tasks as registry
 from localgpt.planning.mend import _CAPTION_ASKED, asks_an_image, image_question_type
-from localgpt.planning.planner import _QUOTED_DATA
 from localgpt.planning.references import is_pure_reference, references, renumber
-from localgpt.planning.validate import _media_file, named_files, user_files, validate_plan
+from localgpt.planning.validate import _QUOTED_DATA, _media_file, named_files, user_files, validate_plan
 from localgpt.schema import Plan
 from localgpt.tasks import Kind, TaskSpec, kind_by_name
 

@@ -15,6 +15,8 @@ from localgpt.schema import Plan, Task
 from localgpt.tasks import Kind, kind_by_name
 
 _FILE_WORD = re.compile(r"[\w./\\~-]+\.[A-Za-z0-9]{2,5}\b")
+# Quoted passages of a request: data to work on, not asks (see planner.min_steps, tidy).
+_QUOTED_DATA = re.compile(r"'[^']{3,}'|\"[^\"]{3,}\"|`[^`]+`")
 def named_files(text: str) -> list[str]:
     """Words of ``text`` that look like file names, each once, in the order they come."""
     return list(dict.fromkeys(w.strip(".,;:!?'\"()") for w in _FILE_WORD.findall(text)))
