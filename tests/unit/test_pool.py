@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_hf_vision import inputs_for, tiny_card
+from tests.integration.test_hf_vision import inputs_for, tiny_card
 
 from localgpt.config import Settings
 from localgpt.errors import ExpertError
