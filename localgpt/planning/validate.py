@@ -16,6 +16,8 @@ from localgpt.schema import Plan, Task
 from localgpt.tasks import Kind, kind_by_name
 
 _FILE_WORD = re.compile(r"[\w./\\~-]+\.[A-Za-z0-9]{2,5}\b")
+
+
 def named_files(text: str) -> list[str]:
     """Words of ``text`` that look like file names, each once, in the order they come."""
     return list(dict.fromkeys(w.strip(".,;:!?'\"()") for w in _FILE_WORD.findall(text)))

@@ -152,7 +152,7 @@ def test_pose_without_a_person_or_image_is_clear(pose_card: ModelCard, photos: d
 def control_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Tiny ControlNet pipelines (pose, canny) saved in a folder of their own (built once)."""
     pytest.importorskip("diffusers")
-    from test_diffusers import build_controlnet
+    from tests.integration.test_diffusers import build_controlnet
 
     root = tmp_path_factory.mktemp("controlnets")
     build_controlnet(root, "tiny-controlnet-pose", ("pose-text-to-image",))
@@ -256,7 +256,7 @@ def test_depth_map_from_the_depth_expert_guides_generation(pose_card: ModelCard,
                                                            photos: dict[str, Path], tmp_path: Path,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     """The control image of depth-text-to-image comes from the depth-estimation expert (tiny DPT)."""
-    from test_hf_vision import build_dpt
+    from tests.integration.test_hf_vision import build_dpt
 
     monkeypatch.chdir(tmp_path)
     shutil.copy(photos["cup"], tmp_path / "cup.png")
@@ -407,7 +407,7 @@ def test_scribble_map_normalises_either_way_round() -> None:
 def line_controlnet(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny ControlNet pipeline serving line-text-to-image (built once)."""
     pytest.importorskip("diffusers")
-    from test_diffusers import build_controlnet
+    from tests.integration.test_diffusers import build_controlnet
 
     root = tmp_path_factory.mktemp("line-controlnet")
     build_controlnet(root, "tiny-controlnet-mlsd", ("line-text-to-image",))
