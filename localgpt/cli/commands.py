@@ -1,9 +1,8 @@
 """The commands that plan and run requests: run, plan, tasks, batch, serve, chat (the ``models`` commands are in
 :mod:`localgpt.cli.models`, the table that joins them in :mod:`localgpt.cli.main`).
 
-Each command is a handler ``cmd_<name>(args) -> exit status`` and, where it has options of its own, a
-builder ``<name>_options(parser)``. Everything heavy is imported inside the handler that needs it, so
-``localgpt --help`` is instant.
+Each command is a handler ``cmd_<name>(args) -> exit status``; its options are data in the table. Everything
+heavy is imported inside the handler that needs it, so ``localgpt --help`` is instant.
 """
 
 from __future__ import annotations
@@ -11,12 +10,36 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from localgpt.fileio import print_err as _err
 
 EXAMPLE = "Say 'the quick brown fox' aloud, then transcribe the audio and tell me if the transcript matches"
+
+
+class Option(NamedTuple):
+    """One argparse argument as data: its flags (or name) and keywords; options sharing a ``group`` exclude
+    each other."""
+
+    flags: tuple[str, ...]
+    kwargs: dict[str, Any]
+    group: str | None = None
+
+
+def opt(*flags: str, group: str | None = None, **kwargs: Any) -> Option:
+    """An :class:`Option`: ``opt("--json", action="store_true", help=...)``."""
+    return Option(flags, kwargs, group)
+
+
+def add_options(parser: argparse.ArgumentParser, options: Sequence[Option]) -> None:
+    """Add ``options`` to ``parser`` in order, each group of mutually exclusive ones made at its first member."""
+    groups: dict[str, Any] = {}
+    for option in options:
+        if option.group is not None and option.group not in groups:
+            groups[option.group] = parser.add_mutually_exclusive_group()
+        (groups[option.group] if option.group else parser).add_argument(*option.flags, **option.kwargs)
 
 
 def settings_from(args: argparse.Namespace) -> Any:
@@ -78,68 +101,6 @@ class ProgressPrinter:
 def _short(value: str, limit: int = 80) -> str:
     value = value.replace("\n", " ")
     return value if len(value) <= limit else value[: limit - 3] + "..."
-
-
-# --- options of each command ---
-
-
-def _file_option(parser: argparse.ArgumentParser, help: str) -> None:
-    parser.add_argument("--file", action="append", default=[], metavar="PATH", help=help)
-
-
-def _runs_dir_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--runs-dir", help="folder for produced files (default: ./runs)")
-
-
-def run_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("request")
-    _file_option(parser, "a file the request uses")
-    parser.add_argument("--json", action="store_true", help="print the whole structured result as JSON")
-    _runs_dir_option(parser)
-
-
-def plan_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("request")
-    _file_option(parser, "a file (need not exist)")
-    shape = parser.add_mutually_exclusive_group()
-    shape.add_argument("--json", action="store_true", help="print the validated plan as JSON")
-    shape.add_argument("--as-demo", action="store_true",
-                       help="print the plan as one line of a demo file (--demos), to keep once you have checked it")
-
-
-def tasks_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--json", action="store_true")
-
-
-def batch_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("input", nargs="?", help="JSONL file of requests")
-    parser.add_argument("-o", "--output", required=True, help="JSONL file of results (created or resumed)")
-    parser.add_argument("--workers", type=int, help="items run at once (default: LOCALGPT_BATCH_WORKERS or 2)")
-    parser.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
-                        help="run on Ray: a private local instance, or the cluster at ADDRESS (e.g. auto)")
-    parser.add_argument("--ray-cpus", type=float, default=1.0, help="CPUs each Ray worker reserves (default 1)")
-    parser.add_argument("--group-by-plan", action="store_true", help="run items with the same fixed plan together")
-    parser.add_argument("--no-answer", action="store_true",
-                        help="skip the LLM's answer (outputs are still recorded)")
-    parser.add_argument("--plan", help="fixed plan (JSON or a JSON file) for items without one; {file} is the file")
-    parser.add_argument("--files", metavar="DIR", help="folder mode: one item per file under DIR")
-    parser.add_argument("--request", metavar="TEMPLATE", help='folder mode: the request, e.g. "Transcribe {file}"')
-    parser.add_argument("--glob", default="*",
-                        help="folder mode: file name pattern, matched recursively (default *)")
-    _runs_dir_option(parser)
-
-
-def serve_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--api-key", help="require 'Authorization: Bearer KEY' (default: LOCALGPT_API_KEY)")
-    parser.add_argument("--insecure", action="store_true", help="allow a non-loopback address without an API key")
-    parser.add_argument("--data-dir", help="uploads and produced files (default: LOCALGPT_DATA_DIR or ./data)")
-
-
-def chat_options(parser: argparse.ArgumentParser) -> None:
-    _file_option(parser, "a file to start with")
-    _runs_dir_option(parser)
 
 
 # --- the commands ---

