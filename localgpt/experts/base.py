@@ -6,6 +6,8 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from localgpt.errors import ExpertError
+
 if TYPE_CHECKING:
     from localgpt.config import Settings
     from localgpt.llm import LLM
@@ -38,6 +40,8 @@ class Expert(ABC):
     values as absolute file paths that were already checked to be of the right kind.
     """
 
+    TASKS: tuple[str, ...] = ()  # the tasks a backend serves, where it names them (see :meth:`check_task`)
+
     def __init__(self, card: ModelCard, ctx: ExpertContext) -> None:
         self.card = card
         self.ctx = ctx
@@ -46,6 +50,11 @@ class Expert(ABC):
     def load(self) -> None:
         """Load weights (called once, lazily, before the first run)."""
         self.loaded = True
+
+    def check_task(self, task: str, what: str = "model") -> None:
+        """ExpertError unless ``task`` is one of :attr:`TASKS` (``what`` names the model in the message)."""
+        if task not in self.TASKS:
+            raise ExpertError(f"{what} '{self.card.id}' serves {', '.join(self.TASKS)}, not '{task}'")
 
     @abstractmethod
     def run(self, task: str, inputs: dict[str, str], out: RunDir) -> ExpertOutput:

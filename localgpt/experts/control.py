@@ -80,8 +80,7 @@ class CannyExpert(Expert):
         import cv2
         import numpy as np
 
-        if task not in self.TASKS:
-            raise ExpertError(f"model '{self.card.id}' serves {', '.join(self.TASKS)}, not '{task}'")
+        self.check_task(task)
         rgb = read_rgb(inputs["image"], task, self.card.id)
         grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
         blur = int(self.card.options.get("blur", 3))
@@ -124,8 +123,7 @@ class LineExpert(Expert):
         import cv2
         import numpy as np
 
-        if task not in self.TASKS:
-            raise ExpertError(f"model '{self.card.id}' serves {', '.join(self.TASKS)}, not '{task}'")
+        self.check_task(task)
         opts = self.card.options
         rgb = read_rgb(inputs["image"], task, self.card.id)
         h, w = rgb.shape[:2]
@@ -388,8 +386,7 @@ class PoseExpert(Expert):
 
     def run(self, task: str, inputs: dict[str, str], out: RunDir) -> ExpertOutput:
         """Find the pose of the most confident person in ``image``; draw its skeleton."""
-        if task not in self.TASKS:
-            raise ExpertError(f"model '{self.card.id}' serves {', '.join(self.TASKS)}, not '{task}'")
+        self.check_task(task)
         if not self.loaded:
             self.load()
         rgb = read_rgb(inputs["image"], task, self.card.id)

@@ -61,8 +61,7 @@ class FastTextLanguageExpert(Expert):
 
     def run(self, task: str, inputs: dict[str, str], out: RunDir) -> ExpertOutput:
         """Label ``text`` with its language."""
-        if task not in self.TASKS:
-            raise ExpertError(f"model '{self.card.id}' serves {', '.join(self.TASKS)}, not '{task}'")
+        self.check_task(task)
         text = inputs.get("text", "")
         if not text.strip():
             raise InputError(f"text-classification with model '{self.card.id}' needs a non-empty 'text'")

@@ -376,8 +376,7 @@ class SpeechToSpeechExpert(Expert):
         """Convert the speech in ``audio`` to the model's target voice, as a WAV file."""
         import torch
 
-        if task not in self.TASKS:
-            raise ExpertError(f"model '{self.card.id}' serves {', '.join(self.TASKS)}, not '{task}'")
+        self.check_task(task)
         if not self.loaded:
             self.load()
         parts = self._parts

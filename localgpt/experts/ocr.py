@@ -107,8 +107,7 @@ class RapidOCRExpert(Expert):
 
     def run(self, task: str, inputs: dict[str, str], out: RunDir) -> ExpertOutput:
         """Read the text in ``image``."""
-        if task not in self.TASKS:
-            raise ExpertError(f"model '{self.card.id}' serves {', '.join(self.TASKS)}, not '{task}'")
+        self.check_task(task)
         image = inputs.get("image", "")
         if not image:
             raise InputError(f"image-to-text with model '{self.card.id}' needs an 'image'")

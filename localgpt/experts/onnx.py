@@ -201,8 +201,7 @@ class SentenceSimilarityExpert(Expert):
 
     def run(self, task: str, inputs: dict[str, str], out: RunDir) -> ExpertOutput:
         """Score how close in meaning ``text`` and ``other_text`` are."""
-        if task not in self.TASKS:
-            raise ExpertError(f"model '{self.card.id}' serves {', '.join(self.TASKS)}, not '{task}'")
+        self.check_task(task)
         text = inputs.get("text", "").strip()
         other = inputs.get("other_text", "").strip()
         if not text or not other:

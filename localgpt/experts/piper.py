@@ -77,8 +77,7 @@ class PiperExpert(Expert):
 
     def run(self, task: str, inputs: dict[str, str], out: RunDir) -> ExpertOutput:
         """Speak ``text`` into a WAV file in the run folder."""
-        if task not in self.TASKS:
-            raise ExpertError(f"voice '{self.card.id}' serves {', '.join(self.TASKS)}, not '{task}'")
+        self.check_task(task, "voice")
         text = inputs.get("text", "").strip()
         if not text:
             raise InputError(f"text-to-speech with voice '{self.card.id}' needs a non-empty 'text'")

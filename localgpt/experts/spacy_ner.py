@@ -58,8 +58,7 @@ class SpacyNERExpert(Expert):
 
     def run(self, task: str, inputs: dict[str, str], out: RunDir) -> ExpertOutput:
         """Find the entities of ``text``."""
-        if task not in self.TASKS:
-            raise ExpertError(f"model '{self.card.id}' serves {', '.join(self.TASKS)}, not '{task}'")
+        self.check_task(task)
         text = inputs.get("text", "")
         if not text.strip():
             raise InputError(f"token-classification with model '{self.card.id}' needs a non-empty 'text'")

@@ -192,8 +192,7 @@ class SileroVADExpert(Expert):
 
     def run(self, task: str, inputs: dict[str, str], out: RunDir) -> ExpertOutput:
         """Say whether ``audio`` holds speech, and where."""
-        if task not in self.TASKS:
-            raise ExpertError(f"model '{self.card.id}' serves {', '.join(self.TASKS)}, not '{task}'")
+        self.check_task(task)
         path = inputs.get("audio", "")
         if not path:
             raise InputError(f"audio-classification with model '{self.card.id}' needs an 'audio' file")

@@ -102,8 +102,7 @@ class FasterWhisperExpert(Expert):
         """Transcribe the ``audio`` file."""
         from faster_whisper import decode_audio
 
-        if task not in self.TASKS:
-            raise ExpertError(f"model '{self.card.id}' serves {', '.join(self.TASKS)}, not '{task}'")
+        self.check_task(task)
         if not self.loaded:
             self.load()
         value = inputs.get("audio", "").strip()

@@ -312,3 +312,19 @@ def test_pool_never_evicts_a_model_in_use(tmp_path: Path) -> None:
         assert env.rec.closes == []
     env.pool.get(b)  # once a is free it is evicted
     assert env.rec.closes == ["a"] and env.pool.loaded_ids() == ["b"]
+
+
+def test_check_task_names_the_model_and_what_it_serves(tmp_path: Path) -> None:
+    from localgpt.experts.base import Expert, ExpertOutput
+
+    class Speaker(Expert):
+        TASKS = ("text-to-speech", "conversational")
+
+        def run(self, task: str, inputs: dict[str, str], out: RunDir) -> ExpertOutput:
+            self.check_task(task, "voice")
+            return ExpertOutput({"text": "ok"})
+
+    expert = Speaker(fake_card("joe", ["text-to-speech"]), ExpertContext(settings=Settings(store=tmp_path)))
+    assert expert.run("conversational", {}, RunDir(tmp_path / "r")).outputs == {"text": "ok"}
+    with pytest.raises(ExpertError, match="^voice 'joe' serves text-to-speech, conversational, not 'summarization'$"):
+        expert.run("summarization", {}, RunDir(tmp_path / "r"))
