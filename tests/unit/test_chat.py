@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from localgpt import cli
+from localgpt.cli import commands as cli
 from localgpt.testing import png_bytes
 from tests.helpers import ANSWER, FakeWorld
 
