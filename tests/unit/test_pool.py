@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.integration.test_hf_vision import inputs_for, tiny_card
 
 from localgpt.config import Settings
 from localgpt.errors import ExpertError
@@ -21,6 +20,7 @@ from localgpt.runtime.pool import ModelPool, expert_on_gpu
 from localgpt.runtime.runs import RunDir
 from localgpt.schema import ModelCard
 from localgpt.testing import FakeExpert, Recorder, fake_card, fake_factory
+from tests.integration.test_hf_vision import inputs_for, tiny_card
 
 
 @pytest.fixture(scope="session")
