@@ -23,12 +23,13 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from localgpt.cli.models import add_pull_options, request_from_args
 from localgpt.config import Settings
 from localgpt.errors import LocalGPTError
-from localgpt.store.catalog import human_size
-from localgpt.store.hub import format_plan, plan_pull, request_from_args, run_pull
+from localgpt.fileio import human_size
+from localgpt.store.hub import format_plan, plan_pull, run_pull
 from localgpt.store.packs import PACKS, PROFILES, SOURCE_PACKS
-from localgpt.store.profiles import HUB_MODELS, HUB_PROFILES, add_pull_options
+from localgpt.store.profiles import HUB_MODELS, HUB_PROFILES
 
 
 def build_parser() -> argparse.ArgumentParser:

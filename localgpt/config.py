@@ -11,6 +11,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from localgpt.errors import ConfigError
 
+MAX_TASKS_LIMIT = 32  # the most tasks any plan may have (the ceiling of the max_tasks setting)
+DEFAULT_MAX_TASKS = 8  # the max_tasks setting's default: the most tasks the planner's schema admits
+
 
 def _default_store() -> Path:
     """The repo's ``model_store/`` in a checkout, else a per-user data folder."""
@@ -54,7 +57,8 @@ class Settings(BaseSettings):
     prompt_cache_mb: int = Field(default=512, ge=0, description="RAM for reusing LLM prompt prefixes; 0 turns it off")
     max_workers: int = Field(default=4, ge=1, description="tasks run at once")
     task_timeout: float = Field(default=600.0, gt=0, description="seconds before a task is failed")
-    max_tasks: int = Field(default=8, ge=1, le=32, description="most tasks a plan may have")
+    max_tasks: int = Field(default=DEFAULT_MAX_TASKS, ge=1, le=MAX_TASKS_LIMIT,
+                           description="most tasks a plan may have")
     memory_budget_mb: int = Field(default=8192, ge=64, description="RAM the model pool may hold")
     max_input_mb: int = Field(default=512, ge=1, description="largest input file a task accepts")
     vram_budget_mb: int = Field(

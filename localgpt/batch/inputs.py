@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from localgpt.config import DEFAULT_MAX_TASKS
 from localgpt.errors import InputError, PlanError
 from localgpt.planning.validate import validate_plan
 from localgpt.schema import Plan
@@ -73,7 +74,7 @@ def _default_plan(raw: Any, request: str, files: list[str], max_tasks: int) -> P
 
 
 def parse_line(text: str, number: int, seen: dict[str, int], default_plan: Any = None,
-               max_tasks: int = 8) -> Entry:
+               max_tasks: int = DEFAULT_MAX_TASKS) -> Entry:
     """One input line as an :class:`Item`, or a :class:`BadLine` saying what is wrong with it.
 
     ``seen`` maps ids already read to their line and is updated; ids are compared as strings.
@@ -112,7 +113,7 @@ def parse_line(text: str, number: int, seen: dict[str, int], default_plan: Any =
     return Item(item_id, request, files, plan, number)
 
 
-def read_items(path: Path, default_plan: Any = None, max_tasks: int = 8) -> list[Entry]:
+def read_items(path: Path, default_plan: Any = None, max_tasks: int = DEFAULT_MAX_TASKS) -> list[Entry]:
     """Every line of a JSONL input as an item or a bad line; blank lines are ignored.
 
     Each line is ``{"id": ..., "request": ..., "files": [...]?, "plan": [...]?}``; ``default_plan``
@@ -136,7 +137,7 @@ def read_items(path: Path, default_plan: Any = None, max_tasks: int = 8) -> list
 
 
 def folder_items(folder: Path, template: str, pattern: str = "*", default_plan: Any = None,
-                 max_tasks: int = 8) -> list[Entry]:
+                 max_tasks: int = DEFAULT_MAX_TASKS) -> list[Entry]:
     """One item per file under ``folder`` matching ``pattern`` (recursively; hidden files left out).
 
     The id is the path relative to ``folder``; in ``template`` and ``default_plan``, ``{file}`` becomes

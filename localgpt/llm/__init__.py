@@ -4,13 +4,15 @@
 from localgpt.llm.base import (
     FREE_TEXT_REPEAT_PENALTY,
     LLM,
+    MESSAGE_OVERHEAD,
     LLMStats,
     Message,
     TokenCallback,
+    context_budget,
     schema_key,
     schema_label,
     trim_history,
 )
 
-__all__ = ["FREE_TEXT_REPEAT_PENALTY", "LLM", "LLMStats", "Message", "TokenCallback", "schema_key", "schema_label",
-           "trim_history"]
+__all__ = ["FREE_TEXT_REPEAT_PENALTY", "LLM", "MESSAGE_OVERHEAD", "LLMStats", "Message", "TokenCallback",
+           "context_budget", "schema_key", "schema_label", "trim_history"]

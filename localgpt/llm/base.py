@@ -1,5 +1,5 @@
 """The controller LLM's protocol: one generation method, optionally constrained to a JSON schema; token counting;
-history trimming to a token budget."""
+the context window's budget and history trimming to it."""
 
 from __future__ import annotations
 
@@ -70,11 +70,31 @@ def schema_label(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8")).hexdigest()[:12] + " " + key[:60]
 
 
+MESSAGE_OVERHEAD = 8  # tokens a chat template adds around one message's content (role, separators)
+
+
+def context_budget(llm: LLM, reply_tokens: int, messages: Sequence[Message] = (), text: str = "",
+                   margin: int = 0) -> int:
+    """Tokens of ``llm``'s context window left once the reply (``reply_tokens``), ``messages`` (each with
+    :data:`MESSAGE_OVERHEAD`), ``text`` (counted as it is) and a safety ``margin`` are taken out.
+
+    Example::
+
+        budget = context_budget(llm, 400, text=system + user, margin=32)
+        history = trim_history(llm, history, budget)
+    """
+    used = sum(llm.count_tokens(m["content"]) + MESSAGE_OVERHEAD for m in messages)
+    if text:
+        used += llm.count_tokens(text)
+    return llm.n_ctx - reply_tokens - used - margin
+
+
 def trim_history(llm: LLM, history: Sequence[Message], budget: int) -> list[Message]:
-    """The most recent history messages that fit in ``budget`` tokens, oldest first."""
+    """The most recent history messages that fit in ``budget`` tokens (each with :data:`MESSAGE_OVERHEAD`),
+    oldest first."""
     kept: list[Message] = []
     for msg in reversed(list(history)):
-        cost = llm.count_tokens(msg["content"]) + 8
+        cost = llm.count_tokens(msg["content"]) + MESSAGE_OVERHEAD
         if cost > budget:
             break
         budget -= cost

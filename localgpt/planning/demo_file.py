@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from localgpt import tasks as registry
+from localgpt.config import MAX_TASKS_LIMIT
 from localgpt.errors import ConfigError, PlanError
 from localgpt.planning.demos import Demo
 from localgpt.planning.references import renumber
@@ -227,7 +228,7 @@ def _own_demo(obj: dict[str, Any], where: str, max_tasks: int) -> Demo:
     return Demo(request=request.strip(), files=tuple(files), plan=numbered, steps=tuple(steps))
 
 
-def load_demo_file(path: Path, max_tasks: int = 32) -> DemoFile:
+def load_demo_file(path: Path, max_tasks: int = MAX_TASKS_LIMIT) -> DemoFile:
     """The demos of a JSONL file in localgpt's or TaskBench's form (see the module's docstring).
 
     Raises :class:`ConfigError` naming the file and line for a missing file, a line that is not a JSON

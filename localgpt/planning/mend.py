@@ -7,7 +7,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from localgpt import tasks as registry
+from localgpt.config import MAX_TASKS_LIMIT
 from localgpt.errors import PlanError
+from localgpt.planning.quotes import quoted_passages
 from localgpt.planning.references import REFERENCE, is_pure_reference, references
 from localgpt.planning.schema import TEXT_MAX
 from localgpt.planning.validate import _media_file, _split_reply, named_files, user_files, validate_plan
@@ -60,15 +62,12 @@ _MAKE = re.compile(r"\b(?:(?:create|generate|produce|draw|paint|design|render)\w
 _MADE_KIND = {"image": Kind.IMAGE, "picture": Kind.IMAGE, "photo": Kind.IMAGE, "illustration": Kind.IMAGE,
               "drawing": Kind.IMAGE, "video": Kind.VIDEO, "clip": Kind.VIDEO, "speech": Kind.AUDIO, "audio": Kind.AUDIO}
 
-_QUOTED = re.compile(r"""(?:^|[\s:(])(['"])(.{3,}?)\1(?=[\s.,;:!?)]|$)""")
-
-
 def _user_text(request: str, files: Sequence[str]) -> str | None:
     """The text a request gives to work on: its first quoted passage (other than a quoted file name),
     else a file it names that is no image, audio or video (a text file), else the request itself."""
-    for quoted in _QUOTED.finditer(request):
-        if _media_file(quoted.group(2)) is None:  # a quoted file name is a file, not a text
-            return quoted.group(2).strip()[:TEXT_MAX] or None
+    for quoted in quoted_passages(request, bounded=True):
+        if _media_file(quoted.text) is None:  # a quoted file name is a file, not a text
+            return quoted.text.strip()[:TEXT_MAX] or None
     other = next((f for f in files if kind_by_name(f) is None), None)
     return other or request.strip()[:TEXT_MAX] or None
 
@@ -217,7 +216,7 @@ class _Mender:
         self.out.append({"id": len(self.out), "task": spec.name, "dep": [-1], "args": fixed})
 
 
-def salvage_plan(raw: Any, request: str = "", files: Sequence[str] = (), max_tasks: int = 32,
+def salvage_plan(raw: Any, request: str = "", files: Sequence[str] = (), max_tasks: int = MAX_TASKS_LIMIT,
                  specs: Sequence[TaskSpec] = registry.TASKS) -> Plan:
     """Mend a decoded plan that failed validation, keeping every task that can be kept.
 

@@ -9,14 +9,16 @@ from collections.abc import Sequence
 from typing import Any
 
 from localgpt import tasks as registry
+from localgpt.config import DEFAULT_MAX_TASKS
 from localgpt.errors import PlanError
-from localgpt.llm import LLM, Message, trim_history
+from localgpt.llm import LLM, Message, context_budget, trim_history
 from localgpt.planning.demos import DEMOS, Demo
 from localgpt.planning.mend import salvage_plan
+from localgpt.planning.quotes import outside_quotes
 from localgpt.planning.retrieval import Similarity, word_overlap
 from localgpt.planning.schema import STEP_MAX, plan_schema
 from localgpt.planning.tidy import tidy_plan
-from localgpt.planning.validate import _QUOTED_DATA, validate_plan
+from localgpt.planning.validate import validate_plan
 from localgpt.schema import Plan
 from localgpt.tasks import TaskSpec
 
@@ -43,7 +45,7 @@ def min_steps(request: str) -> int:
     words, 89 of whose 91 need three tools or more, was measured too: it changed 4 plans and
     nothing in the scores.)
     """
-    text = _QUOTED_DATA.sub(" ", request).lower()
+    text = outside_quotes(request).lower()
     chained = len(_CHAIN_WORDS.findall(text)) >= 2
     actions = len({m.group(1) for m in _ACTION_WORDS.finditer(text)}) >= 4
     return 2 if chained or actions else 1
@@ -58,7 +60,7 @@ class Planner:
         plan = planner.plan("Read 'hello' aloud", files=[])
     """
 
-    def __init__(self, llm: LLM, *, max_tasks: int = 8, n_demos: int = 3,
+    def __init__(self, llm: LLM, *, max_tasks: int = DEFAULT_MAX_TASKS, n_demos: int = 3,
                  demos: Sequence[Demo] = DEMOS, specs: Sequence[TaskSpec] = registry.TASKS,
                  repair: bool = True, salvage: bool = True, similarity: Similarity = word_overlap,
                  decompose: bool = True, samples: int = 0, sample_temperature: float = 0.7,
@@ -173,9 +175,7 @@ class Planner:
             msgs.append({"role": "user", "content": self.user_prompt(demo.request, demo.files)})
             msgs.append({"role": "assistant", "content": self.demo_reply(demo)})
         current = {"role": "user", "content": self.user_prompt(request, files)}
-        budget = self.llm.n_ctx - self.max_tokens() - sum(self.llm.count_tokens(m["content"]) + 8 for m in msgs)
-        budget -= self.llm.count_tokens(current["content"]) + 8
-        msgs.extend(trim_history(self.llm, history, budget))
+        msgs.extend(trim_history(self.llm, history, context_budget(self.llm, self.max_tokens(), [*msgs, current])))
         msgs.append(current)
         return msgs
 
@@ -263,7 +263,7 @@ class Planner:
         return candidates[votes.index(max(votes))]
 
 
-def accept_reply(raw: str, request: str = "", files: Sequence[str] = (), max_tasks: int = 8,
+def accept_reply(raw: str, request: str = "", files: Sequence[str] = (), max_tasks: int = DEFAULT_MAX_TASKS,
                  specs: Sequence[TaskSpec] = registry.TASKS, *, salvage: bool = True) -> tuple[Plan, bool]:
     """The plan in a planner reply, valid as it is or mended (:func:`salvage_plan`), then tidied
     (:func:`tidy_plan`), with its steps, and whether it was mended. Raises the first error found when

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from localgpt import tasks as registry
+from localgpt.config import DEFAULT_MAX_TASKS
 from localgpt.tasks import EXTENSIONS, Kind, TaskSpec
 
 TEXT_MAX = 240  # longest literal text argument the constraint admits, in characters
@@ -74,7 +75,7 @@ def _task_schema(specs: Sequence[TaskSpec], position: int) -> dict[str, Any]:
     return {"anyOf": variants}
 
 
-def plan_schema(specs: Sequence[TaskSpec] = registry.TASKS, max_tasks: int = 8, *,
+def plan_schema(specs: Sequence[TaskSpec] = registry.TASKS, max_tasks: int = DEFAULT_MAX_TASKS, *,
                 steps: bool = False) -> dict[str, Any]:
     """The JSON schema of a plan: a list of tasks, each typed by its task name and by its place.
 

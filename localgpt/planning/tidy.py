@@ -8,9 +8,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from localgpt import tasks as registry
+from localgpt.config import MAX_TASKS_LIMIT
 from localgpt.planning.mend import _CAPTION_ASKED, asks_an_image, image_question_type
+from localgpt.planning.quotes import outside_quotes
 from localgpt.planning.references import is_pure_reference, references, renumber
-from localgpt.planning.validate import _QUOTED_DATA, _media_file, named_files, user_files, validate_plan
+from localgpt.planning.validate import _media_file, named_files, user_files, validate_plan
 from localgpt.schema import Plan
 from localgpt.tasks import Kind, TaskSpec, kind_by_name
 
@@ -59,7 +61,7 @@ def _ask_the_image(tasks: list[dict[str, Any]], request: str, specs: dict[str, T
         task["task"] = spec.name
         task["args"] = {spec.inputs[0].name: source["args"]["image"], spec.inputs[1].name: question}
         asked.add(source["id"])
-    if _CAPTION_ASKED.search(_QUOTED_DATA.sub(" ", request)):
+    if _CAPTION_ASKED.search(outside_quotes(request)):
         return tasks  # what image-to-text writes is asked for too: it stays
     used = {r for t in tasks for v in t["args"].values() for r in references(v)}
     return [t for t in tasks if t["id"] not in asked - used]
@@ -175,7 +177,7 @@ def _follow_steps(tasks: list[dict[str, Any]], steps: Sequence[str]) -> None:
                 task["args"][inp.name] = f"<resource>-{named[-1]['id']}"
 
 
-def tidy_plan(plan: Plan, request: str = "", files: Sequence[str] = (), max_tasks: int = 32,
+def tidy_plan(plan: Plan, request: str = "", files: Sequence[str] = (), max_tasks: int = MAX_TASKS_LIMIT,
               specs: Sequence[TaskSpec] = registry.TASKS) -> Plan:
     """A valid plan with five slips of a small planner undone: a question answered from an image's
     caption asks the image itself (:func:`_ask_the_image`), so does one that speaks of an image or a

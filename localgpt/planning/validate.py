@@ -9,14 +9,15 @@ from typing import Any
 from pydantic import ValidationError
 
 from localgpt import tasks as registry
+from localgpt.config import MAX_TASKS_LIMIT
 from localgpt.errors import PlanError
 from localgpt.planning.references import is_pure_reference, references
 from localgpt.schema import Plan, Task
 from localgpt.tasks import Kind, kind_by_name
 
 _FILE_WORD = re.compile(r"[\w./\\~-]+\.[A-Za-z0-9]{2,5}\b")
-# Quoted passages of a request: data to work on, not asks (see planner.min_steps, tidy).
-_QUOTED_DATA = re.compile(r"'[^']{3,}'|\"[^\"]{3,}\"|`[^`]+`")
+
+
 def named_files(text: str) -> list[str]:
     """Words of ``text`` that look like file names, each once, in the order they come."""
     return list(dict.fromkeys(w.strip(".,;:!?'\"()") for w in _FILE_WORD.findall(text)))
@@ -27,7 +28,7 @@ def user_files(request: str, files: Sequence[str]) -> list[str]:
     return list(dict.fromkeys([*map(str, files), *named_files(request)]))
 
 
-def validate_plan(raw: Any, request: str = "", files: Sequence[str] = (), max_tasks: int = 32) -> Plan:
+def validate_plan(raw: Any, request: str = "", files: Sequence[str] = (), max_tasks: int = MAX_TASKS_LIMIT) -> Plan:
     """Check a decoded plan's meaning and return it with deps derived from references.
 
     Raises :class:`PlanError` naming the first problem: an unknown task, a dep or reference to a

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from localgpt.errors import InputError
+from localgpt.fileio import human_size
 from localgpt.tasks import Kind, kind_by_name
 
 # The largest file a user may hand in, unless InputFiles is given another limit.
@@ -37,16 +38,6 @@ def sniff_kind(path: Path) -> Kind | None:
     if head[:4] == b"\x1a\x45\xdf\xa3":
         return Kind.VIDEO
     return None
-
-
-def _human(size: int) -> str:
-    """A byte count for messages (e.g. "12.3 MB")."""
-    value = float(size)
-    for unit in ("bytes", "kB", "MB", "GB"):
-        if value < 1000 or unit == "GB":
-            return f"{value:.0f} {unit}" if unit == "bytes" else f"{value:.1f} {unit}"
-        value /= 1000
-    return f"{size} bytes"
 
 
 def _decode_image(path: Path) -> None:
@@ -114,8 +105,8 @@ def check_media(path: Path, kind: Kind, max_bytes: int | None = MAX_INPUT_BYTES)
     """
     size = path.stat().st_size
     if max_bytes is not None and size > max_bytes:
-        raise InputError(f"file '{path.name}' is {_human(size)}, more than the {_human(max_bytes)} an input may be",
-                         "give a smaller file")
+        raise InputError(f"file '{path.name}' is {human_size(size)}, more than the {human_size(max_bytes)} an "
+                         "input may be", "give a smaller file")
     found = sniff_kind(path)
     if found != kind:
         what = found.value if found else "not a recognised image, audio or video file"

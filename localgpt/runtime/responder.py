@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
-from localgpt.llm import FREE_TEXT_REPEAT_PENALTY, LLM, Message, TokenCallback, trim_history
+from localgpt.llm import FREE_TEXT_REPEAT_PENALTY, LLM, Message, TokenCallback, context_budget, trim_history
 from localgpt.schema import TaskResult
 
 RESULT_TEXT_MAX = 1500  # characters of one task's text shown to the responder
@@ -69,7 +69,7 @@ class Responder:
             "request directly and truthfully from these results: quote the important outputs, say which model "
             "did what when it helps, and say plainly what failed and why. Do not invent results."
         )
-        room = self.llm.n_ctx - self.max_tokens - self.llm.count_tokens(system + request) - 64
+        room = context_budget(self.llm, self.max_tokens, text=system + request, margin=64)
         limit = RESULT_TEXT_MAX
         while True:  # shrink each result's text until the results fit the context window
             body = json.dumps(results_for_prompt(results, limit), ensure_ascii=False, indent=1)
@@ -78,8 +78,8 @@ class Responder:
             limit //= 2
         user = f"Request: {request}\nResults:\n{body}"
         msgs: list[Message] = [{"role": "system", "content": system}]
-        budget = self.llm.n_ctx - self.max_tokens - self.llm.count_tokens(system + user) - 32
-        msgs.extend(trim_history(self.llm, history, budget))
+        msgs.extend(trim_history(self.llm, history,
+                                 context_budget(self.llm, self.max_tokens, text=system + user, margin=32)))
         msgs.append({"role": "user", "content": user})
         return msgs
 

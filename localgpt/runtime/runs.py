@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tempfile
 import time
@@ -11,6 +10,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from localgpt.errors import InputError
+from localgpt.fileio import sha256_file
 from localgpt.runtime.media import MAX_INPUT_BYTES, check_media
 from localgpt.tasks import Kind
 
@@ -47,11 +47,7 @@ class RunDir:
 
     def adopt(self, tmp: Path, suffix: str) -> Path:
         """Rename a finished temporary file to its content-addressed name."""
-        digest = hashlib.sha256()
-        with open(tmp, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
-        final = self.path / f"{digest.hexdigest()[:16]}{suffix}"
+        final = self.path / f"{sha256_file(tmp)[:16]}{suffix}"
         if final.exists():
             tmp.unlink()
         else:

@@ -21,7 +21,6 @@ import io
 import json
 import os
 import re
-import sys
 import tarfile
 import tempfile
 from collections.abc import Callable, Sequence
@@ -29,19 +28,15 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from localgpt.errors import StoreError
+from localgpt.fileio import copy_hashing, human_size, print_err
 from localgpt.schema import FileEntry, ModelCard
-from localgpt.store.catalog import MANIFEST, PARTIAL, Catalog, human_size, read_manifest, remove_tree, valid_id
+from localgpt.store.catalog import MANIFEST, PARTIAL, Catalog, read_manifest, remove_tree, valid_id
 
 Progress = Callable[[str], None]
 INDEX = "index.json"
 FORMAT = "localgpt-bundle"
 VERSION = 1
-_BLOCK = 1 << 20
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
-
-
-def _stderr(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
 
 
 def _tarinfo(name: str, size: int) -> tarfile.TarInfo:
@@ -64,7 +59,7 @@ def make_bundle(store: Path, out: Path, ids: Sequence[str] = (), progress: Progr
 
         make_bundle(Path("model_store"), Path("speech.tar"), ["piper-en-us-joe-medium", "whisper-tiny-en"])
     """
-    say = progress or _stderr
+    say = progress or print_err
     catalog = Catalog(Path(store))
     cards = [catalog.get(i) for i in ids] if ids else catalog.cards()
     if not cards:
@@ -171,16 +166,11 @@ def _extract_checked(tar: tarfile.TarFile, member: tarfile.TarInfo, target: Path
     target.parent.mkdir(parents=True, exist_ok=True)
     src = tar.extractfile(member)
     assert src is not None
-    digest = hashlib.sha256()
-    size = 0
     with target.open("xb") as sink:
-        while block := src.read(_BLOCK):
-            digest.update(block)
-            sink.write(block)
-            size += len(block)
-    if size != entry["size"] or digest.hexdigest() != entry["sha256"]:
+        digest, size = copy_hashing([src], sink)
+    if size != entry["size"] or digest != entry["sha256"]:
         raise StoreError(f"bundle file {member.name} does not match the bundle's index "
-                         f"(sha256 {digest.hexdigest()[:12]}..., index {entry['sha256'][:12]}...)",
+                         f"(sha256 {digest[:12]}..., index {entry['sha256'][:12]}...)",
                          hint="the bundle was altered or damaged in transit; nothing was imported")
 
 
@@ -194,7 +184,7 @@ def import_bundle(store: Path, bundle: Path, progress: Progress | None = None) -
 
         cards = import_bundle(Path("model_store"), Path("models.tar"))
     """
-    say = progress or _stderr
+    say = progress or print_err
     store, bundle = Path(store), Path(bundle)
     catalog = Catalog(store)
     try:

@@ -13,7 +13,6 @@ Example::
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -24,12 +23,12 @@ from pydantic import ValidationError
 
 from localgpt import tasks
 from localgpt.errors import NoModelError, StoreError
+from localgpt.fileio import human_size, sha256_file
 from localgpt.schema import FileEntry, ModelCard, ModelSource
 
 MANIFEST = "model.json"
 PARTIAL = ".partial"
 CONTROLLER_ID = "controller-llm"
-_BLOCK = 1 << 20
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -38,23 +37,10 @@ def valid_id(model_id: str) -> bool:
     return bool(_ID_RE.match(model_id)) and not model_id.endswith(PARTIAL)
 
 
-def sha256_file(path: Path) -> str:
-    """The sha256 hex digest of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(_BLOCK):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def human_size(n: int) -> str:
-    """A byte count in decimal units: ``1117320768`` -> ``'1.1 GB'``."""
-    size = float(n)
-    for unit in ("B", "kB", "MB", "GB"):
-        if size < 1000 or unit == "GB":
-            return f"{int(size)} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1000
-    raise AssertionError("unreachable")  # pragma: no cover
+def hash_folder(folder: Path) -> list[FileEntry]:
+    """Every file under ``folder`` (except the manifest) with its sha256 and size, in path order."""
+    return [FileEntry(path=p.relative_to(folder).as_posix(), sha256=sha256_file(p), size=p.stat().st_size)
+            for p in sorted(folder.rglob("*")) if p.is_file() and p.name != MANIFEST]
 
 
 def read_manifest(path: Path) -> ModelCard:
@@ -217,11 +203,7 @@ class Catalog:
         if not folder.is_dir():
             raise StoreError(f"cannot add model {card.id}: {folder} is not a folder")
         if not card.files:
-            entries = [
-                FileEntry(path=p.relative_to(folder).as_posix(), sha256=sha256_file(p), size=p.stat().st_size)
-                for p in sorted(folder.rglob("*")) if p.is_file() and p.name != MANIFEST
-            ]
-            card = card.model_copy(update={"files": entries})
+            card = card.model_copy(update={"files": hash_folder(folder)})
         for entry in card.files:
             found = folder / entry.path
             if not found.is_file() or found.stat().st_size != entry.size:

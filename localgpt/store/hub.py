@@ -24,8 +24,6 @@ import fnmatch
 import json
 import os
 import re
-import shutil
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,22 +31,13 @@ from typing import Any
 
 from localgpt import tasks
 from localgpt.errors import StoreError
+from localgpt.fileio import check_disk, human_size, print_err, sha256_file
 from localgpt.schema import FileEntry, ModelCard, ModelSource
-from localgpt.store.catalog import (
-    MANIFEST,
-    PARTIAL,
-    Catalog,
-    existing_card,
-    human_size,
-    remove_tree,
-    sha256_file,
-    valid_id,
-)
+from localgpt.store.catalog import MANIFEST, PARTIAL, Catalog, existing_card, hash_folder, remove_tree, valid_id
 from localgpt.store.profiles import HubModel
 
 Progress = Callable[[str], None]
 DEFAULT_ENDPOINT = "https://huggingface.co"
-SPARE = 64 * 1000 * 1000  # bytes left free on the store's disk after a pull
 _COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
 _LOCAL_CACHE = ".cache"  # huggingface_hub's bookkeeping inside a local_dir download
 
@@ -170,10 +159,6 @@ def detect_backend(paths: Sequence[str], task: str) -> tuple[str, str, dict[str,
     return "transformers", "pytorch", {"pipeline": PIPELINE_FOR_TASK.get(task, task)}
 
 
-def _stderr(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
-
-
 def _present(folder: Path, f: RemoteFile) -> int:
     """Bytes of ``f`` already in ``folder``: the whole file, or an interrupted download's part."""
     done = folder / f.path
@@ -187,18 +172,6 @@ def _present(folder: Path, f: RemoteFile) -> int:
     except (ImportError, AttributeError, OSError):
         return 0
     return max((p.stat().st_size for p in parts), default=0)
-
-
-def check_disk(store: Path, needed: int, what: str) -> None:
-    """StoreError when ``store``'s disk has less than ``needed`` bytes (plus a margin) free."""
-    probe = store
-    while not probe.exists():
-        probe = probe.parent
-    free = shutil.disk_usage(probe).free
-    if free < needed + SPARE:
-        raise StoreError(f"not enough disk space for {what}: it needs {human_size(needed)} more, "
-                         f"{probe} has {human_size(free)} free",
-                         hint="free some space or use another --store")
 
 
 def _download(repo: str, commit: str, f: RemoteFile, folder: Path, hub: str, retries: int,
@@ -254,12 +227,6 @@ def _check_downloaded(repo: str, folder: Path, files: Sequence[RemoteFile]) -> l
     return entries
 
 
-def _hash_folder(folder: Path) -> list[FileEntry]:
-    """Every file under ``folder`` (except the manifest) with its sha256 and size."""
-    return [FileEntry(path=p.relative_to(folder).as_posix(), sha256=sha256_file(p), size=p.stat().st_size)
-            for p in sorted(folder.rglob("*")) if p.is_file() and p.name != MANIFEST]
-
-
 def installed_from_hub(store: Path, model_id: str, repo: str, commit: str | None) -> ModelCard | None:
     """The card of ``model_id`` when it is installed from ``repo`` at ``commit`` with all its files."""
     card = existing_card(store, model_id)
@@ -301,7 +268,7 @@ def pull(repo: str, store: Path, *, task: str, revision: str = "main", model_id:
 
     Nothing is registered unless every file arrived whole; a failed pull leaves ``<id>.partial`` to resume.
     """
-    say = progress or _stderr
+    say = progress or print_err
     store = Path(store)
     if task != "controller" and not tasks.is_known(task):
         raise StoreError(f"unknown task {task!r}", hint="see: localgpt tasks")
@@ -345,7 +312,7 @@ def pull(repo: str, store: Path, *, task: str, revision: str = "main", model_id:
     have = sum(min(_present(partial, f), f.size or 0) for f in wanted) if partial.exists() else 0
     weights = sum(f.size or 0 for f in wanted if f.path.endswith((".safetensors", ".bin", ".pt")))
     extra = (weights + (weights // 4 if int8 else 0)) if onnx else 0
-    check_disk(store, total - have + extra, f"{model_id} ({repo}, {human_size(total)})")
+    check_disk(store, total - have + extra, f"for {model_id} ({repo}, {human_size(total)})")
     previous.parent.mkdir(parents=True, exist_ok=True)
     previous.write_text(json.dumps({"repo": repo, "commit": state.commit}))
 
@@ -372,7 +339,7 @@ def pull(repo: str, store: Path, *, task: str, revision: str = "main", model_id:
                                   keep_original=keep_original, progress=say))
         card_fmt = "onnx"
     remove_tree(partial / _LOCAL_CACHE)  # huggingface_hub's bookkeeping and the resume marker
-    files = _hash_folder(partial)
+    files = hash_folder(partial)
     card = ModelCard(
         id=model_id,
         tasks=[task, *[t for t in extra_tasks if t != task]],
@@ -508,7 +475,7 @@ def run_pull(req: PullRequest, store: Path, *, hub: str | None = None, retries: 
     from localgpt.store.profiles import HUB_PROFILES, hub_profile, profile_packs
 
     _check_request(req)
-    say = progress or _stderr
+    say = progress or print_err
     if req.pypi or (req.profile and req.profile not in HUB_PROFILES):
         specs = [pack(i) for i in req.pypi] if req.pypi else list(profile(req.profile or ""))
         return [install_pack(s, store, cache_dir=req.cache_dir, find_links=req.find_links, progress=say)
@@ -536,18 +503,3 @@ def format_plan(items: Sequence[Planned], store: Path) -> str:
     total = sum(p.size or 0 for p in items)
     lines.append(f"total disk needed: {human_size(total)} into {store}")
     return "\n".join(lines)
-
-
-def request_from_args(args: Any) -> PullRequest:
-    """A :class:`PullRequest` from parsed command-line options (shared by the CLI and download_models.py)."""
-    pypi = tuple(getattr(args, "from_pypi", None) or ())
-    repo = getattr(args, "hub", None)
-    profile = getattr(args, "profile", None)
-    if profile is None and repo is None and not pypi:
-        profile = "starter"
-    return PullRequest(profile=profile, repo=repo, task=getattr(args, "task", None),
-                       model_id=getattr(args, "id", None), include=tuple(getattr(args, "include", None) or ()),
-                       pypi=pypi, onnx=bool(getattr(args, "onnx", False)), int8=bool(getattr(args, "int8", False)),
-                       keep_original=bool(getattr(args, "keep_original", False)),
-                       find_links=getattr(args, "find_links", None), cache_dir=getattr(args, "cache_dir", None))
-

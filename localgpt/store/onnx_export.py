@@ -25,14 +25,14 @@ from __future__ import annotations
 
 import platform
 import shutil
-import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from localgpt.errors import StoreError
-from localgpt.schema import FileEntry, ModelCard
-from localgpt.store.catalog import MANIFEST, PARTIAL, Catalog, remove_tree, sha256_file, valid_id
+from localgpt.fileio import print_err
+from localgpt.schema import ModelCard
+from localgpt.store.catalog import MANIFEST, PARTIAL, Catalog, hash_folder, remove_tree, valid_id
 
 Progress = Callable[[str], None]
 FP32_FILE = "model.onnx"
@@ -74,10 +74,6 @@ PROBES = (
     "The committee postponed its decision until next year.",
     "ok",
 )
-
-
-def _stderr(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
 
 
 def export_task(pipeline: str) -> str:
@@ -235,7 +231,7 @@ def export_folder(folder: Path, pipeline: str, *, int8: bool = False, keep_origi
 
         opts = export_folder(Path("store/tiny.partial"), "text-classification", int8=True)
     """
-    say = progress or _stderr
+    say = progress or print_err
     folder = Path(folder)
     task = export_task(pipeline)
     out = folder / ".onnx-export"
@@ -291,12 +287,6 @@ def export_folder(folder: Path, pipeline: str, *, int8: bool = False, keep_origi
     return opts
 
 
-def _hash(folder: Path) -> list[FileEntry]:
-    """Every file under ``folder`` (except the manifest) with its sha256 and size."""
-    return [FileEntry(path=p.relative_to(folder).as_posix(), sha256=sha256_file(p), size=p.stat().st_size)
-            for p in sorted(folder.rglob("*")) if p.is_file() and p.name != MANIFEST]
-
-
 def export_model(store: Path, model_id: str, *, new_id: str | None = None, int8: bool = False,
                  keep_original: bool = False, threads: int = 2, progress: Progress | None = None) -> ModelCard:
     """Export installed transformers model ``model_id`` to ONNX as a new model (default id ``<id>-onnx``).
@@ -308,7 +298,7 @@ def export_model(store: Path, model_id: str, *, new_id: str | None = None, int8:
 
         export_model(Path("model_store"), "all-minilm-l6-v2", int8=True)  # -> all-minilm-l6-v2-onnx
     """
-    say = progress or _stderr
+    say = progress or print_err
     catalog = Catalog(Path(store))
     card = catalog.get(model_id)
     if card.backend != "transformers" or card.format != "pytorch":
@@ -326,7 +316,7 @@ def export_model(store: Path, model_id: str, *, new_id: str | None = None, int8:
         opts = export_folder(partial, pipeline, int8=int8, keep_original=keep_original, threads=threads,
                              progress=say)
         new = card.model_copy(update={
-            "id": new_id, "format": "onnx", "files": _hash(partial), "options": {**card.options, **opts},
+            "id": new_id, "format": "onnx", "files": hash_folder(partial), "options": {**card.options, **opts},
             "description": card.description + " (ONNX export" + (", int8 available" if int8 else "") + ")",
             "path": None})
         done = catalog.add(new, partial)

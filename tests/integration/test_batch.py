@@ -27,7 +27,7 @@ from localgpt.batch.inputs import BadLine, Item, folder_items, read_items
 from localgpt.batch.log import OutputLog
 from localgpt.batch.progress import Progress
 from localgpt.batch.runner import run_batch
-from localgpt.cli.commands import main as cli_main
+from localgpt.cli import main as cli_main
 from localgpt.config import Settings
 from localgpt.errors import InputError, PlanError
 from localgpt.experts.base import ExpertContext, ExpertOutput

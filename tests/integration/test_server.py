@@ -313,7 +313,7 @@ def test_auth(tmp_path: Path) -> None:
 
 
 def test_non_loopback_needs_a_key(capsys: pytest.CaptureFixture[str]) -> None:
-    from localgpt.cli.commands import main
+    from localgpt.cli import main
     from localgpt.errors import ConfigError
     from localgpt.server.app import check_bind
 
@@ -439,7 +439,7 @@ def test_dockerfiles_lint_and_match_the_code(server: Served) -> None:
     import subprocess
     import sys
 
-    from localgpt.cli.commands import build_parser
+    from localgpt.cli import build_parser
 
     hadolint = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
     if not Path(hadolint).exists():

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from localgpt.cli.commands import main as cli
+from localgpt.cli import main as cli
 from localgpt.errors import StoreError
 from localgpt.schema import ModelCard
 from localgpt.store.bundle import INDEX, import_bundle, make_bundle

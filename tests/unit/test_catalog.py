@@ -11,7 +11,7 @@ import pytest
 from localgpt import tasks
 from localgpt.errors import NoModelError, StoreError
 from localgpt.schema import FileEntry, ModelCard
-from localgpt.store.catalog import Catalog, format_table, human_size
+from localgpt.store.catalog import Catalog, format_table
 
 
 def put_model(store: Path, model_id: str, task_names: list[str], files: dict[str, bytes] | None = None,
@@ -181,10 +181,3 @@ def test_format_table(store: Path) -> None:
     assert row.endswith("missing files") and "MIT" in row
     assert next(line for line in table if " sum-a " in line).endswith("installed")
     assert "download_models.py" in format_table(Catalog(store / "absent"))
-
-
-def test_human_size() -> None:
-    assert human_size(1_117_320_768) == "1.1 GB"
-    assert human_size(98_362_432) == "98.4 MB"
-    assert human_size(612) == "612 B"
-    assert human_size(4_794) == "4.8 kB"

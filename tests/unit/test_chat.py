@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from localgpt.cli import commands as cli
+from localgpt import cli
+from localgpt.cli.commands import cmd_chat
 from localgpt.testing import png_bytes
 from tests.helpers import ANSWER, FakeWorld
 
@@ -17,7 +18,7 @@ def run_chat(world: FakeWorld, lines: list[str], monkeypatch: pytest.MonkeyPatch
     args = cli.build_parser().parse_args(["chat", "--store", str(world.store), *extra])
     args.pipeline_factory = lambda settings: world.factory(world.settings(runs_dir=world.tmp / "runs"))
     monkeypatch.setattr("sys.stdin", io.StringIO("".join(line + "\n" for line in lines)))
-    return int(cli.cmd_chat(args))
+    return int(cmd_chat(args))
 
 
 def test_turns_share_history_and_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

@@ -48,7 +48,8 @@ print(json.dumps(sorted({{m.split('.')[0] for m in sys.modules}} & set(heavy))))
 def test_import_is_light(tmp_path: Path) -> None:
     proc = python(textwrap.dedent("""
         import json, sys
-        import localgpt, localgpt.cli.commands, localgpt.pipeline, localgpt.planning.planner, localgpt.runtime.executor
+        import localgpt, localgpt.cli.main, localgpt.cli.models, localgpt.pipeline, localgpt.planning.planner
+        import localgpt.runtime.executor
         import localgpt.store.catalog, localgpt.runtime.pool, localgpt.runtime.selector, localgpt.runtime.responder
         import localgpt.experts, localgpt.planning.mend, localgpt.planning.tidy, localgpt.batch.runner
     """) + FIND_HEAVY, tmp_path)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from localgpt import tasks
-from localgpt.cli.commands import main as cli
+from localgpt.cli import main as cli
 from localgpt.errors import StoreError
 from localgpt.store.catalog import Catalog
 from localgpt.store.hub import RemoteFile, parse_repo, pull, select_files

@@ -283,6 +283,25 @@ def test_answer_falls_back_to_the_results_when_the_llm_cannot_write_it(tmp_path:
     assert "skipped because task 9 failed" in text and text.rstrip().endswith("- /r/a.wav")
 
 
+def test_responder_keeps_the_latest_history_that_fits_its_budget() -> None:
+    from localgpt.runtime.responder import Responder
+    from localgpt.schema import TaskResult
+
+    llm = FakeLLM(n_ctx=100_000)
+    responder = Responder(llm, max_tokens=100)
+    results = [TaskResult(id=0, task="summarization", status="done", model="sum", outputs={"text": "short"})]
+    history = [{"role": "user" if i % 2 == 0 else "assistant", "content": f"turn {i} " + "x" * 200} for i in range(4)]
+    full = responder.messages("sum it up", results, history)
+    assert [m["content"] for m in full[1:-1]] == [h["content"] for h in history]
+    system, user = full[0]["content"], full[-1]["content"]
+    per_message = llm.count_tokens(history[0]["content"]) + 8
+    llm.n_ctx = 100 + llm.count_tokens(system + user) + 32 + 2 * per_message  # the answer, the prompt, a margin of 32
+    assert [m["content"] for m in responder.messages("sum it up", results, history)[1:-1]] == [
+        history[2]["content"], history[3]["content"]]
+    llm.n_ctx -= 1
+    assert [m["content"] for m in responder.messages("sum it up", results, history)[1:-1]] == [history[3]["content"]]
+
+
 def test_input_size_limit_comes_from_settings(tmp_path: Path) -> None:
     s = Setup(tmp_path, [])
     s.settings = s.settings.model_copy(update={"max_input_mb": 1})

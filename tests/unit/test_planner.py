@@ -9,7 +9,7 @@ import pytest
 
 from localgpt import tasks as registry
 from localgpt.errors import PlanError
-from localgpt.llm import trim_history
+from localgpt.llm import MESSAGE_OVERHEAD, context_budget, trim_history
 from localgpt.planning.demos import DEMOS, Demo
 from localgpt.planning.planner import Planner, min_steps, plan_agreement
 from localgpt.planning.validate import validate_plan
@@ -168,6 +168,22 @@ def test_too_many_tasks() -> None:
 
 
 # --- the Planner ---
+
+def test_max_tasks_limits_come_from_the_settings() -> None:
+    from localgpt.config import DEFAULT_MAX_TASKS, MAX_TASKS_LIMIT, Settings
+    from localgpt.errors import ConfigError
+    from localgpt.planning.schema import plan_schema
+
+    assert (DEFAULT_MAX_TASKS, MAX_TASKS_LIMIT) == (8, 32)
+    assert Settings.model_fields["max_tasks"].default == DEFAULT_MAX_TASKS
+    with pytest.raises(ConfigError, match="max_tasks"):
+        Settings.load(max_tasks=MAX_TASKS_LIMIT + 1)
+    assert Planner(FakeLLM()).max_tasks == DEFAULT_MAX_TASKS
+    assert plan_schema()["maxItems"] == DEFAULT_MAX_TASKS
+    many = [t(i, "text-to-speech", {"text": "hello"}) for i in range(MAX_TASKS_LIMIT + 1)]
+    assert len(validate_plan(many[:MAX_TASKS_LIMIT], "x").tasks) == MAX_TASKS_LIMIT  # the checks' default: the limit
+    assert f"at most {MAX_TASKS_LIMIT}" in plan_error(many, "x")
+
 
 TTS_PLAN = [t(0, "text-to-speech", {"text": "hello"})]
 BAD_PLAN = [t(0, "text-to-speech", {"text": "hello"}, [3])]  # mendable: the dep to a missing task is dropped
@@ -444,6 +460,16 @@ def test_trim_history_keeps_latest_and_strips_extra_keys() -> None:
     assert trim_history(llm, history, 18) == [{"role": "assistant", "content": "b" * 40}]
     assert trim_history(llm, history, 5) == []
     assert trim_history(llm, history, -10) == []
+
+
+def test_context_budget_counts_reply_messages_text_and_margin() -> None:
+    llm = FakeLLM(n_ctx=1000)
+    msgs = [{"role": "system", "content": "s" * 40}, {"role": "user", "content": "u" * 80}]
+    assert MESSAGE_OVERHEAD == 8  # what the planner has always added per message
+    assert context_budget(llm, 100) == 900
+    assert context_budget(llm, 100, msgs) == 1000 - 100 - (10 + 8) - (20 + 8)
+    assert context_budget(llm, 100, text="t" * 40, margin=64) == 1000 - 100 - 10 - 64  # text: no overhead
+    assert context_budget(llm, 100, msgs, text="t" * 40, margin=32) == 1000 - 100 - 46 - 10 - 32
 
 
 # --- self-consistency (an option, off by default) ---

@@ -179,9 +179,9 @@ def test_missing_member_is_a_clear_error(wheels: Path, tmp_path: Path) -> None:
 def test_not_enough_disk(wheels: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import shutil
 
-    from localgpt.store import packs as store_mod
+    from localgpt import fileio
 
-    monkeypatch.setattr(store_mod.shutil, "disk_usage", lambda _: shutil._ntuple_diskusage(10, 10, 5))
+    monkeypatch.setattr(fileio.shutil, "disk_usage", lambda _: shutil._ntuple_diskusage(10, 10, 5))
     with pytest.raises(StoreError, match="not enough disk space to install fake-model"):
         install_pack(fake_spec(), tmp_path / "store", find_links=str(wheels), progress=lambda _: None)
 
