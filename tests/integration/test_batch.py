@@ -39,8 +39,7 @@ from localgpt.store.catalog import Catalog
 from localgpt.testing import FakeExpert, FakeLLM, Recorder, fake_factory, install, png_bytes, wav_bytes
 from tests.helpers import missing, store_dir
 
-TESTS = Path(__file__).resolve().parent
-REPO = TESTS.parents[1]
+REPO = Path(__file__).resolve().parents[2]
 ANSWER = "Batch answer."
 TEXT_MODELS = {"summarization": "sum-fake", "translation": "tr-fake", "text-generation": "gen-fake",
                "conversational": "chat-fake"}
@@ -155,8 +154,8 @@ import sys
 # Ctrl-C as in a shell: a SIGINT disposition inherited from the test process (ignored) must not leak in
 signal.signal(signal.SIGINT, signal.default_int_handler)
 from pathlib import Path
-sys.path[:0] = [{tests!r}]
-from test_batch import fake_pipeline
+sys.path[:0] = [{repo!r}]
+from tests.integration.test_batch import fake_pipeline
 from localgpt.batch.inputs import read_items
 from localgpt.batch.runner import run_batch
 from localgpt.config import Settings
@@ -193,7 +192,7 @@ def test_resume_after_random_kills(tmp_path: Path, seed: int) -> None:
     inp, expected = kill_inputs(tmp_path, 24)
     out = tmp_path / "out.jsonl"
     driver = tmp_path / "driver.py"
-    driver.write_text(DRIVER.format(tests=str(TESTS), store=str(settings.store), runs=str(settings.runs_dir)))
+    driver.write_text(DRIVER.format(repo=str(REPO), store=str(settings.store), runs=str(settings.runs_dir)))
     cmd = [sys.executable, str(driver), str(inp), str(out)]
 
     kills = 0
@@ -232,7 +231,7 @@ def test_ctrl_c_finishes_the_items_in_progress_and_stops(tmp_path: Path) -> None
     inp, expected = kill_inputs(tmp_path, 16)
     out = tmp_path / "out.jsonl"
     driver = tmp_path / "driver.py"
-    driver.write_text(DRIVER.format(tests=str(TESTS), store=str(settings.store), runs=str(settings.runs_dir)))
+    driver.write_text(DRIVER.format(repo=str(REPO), store=str(settings.store), runs=str(settings.runs_dir)))
     cmd = [sys.executable, str(driver), str(inp), str(out)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
     deadline = time.monotonic() + 60
@@ -526,7 +525,7 @@ def test_ray_run_matches_local_run(tmp_path: Path, monkeypatch: pytest.MonkeyPat
                       pipeline_factory=fake_pipeline)
     assert (local.done, local.failed, local.invalid) == (6, 1, 1)
 
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(TESTS), str(REPO)]))  # workers import fake_pipeline
+    monkeypatch.setenv("PYTHONPATH", str(REPO))  # workers import tests.integration.test_batch.fake_pipeline
     ray_imported_before = "ray" in sys.modules
     for name in ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_USAGE_STATS_ENABLED"):  # run_batch sets them; undone after
         monkeypatch.setenv(name, "")
