@@ -303,7 +303,8 @@ def score(items: Sequence[dict[str, Any]], preds: dict[str, Any], meta: dict[str
     """The figures overall (``all``), by shape and by language. ``preds`` maps an id to its plan's
     tasks (``None`` or absent: no valid plan); ``meta`` may carry per-request ``mended``, ``seconds``
     and ``tokens``."""
-    overall, shapes, langs = Group(), {s: Group() for s in SHAPES}, {}
+    overall, shapes = Group(), {s: Group() for s in SHAPES}
+    langs: dict[str, Group] = {}
     for item in items:
         info = (meta or {}).get(item["id"], {})
         j = judge(item, preds.get(item["id"]))
@@ -337,7 +338,7 @@ def _unpack(result: Any, planner: Any) -> tuple[Any, list[str], bool]:
     planner (``last_raw``, ``last_salvaged``), or an attempt object that carries them itself."""
     if hasattr(result, "tasks"):
         return result, list(getattr(planner, "last_raw", [])), bool(getattr(planner, "last_salvaged", False))
-    raws = next((getattr(result, a) for a in ("raw", "raws", "replies") if hasattr(result, a)), [])
+    raws: Any = next((getattr(result, a) for a in ("raw", "raws", "replies") if hasattr(result, a)), [])
     return result.plan, [raws] if isinstance(raws, str) else list(raws), bool(getattr(result, "mended", False))
 
 
@@ -516,8 +517,8 @@ def paired(items: Sequence[dict[str, Any]], a: dict[str, Any], b: dict[str, Any]
         top = min(len(values) - 1, int(0.975 * len(values)))
         return [round(values[int(0.025 * len(values))], 2), round(values[top], 2)]
 
-    secs = [(meta_a.get(i["id"], {}).get("seconds"), meta_b.get(i["id"], {}).get("seconds")) for i in both]
-    secs = [(x, y) for x, y in secs if x is not None and y is not None]
+    timed = [(meta_a.get(i["id"], {}).get("seconds"), meta_b.get(i["id"], {}).get("seconds")) for i in both]
+    secs = [(float(x), float(y)) for x, y in timed if x is not None and y is not None]
     return {
         "requests": n,
         "a": {"exact_set": round(exact(ja, every), 2), "node_f1": round(f1(ja, every), 2)},
