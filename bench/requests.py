@@ -365,6 +365,15 @@ def plan_one(pipe: Any, item: dict[str, Any]) -> tuple[list[dict[str, Any]] | No
     return tasks, info
 
 
+def planner_label(planner: str) -> str:
+    """A short name for the planner setting: the model id, or a GGUF file's name (its folder's for
+    ``model.gguf``)."""
+    if not planner.endswith(".gguf"):
+        return planner
+    path = Path(planner)
+    return path.parent.name if path.stem == "model" and path.parent.name else path.stem
+
+
 def _outline(tasks: Sequence[dict[str, Any]] | None) -> str:
     if tasks is None:
         return "(no plan)"
@@ -376,7 +385,7 @@ def run(args: argparse.Namespace, items: list[dict[str, Any]]) -> dict[str, Any]
     """Plan ``items`` (keeping those a ``--resume``\\ d run already planned), write the outputs and
     return the run's document."""
     pipe = make_pipeline(args)
-    name = args.name or f"requests-{args.half}-{Path(str(pipe.settings.planner)).stem}"
+    name = args.name or f"requests-{args.half}-{planner_label(str(pipe.settings.planner))}"
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     pred_path, meta_path = out_dir / f"{name}.predictions.jsonl", out_dir / f"{name}.meta.jsonl"

@@ -236,3 +236,9 @@ def test_a_broken_request_file_is_named(tmp_path: Path) -> None:
     with pytest.raises(rq.SetError, match=r"xx.jsonl:1 \(xx-1\): lang 'yy'"):
         rq.load_requests(tmp_path)
     assert rq.main(["--stats", "--data", str(tmp_path)]) == 1
+
+
+def test_runs_are_named_after_the_planner() -> None:
+    assert rq.planner_label("qwen2.5-coder-1.5b-instruct") == "qwen2.5-coder-1.5b-instruct"
+    assert rq.planner_label("model_store/smollm2-135m-instruct/model.gguf") == "smollm2-135m-instruct"
+    assert rq.planner_label("/models/tiny-q4.gguf") == "tiny-q4"
