@@ -68,13 +68,13 @@ async def burst(url: str, clients: int, total: int, stream: bool) -> dict[str, f
 def real_memory(total: int) -> dict[str, float]:
     """RSS after 10 and after ``total`` sequential requests whose plan runs Piper (the real expert)."""
     import httpx
-    from tests.helpers import Served, store_dir
 
     from localgpt.config import Settings
     from localgpt.pipeline import Pipeline
     from localgpt.server import create_app
     from localgpt.store.catalog import Catalog
     from localgpt.testing import FakeLLM
+    from tests.helpers import Served, store_dir
 
     plan = json.dumps([{"id": 0, "task": "text-to-speech", "dep": [-1], "args": {"text": "good morning"}}])
 
@@ -113,6 +113,7 @@ def main() -> int:
     args = parser.parse_args()
 
     import httpx
+
     from tests.helpers import FakeWorld, serve
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -1,0 +1,1 @@
+"""localgpt's benchmarks, each run as ``python -m bench.<name>`` from the repository root."""
