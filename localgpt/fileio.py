@@ -57,11 +57,11 @@ def check_disk(folder: Path, needed: int, what: str) -> None:
 
 
 def human_size(n: int) -> str:
-    """A byte count in decimal units: ``1117320768`` -> ``'1.1 GB'``, ``612`` -> ``'612 B'``."""
+    """A byte count in decimal units: ``1117320768`` -> ``'1.1 GB'``, ``612`` -> ``'612 bytes'``."""
     size = float(n)
-    for unit in ("B", "kB", "MB", "GB"):
+    for unit in ("bytes", "kB", "MB", "GB"):
         if size < 1000 or unit == "GB":
-            return f"{int(size)} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+            return f"{int(size)} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
         size /= 1000
     raise AssertionError("unreachable")  # pragma: no cover
 

@@ -56,7 +56,7 @@ def test_check_disk_keeps_the_margin(tmp_path: Path, monkeypatch: pytest.MonkeyP
 def test_human_size() -> None:
     assert human_size(1_117_320_768) == "1.1 GB"
     assert human_size(98_362_432) == "98.4 MB"
-    assert human_size(612) == "612 B"
+    assert human_size(612) == "612 bytes"
     assert human_size(4_794) == "4.8 kB"
     assert human_size(5_000_000_000_000) == "5000.0 GB"
 
