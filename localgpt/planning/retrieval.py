@@ -6,13 +6,40 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
+# Scripts written without spaces between words: Han, kana, Hangul syllables, Thai. A run of them is read
+# as its character bigrams (and a lone character as itself), which match across requests where words
+# cannot be split without a dictionary.
+_UNSPACED = "\u3040-\u30ff\u31f0-\u31ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af\u0e00-\u0e7f"
+_TOKEN = re.compile(f"[{_UNSPACED}]+|[^\\W_{_UNSPACED}]+")
+_IS_UNSPACED = re.compile(f"[{_UNSPACED}]")
+
+
+def tokens(text: str) -> set[str]:
+    """The tokens of ``text`` for comparing requests in any script: its words, case-folded (letters and
+    digits of every script, ``_`` and punctuation splitting them), and for runs of Chinese, Japanese,
+    Korean or Thai characters their character bigrams.
+
+    Example::
+
+        tokens("Describe photo.jpg")  # {'describe', 'photo', 'jpg'}
+        tokens("描述这张照片")          # {'描述', '述这', '这张', '张照', '照片'}
+    """
+    found: set[str] = set()
+    for m in _TOKEN.finditer(text.casefold()):
+        word = m.group(0)
+        if _IS_UNSPACED.match(word) and len(word) > 1:
+            found.update(word[i:i + 2] for i in range(len(word) - 1))
+        else:
+            found.add(word)
+    return found
+
 
 def word_overlap(request: str, candidates: Sequence[str]) -> list[float]:
-    """Similarity of ``request`` to each candidate: Jaccard overlap of lower-case words."""
-    wa = set(re.findall(r"[a-z]+", request.lower()))
+    """Similarity of ``request`` to each candidate: the Jaccard overlap of their :func:`tokens`."""
+    wa = tokens(request)
     scores = []
     for text in candidates:
-        wb = set(re.findall(r"[a-z]+", text.lower()))
+        wb = tokens(text)
         scores.append(len(wa & wb) / max(1, len(wa | wb)))
     return scores
 
