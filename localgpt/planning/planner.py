@@ -130,8 +130,10 @@ class Planner:
             + " Each task has an \"id\" (0, 1, 2, ...), a \"task\" type from the list below, \"dep\" "
             "(ids of the tasks whose output it uses, or [-1] when none) and \"args\".\n"
             "To use the output of task N as an argument, write \"<resource>-N\". File arguments are file names "
-            "the user gave or \"<resource>-N\". Copy texts from the request into args; do not invent files, and "
-            "add no task the request does not ask for.\n"
+            "the user gave or \"<resource>-N\". Copy texts from the request into args, in the request's own "
+            "language; do not invent files, and add no task the request does not ask for. A request you can "
+            "answer yourself (a joke, a question from knowledge, small talk) is one text-generation or "
+            "conversational task.\n"
             "Task types:\n" + "\n".join(lines)
         )
 
