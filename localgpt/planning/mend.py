@@ -69,11 +69,15 @@ class _Mender:
         return f"<resource>-{len(self.out) - 1}"
 
     def latest(self, kind: Kind) -> str | None:
-        """The latest output of ``kind`` so far, else the first user file of that kind."""
+        """The latest output of ``kind`` so far, else the first user file of that kind that no task
+        takes yet (the first of that kind when every one is taken): a plan that names two files nobody
+        gave, for a user who gave two, gets one each."""
         for new_id in range(len(self.out) - 1, -1, -1):
             if kind in self.produces(new_id):
                 return f"<resource>-{new_id}"
-        return next((f for f in self.user_files if kind_by_name(f) is kind), None)
+        mine = [f for f in self.user_files if kind_by_name(f) is kind]
+        taken = {v for t in self.out for v in t["args"].values()}
+        return next((f for f in mine if f not in taken), next(iter(mine), None))
 
     def fix(self, value: str, kind: Kind) -> str | None:
         """``value`` made sound for an argument of ``kind``, or None when it cannot be."""
@@ -95,6 +99,10 @@ class _Mender:
         if kind is Kind.TEXT:
             if given and found is not None and found is not kind:  # a user's media file: read it
                 return self.convert(value, found, kind)
+            if found is not None and _media_file(value) is not None:
+                # a media file nobody gave, where a text belongs: the latest thing of its kind, read
+                source = self.latest(found)
+                return self.convert(source, found, kind) if source is not None else None
 
             def remap(m: re.Match[str]) -> str:
                 old = int(m.group(1))

@@ -385,3 +385,23 @@ def test_tidy_asks_an_image_a_question_that_speaks_of_one() -> None:
                                   ("What is in the image?", "photo.jpg", {"specs": no_vqa})):
         plan = validate_plan([qa(question)], request)
         assert tidy_plan(plan, request, **kw) is plan, question
+
+
+def test_files_nobody_gave_take_the_users_files_of_that_kind_in_turn() -> None:
+    raw = [t(0, "automatic-speech-recognition", {"audio": "meeting1.ogg"}),
+           t(1, "automatic-speech-recognition", {"audio": "meeting2.ogg"})]
+    plan = salvage_plan(raw, "حوّل التسجيلين صوت_أ.ogg و صوت_ب.ogg إلى نص", ["صوت_أ.ogg", "صوت_ب.ogg"])
+    assert [x.args["audio"] for x in plan.tasks] == ["صوت_أ.ogg", "صوت_ب.ogg"]
+    # more invented names than files: the first file again once every one is taken
+    raw.append(t(2, "audio-classification", {"audio": "meeting3.ogg"}))
+    plan = salvage_plan(raw, "transcribe x.ogg", ["x.ogg"])
+    assert [x.args["audio"] for x in plan.tasks] == ["x.ogg", "x.ogg", "x.ogg"]
+
+
+def test_a_text_argument_naming_a_file_nobody_gave_reads_the_users_file_of_that_kind() -> None:
+    raw = [t(0, "summarization", {"text": "recording.ogg"})]
+    plan = salvage_plan(raw, "fasse aufnahme.ogg zusammen", ["aufnahme.ogg"])
+    assert [(x.task, x.args) for x in plan.tasks] == [
+        ("automatic-speech-recognition", {"audio": "aufnahme.ogg"}), ("summarization", {"text": "<resource>-0"})]
+    with pytest.raises(PlanError):  # no audio anywhere: nothing to read
+        salvage_plan(raw, "summarize it")
