@@ -68,16 +68,20 @@ class _Mender:
         self.out.append({"id": len(self.out), "task": name, "dep": [-1], "args": {spec.inputs[0].name: source}})
         return f"<resource>-{len(self.out) - 1}"
 
-    def latest(self, kind: Kind) -> str | None:
+    def latest(self, kind: Kind, *, files_first: bool = False) -> str | None:
         """The latest output of ``kind`` so far, else the first user file of that kind that no task
         takes yet (the first of that kind when every one is taken): a plan that names two files nobody
-        gave, for a user who gave two, gets one each."""
+        gave, for a user who gave two, gets one each. With ``files_first``, such a user file comes
+        before the outputs."""
+        mine = [f for f in self.user_files if kind_by_name(f) is kind]
+        taken = {v for t in self.out for v in t["args"].values()}
+        fresh = next((f for f in mine if f not in taken), None)
+        if files_first and fresh is not None:
+            return fresh
         for new_id in range(len(self.out) - 1, -1, -1):
             if kind in self.produces(new_id):
                 return f"<resource>-{new_id}"
-        mine = [f for f in self.user_files if kind_by_name(f) is kind]
-        taken = {v for t in self.out for v in t["args"].values()}
-        return next((f for f in mine if f not in taken), next(iter(mine), None))
+        return fresh or next(iter(mine), None)
 
     def fix(self, value: str, kind: Kind) -> str | None:
         """``value`` made sound for an argument of ``kind``, or None when it cannot be."""
@@ -100,8 +104,9 @@ class _Mender:
             if given and found is not None and found is not kind:  # a user's media file: read it
                 return self.convert(value, found, kind)
             if found is not None and _media_file(value) is not None:
-                # a media file nobody gave, where a text belongs: the latest thing of its kind, read
-                source = self.latest(found)
+                # a media file nobody gave, where a text belongs: a user's file of its kind not read yet
+                # (else the latest output of that kind), read
+                source = self.latest(found, files_first=True)
                 return self.convert(source, found, kind) if source is not None else None
 
             def remap(m: re.Match[str]) -> str:

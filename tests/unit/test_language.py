@@ -84,6 +84,7 @@ def test_a_lexicon_matches_whole_words_stems_and_unspaced_scripts() -> None:
     assert en.found("the described scene", ["describ*"]) == ["describ*"]  # a stem
     assert "image-to-text" in lexicon("zh").evidence("描述这张照片")
     assert "document-question-answering" in lexicon("ja").evidence("この請求書の合計は？")
+    assert "document-question-answering" not in en.evidence("is there any wine on the table?")  # a dining table
     assert lexicon("de").made("Erstelle ein Bild von einem Hund") == {"image"}
     assert lexicon("en").made("make the audio clearer") == set()  # a change, not a new recording
     assert lexicon("zh").made("生成一张猫的图片") == {"image"}

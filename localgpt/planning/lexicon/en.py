@@ -14,8 +14,8 @@ LEXICON = Lexicon(
              "tell", "find", "determine", "compare", "caption*", "write", "paraphrase", "video", "image", "speech",
              "audio", "label"),
     tasks={
-        "document-question-answering": ("document", "page", "form", "invoice", "receipt", "scan*", "table",
-                                        "text on", "written"),
+        "document-question-answering": ("document", "page", "invoice", "receipt", "scan*", "form", "text on",
+                                        "written"),
         "image-to-text": ("caption*", "describ*", "description", "extract*", "ocr"),
         "text-to-image": ("draw*", "paint*", "illustrat*", "sketch of", "render"),
         "text-to-video": ("video", "clip of", "animation"),
