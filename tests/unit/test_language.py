@@ -38,8 +38,8 @@ def test_detect_ignores_file_names_and_quotes_in_another_language() -> None:
 
 
 def test_tokens_split_words_of_every_script_and_bigrams_where_words_are_not_spaced() -> None:
-    assert tokens("Describe PHOTO.jpg, please!") == {"describe", "photo", "jpg", "please"}
-    assert tokens("Übersetze Straße_2.png") == {"übersetze", "strasse", "2", "png"}  # case-folded
+    assert tokens("Describe PHOTO.jpg, please!") == {"describe", "<image>", "please"}  # a file is its kind
+    assert tokens("Übersetze Straße_2 und notes.txt") == {"übersetze", "strasse", "2", "und", "notes", "txt"}
     assert tokens("描述这张照片") == {"描述", "述这", "这张", "张照", "照片"}
     assert tokens("写真を説明") == {"写真", "真を", "を説", "説明"}
     assert tokens("猫") == {"猫"}
