@@ -187,7 +187,7 @@ class _Mender:
             # text, or one that was only references, the latest text output, else the text the user gave
             if new is None and inp.required:
                 if inp.kind is not Kind.TEXT:
-                    new = self.latest(inp.kind) or self.make(inp.kind)
+                    new = self.latest(inp.kind, files_first=bool(value)) or self.make(inp.kind)
                 elif not value or references(value):
                     new = self.latest(Kind.TEXT) or self.user_text
             if new is None:

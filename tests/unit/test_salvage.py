@@ -405,3 +405,12 @@ def test_a_text_argument_naming_a_file_nobody_gave_reads_the_users_file_of_that_
         ("automatic-speech-recognition", {"audio": "aufnahme.ogg"}), ("summarization", {"text": "<resource>-0"})]
     with pytest.raises(PlanError):  # no audio anywhere: nothing to read
         salvage_plan(raw, "summarize it")
+
+
+def test_a_media_file_nobody_gave_takes_an_unused_users_file_before_an_output() -> None:
+    raw = [t(0, "audio-to-audio", {"audio": "messages1.ogg"}), t(1, "audio-to-audio", {"audio": "messages2.ogg"})]
+    plan = salvage_plan(raw, "حوّل التسجيلين صوت_أ.ogg و صوت_ب.ogg", ["صوت_أ.ogg", "صوت_ب.ogg"])
+    assert [x.args["audio"] for x in plan.tasks] == ["صوت_أ.ogg", "صوت_ب.ogg"]
+    # every file taken: the latest output of the kind, as before
+    raw = [t(0, "audio-to-audio", {"audio": "a.ogg"}), t(1, "automatic-speech-recognition", {"audio": "clean.ogg"})]
+    assert salvage_plan(raw, "clean a.ogg and transcribe it", ["a.ogg"]).tasks[1].args["audio"] == "<resource>-0"
