@@ -333,15 +333,6 @@ def make_pipeline(args: argparse.Namespace) -> Any:
     return Pipeline.from_settings(Settings.load(**overrides))
 
 
-def _unpack(result: Any, planner: Any) -> tuple[Any, list[str], bool]:
-    """(plan, raw replies, mended) from what ``Planner.plan`` returned: a plan, with the replies on the
-    planner (``last_raw``, ``last_salvaged``), or an attempt object that carries them itself."""
-    if hasattr(result, "tasks"):
-        return result, list(getattr(planner, "last_raw", [])), bool(getattr(planner, "last_salvaged", False))
-    raws: Any = next((getattr(result, a) for a in ("raw", "raws", "replies") if hasattr(result, a)), [])
-    return result.plan, [raws] if isinstance(raws, str) else list(raws), bool(getattr(result, "mended", False))
-
-
 def plan_one(pipe: Any, item: dict[str, Any]) -> tuple[list[dict[str, Any]] | None, dict[str, Any]]:
     """Plan one request; returns its plan's tasks (None when no valid plan came back) and what is kept
     of the attempt (valid, mended, seconds, tokens, raw replies, the error)."""
@@ -351,12 +342,14 @@ def plan_one(pipe: Any, item: dict[str, Any]) -> tuple[list[dict[str, Any]] | No
     tasks: list[dict[str, Any]] | None = None
     info: dict[str, Any] = {}
     try:
-        plan, raws, mended = _unpack(pipe.planner.plan(item["request"], item["files"]), pipe.planner)
-        tasks = [t.model_dump() for t in plan.tasks]
-        info.update(mended=mended, raw=raws)
+        attempt = pipe.planner.attempt(item["request"], item["files"])
+        info.update(mended=attempt.salvaged, raw=list(attempt.raws), passes=list(attempt.passes))
+        if attempt.plan is not None:
+            tasks = [t.model_dump() for t in attempt.plan.tasks]
+        else:
+            info["error"] = str(attempt.error)
     except PlanError as exc:
-        raws = list(getattr(pipe.planner, "last_raw", None) or ([exc.raw] if getattr(exc, "raw", None) else []))
-        info.update(mended=False, raw=raws, error=str(exc))
+        info.update(mended=False, raw=[exc.raw] if exc.raw else [], error=str(exc))
     except LocalGPTError as exc:  # the LLM itself failed (a prompt past the context, say): no plan, the run goes on
         info.update(mended=False, raw=[], error=str(exc), llm_failed=True)
     info["seconds"] = round(time.perf_counter() - start, 3)

@@ -387,7 +387,7 @@ def run(args: argparse.Namespace, records: list[dict[str, Any]],
     ``--demo-data``, when ``--demo-source`` takes them), write predictions and metrics; returns the
     metrics document."""
     from localgpt.llm.llamacpp import LlamaCppLLM
-    from localgpt.planning.planner import Planner
+    from localgpt.planning.planner import Planner, PlannerOptions
     from localgpt.planning.validate import validate_plan
 
     chosen = pick(records, args.limit, args.seed)
@@ -402,14 +402,13 @@ def run(args: argparse.Namespace, records: list[dict[str, Any]],
     specs, bank = offered_and_bank(args.tasks, bank)
     llm = LlamaCppLLM(args.model, n_ctx=args.n_ctx, n_threads=args.threads, n_gpu_layers=args.n_gpu_layers,
                       seed=args.seed)
-    planner = Planner(llm, max_tasks=8, n_demos=0 if args.demos == "none" else args.n_demos,
-                      specs=specs, repair=not args.no_repair, salvage=not args.no_salvage,
-                      similarity=make_similarity(args), decompose=not args.no_decompose,
-                      samples=args.samples, sample_temperature=args.sample_temperature,
-                      step_floor=not args.no_step_floor, demo_diversity=args.demo_diversity,
-                      type_shortlist=args.type_shortlist)
-    if args.no_constraint:
-        planner.schema = None  # type: ignore[assignment]
+    options = PlannerOptions(repair=not args.no_repair, salvage=not args.no_salvage,
+                             decompose=not args.no_decompose, constrained=not args.no_constraint,
+                             step_floor=not args.no_step_floor, samples=args.samples,
+                             sample_temperature=args.sample_temperature, demo_diversity=args.demo_diversity,
+                             type_shortlist=args.type_shortlist, fixed_demos=args.demos == "fixed")
+    base = Planner(llm, max_tasks=8, n_demos=0 if args.demos == "none" else args.n_demos,
+                   specs=specs, similarity=make_similarity(args), options=options)
     name = args.name or f"taskbench-{Path(args.model).parent.name}"
     results = Path(args.out_dir)
     results.mkdir(parents=True, exist_ok=True)
@@ -426,23 +425,26 @@ def run(args: argparse.Namespace, records: list[dict[str, Any]],
             rid = str(rec["id"])
             if rid in preds:
                 continue
-            planner.demos = leave_one_out(bank, rec)
-            if args.demos == "fixed":
-                planner.demos = planner.demos[: args.n_demos]
-                planner.choose_demos = lambda request, p=planner: list(p.demos)  # type: ignore[method-assign]
+            planner = base.with_demos(leave_one_out(bank, rec))
             files = request_files(rec["user_request"], args.files)
             tokens_before = llm.stats.completion_tokens
             start = time.perf_counter()
             plan_tasks: list[dict[str, Any]] = []
             parsed = valid = False
             failure, llm_failed = None, False
+            raws: tuple[str, ...] = ()
+            salvaged = False
             try:
-                plan = planner.plan(rec["user_request"], files)
-                plan_tasks = [t.model_dump() for t in plan.tasks]
+                attempt = planner.attempt(rec["user_request"], files)
+                raws, salvaged = attempt.raws, attempt.salvaged
+                if attempt.plan is None:
+                    assert attempt.error is not None
+                    raise attempt.error
+                plan_tasks = [t.model_dump() for t in attempt.plan.tasks]
                 parsed = valid = True
             except PlanError as exc:
                 failure = str(exc)
-                decoded = parse_json_plan(planner.last_raw[-1]) if planner.last_raw else None
+                decoded = parse_json_plan(raws[-1]) if raws else None
                 if isinstance(decoded, dict):
                     decoded = decoded.get("tasks")
                 if isinstance(decoded, list):
@@ -460,8 +462,8 @@ def run(args: argparse.Namespace, records: list[dict[str, Any]],
             seconds = time.perf_counter() - start
             pred = to_taskbench(rid, plan_tasks)
             preds[rid] = pred
-            meta[rid] = {"parsed": parsed, "valid": valid, "salvaged": planner.last_salvaged, "seconds": seconds,
-                         "tokens": llm.stats.completion_tokens - tokens_before, "raw": planner.last_raw}
+            meta[rid] = {"parsed": parsed, "valid": valid, "salvaged": salvaged, "seconds": seconds,
+                         "tokens": llm.stats.completion_tokens - tokens_before, "raw": list(raws)}
             if failure is not None and not valid:
                 meta[rid]["error"] = failure
             if llm_failed:
@@ -490,7 +492,7 @@ def run(args: argparse.Namespace, records: list[dict[str, Any]],
                      "samples": args.samples, "sample_temperature": args.sample_temperature,
                      "step_floor": not args.no_step_floor, "files": args.files,
                      "demo_diversity": args.demo_diversity, "tasks": args.tasks,
-                     "offered": [spec.name for spec in planner.specs],
+                     "offered": [spec.name for spec in base.specs],
                      "type_shortlist": args.type_shortlist,
                      "demo_data": str(args.demo_data) if args.demo_source != "localgpt" else None},
         "metrics": metrics,
@@ -514,16 +516,19 @@ def check_run_records(name: str, planned: Iterable[str], records: dict[str, Any]
 
 
 def accept_stored(raws: Sequence[str], request: str, files: Sequence[str],
-                  specs: Sequence[registry.TaskSpec]) -> tuple[Any, bool] | None:
-    """What today's planner makes of a record's stored replies, as ``accept_reply`` gives it (the plan
-    and whether it was mended): the first reply, else the repair round's; None when neither is kept."""
-    from localgpt.planning.planner import accept_reply
+                  specs: Sequence[registry.TaskSpec], passes: Sequence[Any] | None = None) -> tuple[Any, bool] | None:
+    """What today's planner makes of a record's stored replies (the plan and whether it was mended):
+    the first reply, else the repair round's; None when neither is kept. ``passes``: the passes to run
+    (default: all of :data:`localgpt.planning.passes.PASSES`)."""
+    from localgpt.planning.passes import PASSES
+    from localgpt.planning.planner import accept
 
     for raw in raws[:2]:
         try:
-            return accept_reply(raw, request, files, 8, specs)
+            accepted = accept(raw, request, files, 8, specs, passes=PASSES if passes is None else passes)
         except PlanError:
             continue
+        return accepted.plan, accepted.mended
     return None
 
 

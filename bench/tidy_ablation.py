@@ -1,11 +1,11 @@
 #!/usr/bin/env python
-"""Ablations of plan tidying and of mending's "make what the request asks for", on a stored TaskBench run.
+"""Ablations of the plan passes and of mending's "make what the request asks for", on a stored TaskBench run.
 
     python bench/tidy_ablation.py                        # full-dev-fresh (today's default run)
     python bench/tidy_ablation.py --runs full-dev-positional full-dev-mend
 
 Each row replays a run's stored replies (``raw`` in ``<name>.meta.jsonl``) through today's
-``accept_reply``, as ``taskbench.py --rescore`` does, with one piece switched off; no model is called.
+``accept``, as ``taskbench.py --rescore`` does, with one piece switched off; no model is called.
 Each piece is also weighed record by record against the planner with all of it: how many records it
 changes, how many it makes better or worse (fewer or more wrong and missed tools and edges), a sign
 test of those counts, and its gain of node and edge F1 on each of two fixed halves of the records. A
@@ -26,42 +26,36 @@ from pathlib import Path
 from typing import Any
 
 import localgpt.planning.mend as mend
-import localgpt.planning.planner as planner
-import localgpt.planning.tidy as tidy
 from bench import taskbench as tb
-from localgpt.planning.references import renumber
+from localgpt.planning.passes import PASSES
+
+Patches = list[tuple[Any, str, Callable[..., Any]]]
 
 
-def _renumber(tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Tasks renumbered in order, none merged (a repeated task kept)."""
-    new = {t["id"]: i for i, t in enumerate(tasks)}
-    return [{"id": new[t["id"]], "task": t["task"], "dep": [-1],
-             "args": {k: renumber(v, new) for k, v in t["args"].items()}} for t in tasks]
+def _without(*names: str) -> tuple[Any, ...]:
+    return tuple(p for p in PASSES if p[0] not in names)
 
 
-# label -> (object, attribute, replacement) patches that switch one piece off
-PIECES: dict[str, list[tuple[Any, str, Callable[..., Any]]]] = {
-    "all of it": [],
-    "no tidying at all": [(planner, "tidy_plan", lambda plan, *a, **k: plan)],
-    "without asking the image": [(tidy, "_ask_the_image", lambda tasks, request, specs: tasks)],
-    "without looking at the image": [(tidy, "_look_at_the_image", lambda *a, **k: None)],
-    "without running a repeated task once": [(tidy, "_merge_duplicates", _renumber)],
-    "without following transforms": [(tidy, "_follow_transforms", lambda *a, **k: None)],
-    "without following steps": [(tidy, "_follow_steps", lambda *a, **k: None)],
-    "without making what the request asks for": [(mend._Mender, "make", lambda self, kind: None)],
+# label -> (the passes run, (object, attribute, replacement) patches that switch a piece of mending off)
+PIECES: dict[str, tuple[tuple[Any, ...], Patches]] = {
+    "all of it": (PASSES, []),
+    "no passes at all": ((), []),
+    **{f"without {name}": (_without(name), []) for name, _ in PASSES if name != "merge_duplicates_again"},
+    "without making what the request asks for": (PASSES, [(mend._Mender, "make", lambda self, kind: None)]),
 }
 
 
-def replay(name: str, patches: list[tuple[Any, str, Callable[..., Any]]], records: dict[str, dict[str, Any]],
+def replay(name: str, piece: tuple[tuple[Any, ...], Patches], records: dict[str, dict[str, Any]],
            data: Path) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
     """Records, predictions and per-record figures of run ``name``'s stored replies through today's
-    planner with ``patches`` applied (the files and task types the planner is offered as the run offered
-    them); ``records`` are those of the file ``data``."""
+    planner with one piece's passes and ``patches`` applied (the files and task types the planner is
+    offered as the run offered them); ``records`` are those of the file ``data``."""
     preds, meta = tb.load_partial(tb.RESULTS / f"{name}.predictions.jsonl", tb.RESULTS / f"{name}.meta.jsonl")
     tb.check_run_records(name, meta, records, data)
     doc_path = tb.RESULTS / f"{name}.json"
     settings = json.loads(doc_path.read_text()).get("settings", {}) if doc_path.exists() else {}
     mode, specs = settings.get("files", "none"), tb.stored_specs(settings)
+    passes, patches = piece
     saved = [(obj, attr, getattr(obj, attr)) for obj, attr, _ in patches]
     for obj, attr, value in patches:
         setattr(obj, attr, value)
@@ -69,7 +63,8 @@ def replay(name: str, patches: list[tuple[Any, str, Callable[..., Any]]], record
         out: dict[str, Any] = {}
         for rid, info in meta.items():
             request = records[rid]["user_request"]
-            accepted = tb.accept_stored(info.get("raw", []), request, tb.request_files(request, mode), specs)
+            accepted = tb.accept_stored(info.get("raw", []), request, tb.request_files(request, mode), specs,
+                                        passes)
             out[rid] = tb.to_taskbench(rid, [t.model_dump() for t in accepted[0].tasks]) if accepted else preds[rid]
             meta[rid] = {**info, "valid": accepted is not None}
     finally:
@@ -129,9 +124,10 @@ def ablate(runs: list[str], data: Path) -> list[dict[str, Any]]:
           f" {'changed':>8} {'better':>7} {'worse':>6} {'p':>7}  gain on each half (node / edge)")
     records = {str(r["id"]): r for r in tb.load_records(data)}
     for run in runs:
-        recs, full, full_meta = replay(run, [], records, data)
-        for label, patches in PIECES.items():
-            _, preds, meta = (recs, full, full_meta) if not patches else replay(run, patches, records, data)
+        recs, full, full_meta = replay(run, PIECES["all of it"], records, data)
+        for label, piece in PIECES.items():
+            patches = piece != PIECES["all of it"]
+            _, preds, meta = (recs, full, full_meta) if not patches else replay(run, piece, records, data)
             m = tb.score(list(recs.values()), preds, meta)["all"]
             row = {"run": run, "configuration": label, **m}
             line = (f"{run:22} {label:42} {m['node_f1']:8.2f} {m['edge_f1']:8.2f} {m['exact_match']:7.2f} "

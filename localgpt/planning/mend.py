@@ -9,10 +9,11 @@ from typing import Any
 from localgpt import tasks as registry
 from localgpt.config import MAX_TASKS_LIMIT
 from localgpt.errors import PlanError
+from localgpt.planning.passes import image_question_type, make_context
 from localgpt.planning.quotes import quoted_passages
 from localgpt.planning.references import REFERENCE, is_pure_reference, references
 from localgpt.planning.schema import TEXT_MAX
-from localgpt.planning.validate import _media_file, _split_reply, named_files, user_files, validate_plan
+from localgpt.planning.validate import _media_file, _split_reply, user_files, validate_plan
 from localgpt.schema import Plan
 from localgpt.tasks import Kind, TaskSpec, kind_by_name
 
@@ -26,41 +27,10 @@ CONVERTERS: dict[tuple[Kind, Kind], str] = {
 }
 
 
-# A request that speaks of a document: a question about its image goes to document-question-answering.
-_DOCUMENT = re.compile(r"\b(document|page|form|invoice|receipt|scan\w*|table|text on|written)\b", re.IGNORECASE)
+# The converters that make a new thing of a kind from a text: a plan that takes such a thing from a file
+# the user never gave has forgotten to make it, when the request holds words asking for one.
+_MAKERS = {"text-to-image": Kind.IMAGE, "text-to-video": Kind.VIDEO, "text-to-speech": Kind.AUDIO}
 
-# A request that asks for what image-to-text writes: a caption, a description, the text in an image.
-_CAPTION_ASKED = re.compile(r"\b(caption\w*|describ\w*|description|extract\w*|ocr)\b", re.IGNORECASE)
-
-# A question that speaks of an image, or of a document (narrower than _DOCUMENT: "what form of energy",
-# "the table of results" need no image): question answering cannot see either.
-_ABOUT_IMAGE = re.compile(r"\b(image|picture|photo|photograph)\b", re.IGNORECASE)
-_DOCUMENT_QUESTION = re.compile(r"\b(document|invoice|receipt|scan\w*|page)\b", re.IGNORECASE)
-
-
-def asks_an_image(question: Any) -> bool:
-    """Whether ``question`` (a text of its own, not a reference) speaks of an image or a document, or
-    names an image file."""
-    return (isinstance(question, str) and not references(question)
-            and bool(_ABOUT_IMAGE.search(question) or _DOCUMENT_QUESTION.search(question)
-                     or any(_media_file(f) is Kind.IMAGE for f in named_files(question))))
-
-
-def image_question_type(request: str, question: Any = "") -> str:
-    """The task that answers a question about an image: document question answering when the request
-    or the question speaks of a document, visual question answering otherwise."""
-    document = _DOCUMENT.search(request) or isinstance(question, str) and _DOCUMENT_QUESTION.search(question)
-    return "document-question-answering" if document else "visual-question-answering"
-
-# A request that asks for a picture, a video or speech to be made ("I want an image of ...", "create a
-# video ..."): a plan that takes such a thing from a file the user never gave has forgotten to make it.
-# A verb of making a few words before the thing, or a wish for "a"/"an"/"some"/"new" one ("make the audio
-# clearer" asks for no new audio).
-_MAKE = re.compile(r"\b(?:(?:create|generate|produce|draw|paint|design|render)\w*\s+(?:\w+\s+){0,3}?"
-                   r"|(?:want|need|like|make)\s+(?:\w+\s+){0,2}?(?:a|an|some|new)\s+(?:\w+\s+)?)"
-                   r"(image|picture|photo|illustration|drawing|video|clip|speech|audio)s?\b", re.IGNORECASE)
-_MADE_KIND = {"image": Kind.IMAGE, "picture": Kind.IMAGE, "photo": Kind.IMAGE, "illustration": Kind.IMAGE,
-              "drawing": Kind.IMAGE, "video": Kind.VIDEO, "clip": Kind.VIDEO, "speech": Kind.AUDIO, "audio": Kind.AUDIO}
 
 def _user_text(request: str, files: Sequence[str]) -> str | None:
     """The text a request gives to work on: its first quoted passage (other than a quoted file name),
@@ -82,8 +52,9 @@ class _Mender:
         self.user_files = user_files(request, files)
         self.allowed = set(self.user_files) | {n.replace("\\", "/").rsplit("/", 1)[-1] for n in self.user_files}
         self.user_text = _user_text(request, self.user_files)
-        self.request = request
-        self.asked_for = {_MADE_KIND[m.group(1).lower()] for m in _MAKE.finditer(request)}
+        self.context = make_context(request, files, specs)
+        self.asked_for = ({Kind(k) for k in self.context.lexicon.made(request)}
+                          | {kind for name, kind in _MAKERS.items() if name in self.context.asked})
 
     def produces(self, new_id: int) -> tuple[Kind, ...]:
         return self.known[self.out[new_id]["task"]].produces
@@ -97,12 +68,20 @@ class _Mender:
         self.out.append({"id": len(self.out), "task": name, "dep": [-1], "args": {spec.inputs[0].name: source}})
         return f"<resource>-{len(self.out) - 1}"
 
-    def latest(self, kind: Kind) -> str | None:
-        """The latest output of ``kind`` so far, else the first user file of that kind."""
+    def latest(self, kind: Kind, *, files_first: bool = False) -> str | None:
+        """The latest output of ``kind`` so far, else the first user file of that kind that no task
+        takes yet (the first of that kind when every one is taken): a plan that names two files nobody
+        gave, for a user who gave two, gets one each. With ``files_first``, such a user file comes
+        before the outputs."""
+        mine = [f for f in self.user_files if kind_by_name(f) is kind]
+        taken = {v for t in self.out for v in t["args"].values()}
+        fresh = next((f for f in mine if f not in taken), None)
+        if files_first and fresh is not None:
+            return fresh
         for new_id in range(len(self.out) - 1, -1, -1):
             if kind in self.produces(new_id):
                 return f"<resource>-{new_id}"
-        return next((f for f in self.user_files if kind_by_name(f) is kind), None)
+        return fresh or next(iter(mine), None)
 
     def fix(self, value: str, kind: Kind) -> str | None:
         """``value`` made sound for an argument of ``kind``, or None when it cannot be."""
@@ -124,6 +103,11 @@ class _Mender:
         if kind is Kind.TEXT:
             if given and found is not None and found is not kind:  # a user's media file: read it
                 return self.convert(value, found, kind)
+            if found is not None and _media_file(value) is not None:
+                # a media file nobody gave, where a text belongs: a user's file of its kind not read yet
+                # (else the latest output of that kind), read
+                source = self.latest(found, files_first=True)
+                return self.convert(source, found, kind) if source is not None else None
 
             def remap(m: re.Match[str]) -> str:
                 old = int(m.group(1))
@@ -161,9 +145,9 @@ class _Mender:
     def ask_image(self, item: dict[str, Any]) -> dict[str, Any]:
         """A question-answering task given an image where a text belongs asks about the image: it
         becomes visual question answering (document question answering when the request or the
-        question speaks of a document: :func:`image_question_type`). So does one whose context is lost
+        question holds a word for a document: :func:`image_question_type`). So does one whose context is lost
         when there is no text to read but an image: the latest image output, else the user's image.
-        (One that only asks about an image is left to :func:`tidy_plan`, which looks at every plan.)
+        (One that only asks about an image is left to the passes, which look at every plan.)
         Other tasks are returned as they are."""
         args = item.get("args")
         if item.get("task") != "question-answering" or not isinstance(args, dict):
@@ -177,7 +161,7 @@ class _Mender:
         if image is None:
             return item
         other = args.get("question" if image == "context" else "context")
-        name = image_question_type(self.request, other)
+        name = image_question_type(self.context, other)
         if name not in self.known or not isinstance(other, str) or not other.strip():
             return item
         spec = self.known[name]
@@ -203,7 +187,7 @@ class _Mender:
             # text, or one that was only references, the latest text output, else the text the user gave
             if new is None and inp.required:
                 if inp.kind is not Kind.TEXT:
-                    new = self.latest(inp.kind) or self.make(inp.kind)
+                    new = self.latest(inp.kind, files_first=bool(value)) or self.make(inp.kind)
                 elif not value or references(value):
                     new = self.latest(Kind.TEXT) or self.user_text
             if new is None:
@@ -227,7 +211,8 @@ def salvage_plan(raw: Any, request: str = "", files: Sequence[str] = (), max_tas
     latest earlier output of the kind needed too, or the user's file of that kind, and only when there
     is neither gets a converter task in between (image-to-text, speech recognition, text-to-speech,
     text-to-image, text-to-video), as does a user's file of the wrong kind; an image, video or speech
-    that is nowhere, when the request asks for one to be made ("I want an image of ..."), is made first
+    that is nowhere, when the request holds a word asking for one to be made (the lexicon of its
+    language: "draw", "画", "vorlesen"), is made first
     from the latest text output, else the user's text; a question-answering task
     given an image, or with nothing to read but an image, becomes visual (or document) question
     answering; a task

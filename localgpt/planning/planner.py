@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 import json
-import re
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from localgpt import tasks as registry
@@ -13,42 +14,81 @@ from localgpt.config import DEFAULT_MAX_TASKS
 from localgpt.errors import PlanError
 from localgpt.llm import LLM, Message, context_budget, trim_history
 from localgpt.planning.demos import DEMOS, Demo
+from localgpt.planning.language import detect, lexicon
 from localgpt.planning.mend import salvage_plan
+from localgpt.planning.passes import PASSES, Pass, apply_passes
 from localgpt.planning.quotes import outside_quotes
 from localgpt.planning.retrieval import Similarity, word_overlap
 from localgpt.planning.schema import STEP_MAX, plan_schema
-from localgpt.planning.tidy import tidy_plan
 from localgpt.planning.validate import validate_plan
 from localgpt.schema import Plan
 from localgpt.tasks import TaskSpec
 
 DEMO_POOL = 30  # demos most similar to a request among which the diverse ones are chosen
 SAMPLE_SEED = 1000  # seed of the first self-consistency sample (the next ones count up)
-# What makes a request read as several actions (see :func:`min_steps`): words that chain actions, and
-# words naming an action or what it makes. Quoted passages are left out first: they are data, not asks.
-_CHAIN_WORDS = re.compile(r"\b(then|after|afterwards|finally|next|also|once|followed|and|lastly|later|subsequently|"
-                          r"as well)\b")
-_ACTION_WORDS = re.compile(r"\b(classify|detect|segment|generate|create|convert|translate|summari[sz]e|transcribe|"
-                           r"answer|describe|edit|modify|change|identify|extract|estimate|read|speak|produce|make|"
-                           r"turn|enhance|analy[sz]e|recogni[sz]e|tell|find|determine|compare|caption|write|"
-                           r"paraphrase|video|image|speech|audio|label)\w*")
+
 
 def min_steps(request: str) -> int:
-    """The fewest steps a request plainly asks for: 2 when, outside its quoted passages, it has two
-    or more words that chain actions ("then", "and", "finally", ...) or four or more different
-    words naming an action ("translate", "describe", "video", ...), else 1.
+    """The fewest steps a request plainly asks for: 2 when, outside its quoted passages, it holds two
+    or more words that chain actions, or four or more different words naming an action, of the lexicon
+    of its language ("then", "dann", "然后"; "translate", "übersetze", "翻译"); else 1. A language
+    without a lexicon always gets 1: an absent word never raises the floor.
 
     A small planner often closes its step list after the first step of such a request (on the
     TaskBench dev file, 44 of its 162 multi-tool requests got one step); this floor, given to the
-    schema, makes it go on. On that file it falls on 127 of the 162 multi-tool requests and 15 of
-    the 128 single-tool ones. (A floor of 3 for requests with three chaining words or five action
-    words, 89 of whose 91 need three tools or more, was measured too: it changed 4 plans and
-    nothing in the scores.)
+    schema, makes it go on. With the English lexicon it falls on 127 of that file's 162 multi-tool
+    requests and 15 of the 128 single-tool ones.
     """
-    text = outside_quotes(request).lower()
-    chained = len(_CHAIN_WORDS.findall(text)) >= 2
-    actions = len({m.group(1) for m in _ACTION_WORDS.finditer(text)}) >= 4
+    words = lexicon(detect(request))
+    text = outside_quotes(request)
+    chained = words.chain_words(text) >= 2
+    actions = len(words.found(text, words.actions, prefix=True)) >= 4
     return 2 if chained or actions else 1
+
+
+@dataclass(frozen=True)
+class PlannerOptions:
+    """How the planner decodes, for ablations (the defaults are the product's planner; see
+    docs/planning.md and bench/README.md for what each one measured).
+
+    - ``repair``: one repair round when a reply cannot be made a valid plan;
+    - ``salvage``: mend an invalid reply task by task before asking for a repair;
+    - ``decompose``: the LLM writes the request's steps before its tasks;
+    - ``constrained``: decode under the plan schema;
+    - ``step_floor``: raise the schema's fewest steps for a request that reads as several actions
+      (:func:`min_steps`);
+    - ``samples``, ``sample_temperature``: self-consistency over that many sampled replies;
+    - ``demo_diversity``: maximal marginal relevance among the demos (0: the most similar ones);
+    - ``type_shortlist``: admit only the task types of the K most similar demos (0: all);
+    - ``fixed_demos``: show the first ``n_demos`` demos whatever the request;
+    - ``passes``: the passes run over every accepted plan (:data:`PASSES`).
+    """
+
+    repair: bool = True
+    salvage: bool = True
+    decompose: bool = True
+    constrained: bool = True
+    step_floor: bool = True
+    samples: int = 0
+    sample_temperature: float = 0.7
+    demo_diversity: float = 0.0
+    type_shortlist: int = 0
+    fixed_demos: bool = False
+    passes: tuple[tuple[str, Pass], ...] = PASSES
+
+
+@dataclass(frozen=True)
+class PlanAttempt:
+    """One planning of a request: the plan (None when no valid plan could be made, with ``error``
+    saying why), every reply of the LLM in order (first, repair, samples), whether the plan kept was
+    mended, the seconds it took and the passes that changed it."""
+
+    plan: Plan | None
+    raws: tuple[str, ...] = ()
+    salvaged: bool = False
+    seconds: float = 0.0
+    passes: tuple[str, ...] = ()
+    error: PlanError | None = field(default=None, compare=False)
 
 
 class Planner:
@@ -62,27 +102,21 @@ class Planner:
 
     def __init__(self, llm: LLM, *, max_tasks: int = DEFAULT_MAX_TASKS, n_demos: int = 3,
                  demos: Sequence[Demo] = DEMOS, specs: Sequence[TaskSpec] = registry.TASKS,
-                 repair: bool = True, salvage: bool = True, similarity: Similarity = word_overlap,
-                 decompose: bool = True, samples: int = 0, sample_temperature: float = 0.7,
-                 step_floor: bool = True, demo_diversity: float = 0.0, type_shortlist: int = 0) -> None:
+                 similarity: Similarity = word_overlap, options: PlannerOptions = PlannerOptions()) -> None:
         self.llm = llm
         self.max_tasks = max_tasks
         self.n_demos = n_demos
-        self.demos = list(demos)
-        self.specs = list(specs)
-        self.repair = repair
-        self.salvage = salvage
-        self.last_salvaged = False
+        self.demos = tuple(demos)
+        self.specs = tuple(specs)
         self.similarity = similarity
-        self.decompose = decompose
-        self.samples = samples
-        self.sample_temperature = sample_temperature
-        self.step_floor = step_floor
-        self.demo_diversity = demo_diversity
-        self.type_shortlist = type_shortlist
-        self.schema = plan_schema(self.specs, max_tasks, steps=decompose)
-        self.last_raw: list[str] = []
-        self.last_seconds = 0.0
+        self.options = options
+        self.schema = plan_schema(self.specs, max_tasks, steps=options.decompose) if options.constrained else None
+
+    def with_demos(self, demos: Sequence[Demo]) -> Planner:
+        """A planner like this one that shows ``demos`` (the schema is shared, not built again)."""
+        other = copy.copy(self)
+        other.demos = tuple(demos)
+        return other
 
     def system_prompt(self) -> str:
         """The fixed instructions: the task types and the rules of a plan."""
@@ -96,13 +130,15 @@ class Planner:
             + " Each task has an \"id\" (0, 1, 2, ...), a \"task\" type from the list below, \"dep\" "
             "(ids of the tasks whose output it uses, or [-1] when none) and \"args\".\n"
             "To use the output of task N as an argument, write \"<resource>-N\". File arguments are file names "
-            "the user gave or \"<resource>-N\". Copy texts from the request into args; do not invent files, and "
-            "add no task the request does not ask for.\n"
+            "the user gave or \"<resource>-N\". Copy texts from the request into args, in the request's own "
+            "language; do not invent files, and add no task the request does not ask for. A request you can "
+            "answer yourself (a joke, a question from knowledge, small talk) is one text-generation or "
+            "conversational task.\n"
             "Task types:\n" + "\n".join(lines)
         )
 
     def _reply_shape(self) -> str:
-        if self.decompose:
+        if self.options.decompose:
             return ("as JSON: first \"steps\": every action the request asks for, one step each, in order, in plain "
                     "words (\"Step 1: ...\"); then \"tasks\", one task per step.")
         return "as a JSON list."
@@ -110,7 +146,7 @@ class Planner:
     def demo_reply(self, demo: Demo) -> str:
         """A demo's plan as the LLM is asked to write it (compact JSON, with its steps when decomposing)."""
         tasks = list(demo.plan)
-        if not self.decompose:
+        if not self.options.decompose:
             return json.dumps(tasks, separators=(",", ":"), ensure_ascii=False)
         steps = list(demo.steps) or [f"Step {i}: {t['task']}" for i, t in enumerate(tasks, 1)]
         return json.dumps({"steps": steps, "tasks": tasks}, separators=(",", ":"), ensure_ascii=False)
@@ -124,7 +160,8 @@ class Planner:
         """``n_demos`` demos for ``request``, least similar first (the closest sits nearest): the most
         similar ones.
 
-        With ``demo_diversity`` > 0 (off by default), a request that reads as several actions
+        With ``fixed_demos``, the first ``n_demos`` demos, whatever the request. With ``demo_diversity``
+        > 0 (off by default), a request that reads as several actions
         (:func:`min_steps`) gets varied demos instead: the most similar first, then each time the
         demo of the :data:`DEMO_POOL` most similar that best balances its similarity to the request
         against its likeness to a demo already chosen (maximal marginal relevance). It shows more of
@@ -132,13 +169,15 @@ class Planner:
         """
         if self.n_demos <= 0 or not self.demos:
             return []
+        if self.options.fixed_demos:
+            return list(self.demos[: self.n_demos])
         scores, ranked = self._ranked(request)
-        if self.demo_diversity <= 0 or min_steps(request) < 2:
+        if self.options.demo_diversity <= 0 or min_steps(request) < 2:
             chosen = ranked[: self.n_demos]
         else:
             chosen, pool = ranked[:1], ranked[1:DEMO_POOL]
             likeness = dict.fromkeys(pool, float("-inf"))
-            w = self.demo_diversity
+            w = self.options.demo_diversity
             while pool and len(chosen) < self.n_demos:
                 near = self.similarity(self.demos[chosen[-1]].request, [self.demos[i].request for i in pool])
                 for i, sim in zip(pool, near, strict=True):
@@ -160,13 +199,13 @@ class Planner:
         K demos, or when none of those types is offered. The system prompt still lists every type, so
         its cached state is reused.
         """
-        k = self.type_shortlist
+        k = self.options.type_shortlist
         if k <= 0 or len(self.demos) <= k:
-            return self.specs
+            return list(self.specs)
         _, ranked = self._ranked(request)
         near = {t.get("task") for i in ranked[:k] for t in self.demos[i].plan}
         used = {t.get("task") for d in self.demos for t in d.plan}
-        return [s for s in self.specs if s.name in near or s.name not in used] or self.specs
+        return [s for s in self.specs if s.name in near or s.name not in used] or list(self.specs)
 
     def messages(self, request: str, files: Sequence[str], history: Sequence[Message] = ()) -> list[Message]:
         """The full chat sent to the LLM: instructions, demos, trimmed history, the request."""
@@ -189,8 +228,8 @@ class Planner:
             return schema
         allowed = self.shortlist(request)
         if len(allowed) < len(self.specs):
-            schema = plan_schema(allowed, self.max_tasks, steps=self.decompose)
-        if not self.decompose or not self.step_floor:
+            schema = plan_schema(allowed, self.max_tasks, steps=self.options.decompose)
+        if not self.options.decompose or not self.options.step_floor:
             return schema
         steps = schema["properties"]["steps"]
         floor = min(min_steps(request), steps.get("maxItems", 1))
@@ -200,28 +239,37 @@ class Planner:
 
     def max_tokens(self) -> int:
         """Enough tokens for the longest plan the schema admits, within reason (and its steps)."""
-        return min(1536, 120 * self.max_tasks) + (STEP_MAX // 3 * self.max_tasks if self.decompose else 0)
+        return min(1536, 120 * self.max_tasks) + (STEP_MAX // 3 * self.max_tasks if self.options.decompose else 0)
 
     def plan(self, request: str, files: Sequence[str] = (), history: Sequence[Message] = ()) -> Plan:
-        """Plan ``request``; raises :class:`PlanError` when no valid plan can be made.
+        """Plan ``request`` (see :meth:`attempt`); raises :class:`PlanError` when no valid plan can be made."""
+        attempt = self.attempt(request, files, history)
+        if attempt.plan is None:
+            assert attempt.error is not None
+            raise attempt.error
+        return attempt.plan
+
+    def attempt(self, request: str, files: Sequence[str] = (), history: Sequence[Message] = ()) -> PlanAttempt:
+        """Plan ``request`` and say how it went (:class:`PlanAttempt`). Nothing is kept on the planner,
+        so one planner serves any number of threads.
 
         A reply that is not a valid plan is mended first (:func:`salvage_plan`); only when mending
         cannot keep a single task (or the reply is not JSON) is the error fed back to the LLM for one
-        repair round, whose reply may be mended in turn.
+        repair round, whose reply may be mended in turn. Raises :class:`PlanError` at once for an empty
+        request; a request that cannot be planned comes back with ``plan`` None and the ``error``.
         """
-        self.last_raw = []  # reset first: a call that fails early leaves none of the last call's replies
-        self.last_salvaged = False
         if not request.strip():
             raise PlanError("the request is empty", "say what you want done")
         start = time.perf_counter()
+        raws: list[str] = []
         msgs = first = self.messages(request, files, history)
         error: PlanError | None = None
         schema = self.schema_for(request)
-        for _ in range(2 if self.repair else 1):
+        for _ in range(2 if self.options.repair else 1):
             raw = self.llm.generate(msgs, schema=schema, max_tokens=self.max_tokens())
-            self.last_raw.append(raw)
+            raws.append(raw)
             try:
-                plan = self._accept(raw, request, files)
+                accepted = self._accept(raw, request, files)
             except PlanError as exc:
                 error = exc
                 msgs = msgs + [
@@ -229,45 +277,54 @@ class Planner:
                     {"role": "user", "content": f"That plan is invalid: {exc.message}. Reply with a corrected plan."},
                 ]
                 continue
-            plan = self._consensus(plan, first, schema, request, files)
-            self.last_seconds = time.perf_counter() - start
-            return plan
+            accepted = self._consensus(accepted, first, schema, request, files, raws)
+            return PlanAttempt(accepted.plan, tuple(raws), accepted.mended, time.perf_counter() - start,
+                               accepted.passes)
         assert error is not None
-        self.last_seconds = time.perf_counter() - start
-        raise PlanError(f"could not make a valid plan: {error.message}",
-                        "rephrase the request, or name the files it uses", raw=error.raw)
+        failure = PlanError(f"could not make a valid plan: {error.message}",
+                            "rephrase the request, or name the files it uses", raw=error.raw)
+        return PlanAttempt(None, tuple(raws), False, time.perf_counter() - start, (), failure)
 
-    def _accept(self, raw: str, request: str, files: Sequence[str]) -> Plan:
-        """The plan in ``raw`` (see :func:`accept_reply`), noting whether it was mended."""
-        plan, self.last_salvaged = accept_reply(raw, request, files, self.max_tasks, self.specs, salvage=self.salvage)
-        return plan
+    def _accept(self, raw: str, request: str, files: Sequence[str]) -> Accepted:
+        return accept(raw, request, files, self.max_tasks, self.specs, salvage=self.options.salvage,
+                      passes=self.options.passes)
 
-    def _consensus(self, plan: Plan, msgs: list[Message], schema: dict[str, Any] | None, request: str,
-                   files: Sequence[str]) -> Plan:
-        """Self-consistency (``samples`` > 0): ``plan`` or one of ``samples`` replies sampled at
+    def _consensus(self, accepted: Accepted, msgs: list[Message], schema: dict[str, Any] | None, request: str,
+                   files: Sequence[str], raws: list[str]) -> Accepted:
+        """Self-consistency (``samples`` > 0): ``accepted`` or one of ``samples`` replies sampled at
         ``sample_temperature`` (each validated, or mended), whichever agrees most with all the others
-        (:func:`plan_agreement`); ``plan`` wins a tie. Samples that cannot be made valid do not vote."""
-        if self.samples <= 0:
-            return plan
-        candidates = [plan]
-        for k in range(self.samples):
+        (:func:`plan_agreement`); ``accepted`` wins a tie. Samples that cannot be made valid do not vote.
+        Each sampled reply is appended to ``raws``."""
+        if self.options.samples <= 0:
+            return accepted
+        candidates = [accepted]
+        for k in range(self.options.samples):
             raw = self.llm.generate(msgs, schema=schema, max_tokens=self.max_tokens(),
-                                    temperature=self.sample_temperature, seed=SAMPLE_SEED + k)
-            self.last_raw.append(raw)
+                                    temperature=self.options.sample_temperature, seed=SAMPLE_SEED + k)
+            raws.append(raw)
             try:
-                found, _ = accept_reply(raw, request, files, self.max_tasks, self.specs, salvage=self.salvage)
+                candidates.append(self._accept(raw, request, files))
             except PlanError:
                 continue
-            candidates.append(found)
-        votes = [sum(plan_agreement(c, other) for other in candidates) for c in candidates]
+        votes = [sum(plan_agreement(c.plan, other.plan) for other in candidates) for c in candidates]
         return candidates[votes.index(max(votes))]
 
 
-def accept_reply(raw: str, request: str = "", files: Sequence[str] = (), max_tasks: int = DEFAULT_MAX_TASKS,
-                 specs: Sequence[TaskSpec] = registry.TASKS, *, salvage: bool = True) -> tuple[Plan, bool]:
-    """The plan in a planner reply, valid as it is or mended (:func:`salvage_plan`), then tidied
-    (:func:`tidy_plan`), with its steps, and whether it was mended. Raises the first error found when
-    the reply is not JSON, or when mending (if ``salvage``) cannot keep a single task."""
+@dataclass(frozen=True)
+class Accepted:
+    """A reply made a plan: the plan, whether it was mended, the passes that changed it."""
+
+    plan: Plan
+    mended: bool
+    passes: tuple[str, ...]
+
+
+def accept(raw: str, request: str = "", files: Sequence[str] = (), max_tasks: int = DEFAULT_MAX_TASKS,
+           specs: Sequence[TaskSpec] = registry.TASKS, *, salvage: bool = True,
+           passes: Sequence[tuple[str, Pass]] = PASSES) -> Accepted:
+    """The plan in a planner reply, valid as it is or mended (:func:`salvage_plan`), then put through
+    ``passes`` (:func:`apply_passes`). Raises the first error found when the reply is not JSON, or when
+    mending (if ``salvage``) cannot keep a single task."""
     try:
         decoded = json.loads(raw)
     except json.JSONDecodeError as exc:
@@ -284,7 +341,15 @@ def accept_reply(raw: str, request: str = "", files: Sequence[str] = (), max_tas
         except PlanError:
             raise error from exc
         mended = True
-    return tidy_plan(plan, request, files, max_tasks, specs), mended
+    plan, changed = apply_passes(plan, request, files, max_tasks, specs, passes)
+    return Accepted(plan, mended, changed)
+
+
+def accept_reply(raw: str, request: str = "", files: Sequence[str] = (), max_tasks: int = DEFAULT_MAX_TASKS,
+                 specs: Sequence[TaskSpec] = registry.TASKS, *, salvage: bool = True) -> tuple[Plan, bool]:
+    """The plan in a planner reply and whether it was mended (:func:`accept` with every pass)."""
+    accepted = accept(raw, request, files, max_tasks, specs, salvage=salvage)
+    return accepted.plan, accepted.mended
 
 
 def plan_agreement(a: Plan, b: Plan) -> float:

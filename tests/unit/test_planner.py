@@ -11,7 +11,7 @@ from localgpt import tasks as registry
 from localgpt.errors import PlanError
 from localgpt.llm import MESSAGE_OVERHEAD, context_budget, trim_history
 from localgpt.planning.demos import DEMOS, Demo
-from localgpt.planning.planner import Planner, min_steps, plan_agreement
+from localgpt.planning.planner import Planner, PlannerOptions, min_steps, plan_agreement
 from localgpt.planning.validate import validate_plan
 from localgpt.testing import FakeLLM
 
@@ -193,29 +193,30 @@ LOST_PLAN = [t(0, "image-classification", {"image": "cat.png"})]  # not mendable
 def test_planner_valid_first_reply() -> None:
     llm = FakeLLM([json.dumps(TTS_PLAN)])
     planner = Planner(llm)
-    plan = planner.plan("say hello aloud")
-    assert [x.task for x in plan.tasks] == ["text-to-speech"]
+    attempt = planner.attempt("say hello aloud")
+    assert attempt.plan is not None and [x.task for x in attempt.plan.tasks] == ["text-to-speech"]
     assert len(llm.calls) == 1
     assert llm.calls[0].schema == planner.schema
     msgs = llm.calls[0].messages
     assert msgs[0]["role"] == "system" and "text-to-speech" in msgs[0]["content"]
     assert msgs[-1]["role"] == "user" and "say hello aloud" in msgs[-1]["content"]
-    assert planner.last_raw == [json.dumps(TTS_PLAN)]
+    assert attempt.raws == (json.dumps(TTS_PLAN),) and not attempt.salvaged and attempt.seconds >= 0
 
 
 def test_planner_mends_before_it_repairs() -> None:
     llm = FakeLLM([json.dumps(BAD_PLAN), json.dumps(TTS_PLAN)])
     planner = Planner(llm)
-    plan = planner.plan("say hello aloud")
-    assert plan.tasks[0].dep == [] and planner.last_salvaged
+    attempt = planner.attempt("say hello aloud")
+    assert attempt.plan is not None and attempt.plan.tasks[0].dep == [] and attempt.salvaged
     assert len(llm.calls) == 1  # mended at once: no repair round
 
 
 def test_planner_repairs_once_when_mending_keeps_nothing() -> None:
     llm = FakeLLM([json.dumps(LOST_PLAN), json.dumps(TTS_PLAN)])
     planner = Planner(llm)
-    plan = planner.plan("say hello aloud")
-    assert [x.task for x in plan.tasks] == ["text-to-speech"] and not planner.last_salvaged
+    attempt = planner.attempt("say hello aloud")
+    assert attempt.plan is not None and [x.task for x in attempt.plan.tasks] == ["text-to-speech"]
+    assert not attempt.salvaged and attempt.raws == (json.dumps(LOST_PLAN), json.dumps(TTS_PLAN))
     assert len(llm.calls) == 2
     second = llm.calls[1].messages
     assert second[-2] == {"role": "assistant", "content": json.dumps(LOST_PLAN)}
@@ -223,14 +224,14 @@ def test_planner_repairs_once_when_mending_keeps_nothing() -> None:
     assert llm.calls[1].schema == llm.calls[0].schema
     # without mending, a mendable plan goes to the repair round too
     llm = FakeLLM([json.dumps(BAD_PLAN), json.dumps(TTS_PLAN)])
-    Planner(llm, salvage=False).plan("say hello aloud")
+    Planner(llm, options=PlannerOptions(salvage=False)).plan("say hello aloud")
     assert len(llm.calls) == 2 and "task 0 depends on task 3" in llm.calls[1].messages[-1]["content"]
 
 
 def test_planner_gives_up_after_two_invalid() -> None:
     llm = FakeLLM([json.dumps(BAD_PLAN), json.dumps(BAD_PLAN)])
     with pytest.raises(PlanError) as err:
-        Planner(llm, salvage=False).plan("say hello aloud")
+        Planner(llm, options=PlannerOptions(salvage=False)).plan("say hello aloud")
     assert err.value.raw == json.dumps(BAD_PLAN)
     assert "task 0 depends on task 3" in err.value.message
     assert len(llm.calls) == 2
@@ -243,7 +244,7 @@ def test_planner_gives_up_after_two_invalid() -> None:
 def test_planner_without_repair_calls_once() -> None:
     llm = FakeLLM([json.dumps(BAD_PLAN), json.dumps(TTS_PLAN)])
     with pytest.raises(PlanError):
-        Planner(llm, repair=False, salvage=False).plan("say hello aloud")
+        Planner(llm, options=PlannerOptions(repair=False, salvage=False)).plan("say hello aloud")
     assert len(llm.calls) == 1
 
 
@@ -302,10 +303,11 @@ def test_diverse_demos_leave_out_a_near_duplicate() -> None:
     far = demo("draw a cat", "text-to-image")
     request = "translate this french text into english and then read it aloud"
     # by similarity alone the two near-identical translation demos fill both places
-    plain = Planner(FakeLLM(), demos=[twin_a, twin_b, other, far], n_demos=2, demo_diversity=0)
+    plain = Planner(FakeLLM(), demos=[twin_a, twin_b, other, far], n_demos=2, options=PlannerOptions(demo_diversity=0))
     assert plain.choose_demos(request) == [twin_b, twin_a]
     # with diversity the second place goes to the demo that shows another task; the closest stays last
-    diverse = Planner(FakeLLM(), demos=[twin_a, twin_b, other, far], n_demos=2, demo_diversity=0.5)
+    diverse = Planner(FakeLLM(), demos=[twin_a, twin_b, other, far], n_demos=2,
+                      options=PlannerOptions(demo_diversity=0.5))
     assert diverse.choose_demos(request) == [other, twin_a]
     assert len(Planner(FakeLLM(), demos=[twin_a, other], n_demos=3).choose_demos(request)) == 2
     # a request that reads as one action gets the most similar demos, diversity or not
@@ -376,8 +378,9 @@ def test_floor_of_two_steps_reaches_the_constraint() -> None:
 
 def test_floor_is_off_when_asked_or_without_steps() -> None:
     several = "Transcribe a.wav, then summarize it and read it aloud."
-    assert Planner(FakeLLM(), step_floor=False).schema_for(several)["properties"]["steps"]["minItems"] == 1
-    plain = Planner(FakeLLM(), decompose=False)
+    no_floor = Planner(FakeLLM(), options=PlannerOptions(step_floor=False))
+    assert no_floor.schema_for(several)["properties"]["steps"]["minItems"] == 1
+    plain = Planner(FakeLLM(), options=PlannerOptions(decompose=False))
     assert plain.schema_for(several) == plain.schema and plain.schema["type"] == "array"
     unconstrained = Planner(FakeLLM())
     unconstrained.schema = None  # type: ignore[assignment]
@@ -398,8 +401,9 @@ def test_decomposed_reply_gives_plan_with_steps() -> None:
 def test_decomposed_reply_is_mended_and_repaired_like_a_list() -> None:
     bad = {"steps": ["Step 1: Say hello."], "tasks": BAD_PLAN}
     planner = Planner(FakeLLM([json.dumps(bad)]))
-    plan = planner.plan("say hello aloud")  # mended: the bad dep dropped, the steps kept
-    assert planner.last_salvaged and plan.tasks[0].dep == [] and plan.steps == ["Step 1: Say hello."]
+    attempt = planner.attempt("say hello aloud")  # mended: the bad dep dropped, the steps kept
+    plan = attempt.plan
+    assert plan is not None and attempt.salvaged and plan.tasks[0].dep == [] and plan.steps == ["Step 1: Say hello."]
     lost = {"steps": ["Step 1: Classify cat.png."], "tasks": LOST_PLAN}
     llm = FakeLLM([json.dumps(lost), json.dumps({"steps": ["Step 1: Say hello aloud."], "tasks": TTS_PLAN})])
     plan = Planner(llm).plan("say hello aloud")
@@ -408,7 +412,7 @@ def test_decomposed_reply_is_mended_and_repaired_like_a_list() -> None:
 
 
 def test_plain_planner_replies_a_list() -> None:
-    planner = Planner(FakeLLM([json.dumps(TTS_PLAN)]), n_demos=1, decompose=False)
+    planner = Planner(FakeLLM([json.dumps(TTS_PLAN)]), n_demos=1, options=PlannerOptions(decompose=False))
     assert planner.schema["type"] == "array"
     msgs = planner.messages("Read this sentence aloud: see you", [])
     assert json.loads(msgs[-2]["content"])[0]["task"] == "text-to-speech"
@@ -480,20 +484,21 @@ TTS_ASR = [t(0, "text-to-speech", {"text": "hello"}),
 
 def test_self_consistency_takes_the_plan_the_samples_agree_on() -> None:
     llm = FakeLLM([json.dumps(TTS_PLAN), json.dumps(TTS_ASR), json.dumps(TTS_ASR)])
-    planner = Planner(llm, samples=2, sample_temperature=0.7)
-    plan = planner.plan("say hello aloud, then transcribe it")
-    assert [x.task for x in plan.tasks] == ["text-to-speech", "automatic-speech-recognition"]
+    planner = Planner(llm, options=PlannerOptions(samples=2, sample_temperature=0.7))
+    attempt = planner.attempt("say hello aloud, then transcribe it")
+    assert attempt.plan is not None
+    assert [x.task for x in attempt.plan.tasks] == ["text-to-speech", "automatic-speech-recognition"]
     assert [(c.temperature, c.seed) for c in llm.calls] == [(0.0, None), (0.7, 1000), (0.7, 1001)]
     assert llm.calls[1].messages == llm.calls[0].messages  # the same prompt: its state is reused
-    assert len(planner.last_raw) == 3
+    assert len(attempt.raws) == 3
 
 
 def test_self_consistency_tie_keeps_greedy_and_bad_samples_do_not_vote() -> None:
     llm = FakeLLM([json.dumps(TTS_PLAN), json.dumps(TTS_ASR)])
-    plan = Planner(llm, samples=1).plan("say hello aloud, then transcribe it")
+    plan = Planner(llm, options=PlannerOptions(samples=1)).plan("say hello aloud, then transcribe it")
     assert [x.task for x in plan.tasks] == ["text-to-speech"]  # one against one: the greedy plan
     llm = FakeLLM([json.dumps(TTS_PLAN), "not json", json.dumps([t(0, "made-up", {})]), json.dumps(TTS_PLAN)])
-    plan = Planner(llm, samples=3).plan("say hello aloud")
+    plan = Planner(llm, options=PlannerOptions(samples=3)).plan("say hello aloud")
     assert [x.task for x in plan.tasks] == ["text-to-speech"] and len(llm.calls) == 4
     llm = FakeLLM([json.dumps(TTS_PLAN)])
     Planner(llm).plan("say hello aloud")
@@ -519,7 +524,7 @@ def test_type_shortlist_admits_the_near_demos_types_and_those_no_demo_uses() -> 
              demo("summarize this long text", "summarization"),
              demo("translate this text into french", "translation"),
              demo("draw a cat on a sofa", "text-to-image")]
-    planner = Planner(FakeLLM(), demos=demos, n_demos=1, type_shortlist=2)
+    planner = Planner(FakeLLM(), demos=demos, n_demos=1, options=PlannerOptions(type_shortlist=2))
     allowed = {s.name for s in planner.shortlist("read this text aloud")}
     used = {"text-to-speech", "summarization", "translation", "text-to-image"}
     # the two nearest demos both read aloud: of the types demos use, only that one stays
@@ -533,7 +538,7 @@ def test_type_shortlist_admits_the_near_demos_types_and_those_no_demo_uses() -> 
     assert "- summarization(" in planner.system_prompt()
     # the constraint reaches the LLM
     llm = FakeLLM([json.dumps({"steps": ["Step 1: Say it."], "tasks": TTS_PLAN})])
-    shortlisted = Planner(llm, demos=demos, n_demos=1, type_shortlist=2)
+    shortlisted = Planner(llm, demos=demos, n_demos=1, options=PlannerOptions(type_shortlist=2))
     shortlisted.plan("read this text aloud")
     assert _task_names(llm.calls[0].schema) == allowed
 
@@ -541,13 +546,13 @@ def test_type_shortlist_admits_the_near_demos_types_and_those_no_demo_uses() -> 
 def test_type_shortlist_is_off_by_default_and_with_few_demos() -> None:
     request = "Transcribe a.wav, then summarize it and read it aloud."
     default = Planner(FakeLLM())
-    assert default.type_shortlist == 0 and default.shortlist(request) == default.specs
+    assert default.options.type_shortlist == 0 and default.shortlist(request) == list(default.specs)
     # no more demos than K: the demos cannot tell what is far, so every type stays
-    few = Planner(FakeLLM(), type_shortlist=len(DEMOS))
-    assert few.shortlist(request) == few.specs
+    few = Planner(FakeLLM(), options=PlannerOptions(type_shortlist=len(DEMOS)))
+    assert few.shortlist(request) == list(few.specs)
     assert few.schema_for(request)["properties"]["tasks"] == default.schema_for(request)["properties"]["tasks"]
     # with many demos, a shortlist keeps the step floor of a request that reads as several actions
-    narrow = Planner(FakeLLM(), type_shortlist=3)
+    narrow = Planner(FakeLLM(), options=PlannerOptions(type_shortlist=3))
     schema = narrow.schema_for(request)
     assert schema["properties"]["steps"]["minItems"] == 2
     assert len(_task_names(schema)) < len(narrow.specs)
@@ -557,5 +562,5 @@ def test_type_shortlist_is_off_by_default_and_with_few_demos() -> None:
     offered = [registry.get("summarization")]
     demos = [Demo(f"read text {i} aloud", (), (t(0, "text-to-speech", {"text": "x"}),)) for i in range(4)]
     demos.append(Demo("sum up this text", (), (t(0, "summarization", {"text": "x"}),)))
-    lone = Planner(FakeLLM(), demos=demos, specs=offered, type_shortlist=2)
+    lone = Planner(FakeLLM(), demos=demos, specs=offered, options=PlannerOptions(type_shortlist=2))
     assert lone.shortlist("read text 9 aloud") == offered

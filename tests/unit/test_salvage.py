@@ -3,17 +3,26 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
 
+from localgpt import tasks as registry
 from localgpt.errors import PlanError
 from localgpt.planning.mend import salvage_plan
-from localgpt.planning.planner import Planner, accept_reply
-from localgpt.planning.tidy import tidy_plan
+from localgpt.planning.passes import apply_passes
+from localgpt.planning.planner import Planner, PlannerOptions, accept_reply
 from localgpt.planning.validate import validate_plan
+from localgpt.schema import Plan
+from localgpt.tasks import TaskSpec
 from localgpt.testing import FakeLLM
 
+
+def tidy_plan(plan: Plan, request: str = "", files: Sequence[str] = (), max_tasks: int = 32,
+              specs: Sequence[TaskSpec] = registry.TASKS) -> Plan:
+    """The plan after every pass (:func:`apply_passes`)."""
+    return apply_passes(plan, request, files, max_tasks, specs)[0]
 
 def t(i: int, task: str, args: dict[str, str], dep: list[int] | None = None) -> dict[str, Any]:
     return {"id": i, "task": task, "dep": dep if dep is not None else [-1], "args": args}
@@ -172,14 +181,15 @@ def test_planner_mends_without_a_repair_round() -> None:
     bad = [t(0, "sentence-similarity", {"text": "example.jpg", "other_text": "a cat"}),
            t(1, "text-to-speech", {"text": "<resource>-4"})]
     llm = FakeLLM([json.dumps(bad), json.dumps(bad)])
-    planner = Planner(llm)
-    plan = planner.plan("compare the text in example.jpg with 'a cat' and read the result aloud")
-    assert len(llm.calls) == 1 and planner.last_salvaged
+    attempt = Planner(llm).attempt("compare the text in example.jpg with 'a cat' and read the result aloud")
+    plan = attempt.plan
+    assert plan is not None and len(llm.calls) == 1 and attempt.salvaged
     assert [x.task for x in plan.tasks] == ["image-to-text", "sentence-similarity", "text-to-speech"]
     assert plan.tasks[2].args == {"text": "<resource>-1"}
     # off: the error reaches the caller
     with pytest.raises(PlanError):
-        Planner(FakeLLM([json.dumps(bad), json.dumps(bad)]), salvage=False).plan("compare example.jpg with 'a cat'")
+        Planner(FakeLLM([json.dumps(bad), json.dumps(bad)]),
+                options=PlannerOptions(salvage=False)).plan("compare example.jpg with 'a cat'")
 
 
 def test_a_text_input_with_no_source_takes_the_text_the_user_gave() -> None:
@@ -260,10 +270,11 @@ def test_tidy_keeps_the_original_when_asked_and_what_needs_no_change() -> None:
     plan = validate_plan({"steps": steps, "tasks": tasks}, "edit room.jpg ...")
     assert tidy_plan(plan, "edit room.jpg ...") is plan
     # not from a task of the same type, nor from object detection's boxes, nor from another file
-    for first in (t(0, "image-classification", {"image": "room.jpg"}), t(0, "object-detection", {"image": "room.jpg"}),
-                  t(0, "image-editing", {"image": "hall.jpg", "text": "paint it"})):
-        plan = validate_plan([first, t(1, "image-to-text", {"image": "room.jpg"})], "room.jpg hall.jpg")
-        assert tidy_plan(plan, "room.jpg hall.jpg") is plan
+    for first, request in ((t(0, "image-classification", {"image": "room.jpg"}), "room.jpg"),
+                           (t(0, "object-detection", {"image": "room.jpg"}), "room.jpg"),
+                           (t(0, "image-editing", {"image": "hall.jpg", "text": "paint it"}), "room.jpg hall.jpg")):
+        plan = validate_plan([first, t(1, "image-to-text", {"image": "room.jpg"})], request)
+        assert tidy_plan(plan, request) is plan
     same = validate_plan([t(0, "image-editing", {"image": "room.jpg", "text": "a"}),
                           t(1, "image-editing", {"image": "room.jpg", "text": "b"})], "room.jpg")
     assert tidy_plan(same, "room.jpg") is same
@@ -374,3 +385,32 @@ def test_tidy_asks_an_image_a_question_that_speaks_of_one() -> None:
                                   ("What is in the image?", "photo.jpg", {"specs": no_vqa})):
         plan = validate_plan([qa(question)], request)
         assert tidy_plan(plan, request, **kw) is plan, question
+
+
+def test_files_nobody_gave_take_the_users_files_of_that_kind_in_turn() -> None:
+    raw = [t(0, "automatic-speech-recognition", {"audio": "meeting1.ogg"}),
+           t(1, "automatic-speech-recognition", {"audio": "meeting2.ogg"})]
+    plan = salvage_plan(raw, "حوّل التسجيلين صوت_أ.ogg و صوت_ب.ogg إلى نص", ["صوت_أ.ogg", "صوت_ب.ogg"])
+    assert [x.args["audio"] for x in plan.tasks] == ["صوت_أ.ogg", "صوت_ب.ogg"]
+    # more invented names than files: the first file again once every one is taken
+    raw.append(t(2, "audio-classification", {"audio": "meeting3.ogg"}))
+    plan = salvage_plan(raw, "transcribe x.ogg", ["x.ogg"])
+    assert [x.args["audio"] for x in plan.tasks] == ["x.ogg", "x.ogg", "x.ogg"]
+
+
+def test_a_text_argument_naming_a_file_nobody_gave_reads_the_users_file_of_that_kind() -> None:
+    raw = [t(0, "summarization", {"text": "recording.ogg"})]
+    plan = salvage_plan(raw, "fasse aufnahme.ogg zusammen", ["aufnahme.ogg"])
+    assert [(x.task, x.args) for x in plan.tasks] == [
+        ("automatic-speech-recognition", {"audio": "aufnahme.ogg"}), ("summarization", {"text": "<resource>-0"})]
+    with pytest.raises(PlanError):  # no audio anywhere: nothing to read
+        salvage_plan(raw, "summarize it")
+
+
+def test_a_media_file_nobody_gave_takes_an_unused_users_file_before_an_output() -> None:
+    raw = [t(0, "audio-to-audio", {"audio": "messages1.ogg"}), t(1, "audio-to-audio", {"audio": "messages2.ogg"})]
+    plan = salvage_plan(raw, "حوّل التسجيلين صوت_أ.ogg و صوت_ب.ogg", ["صوت_أ.ogg", "صوت_ب.ogg"])
+    assert [x.args["audio"] for x in plan.tasks] == ["صوت_أ.ogg", "صوت_ب.ogg"]
+    # every file taken: the latest output of the kind, as before
+    raw = [t(0, "audio-to-audio", {"audio": "a.ogg"}), t(1, "automatic-speech-recognition", {"audio": "clean.ogg"})]
+    assert salvage_plan(raw, "clean a.ogg and transcribe it", ["a.ogg"]).tasks[1].args["audio"] == "<resource>-0"

@@ -10,8 +10,8 @@ from jsonschema import Draft202012Validator
 
 from localgpt import tasks
 from localgpt.planning.demos import DEMOS
+from localgpt.planning.passes import apply_passes
 from localgpt.planning.schema import plan_schema
-from localgpt.planning.tidy import tidy_plan
 from localgpt.planning.validate import validate_plan
 from localgpt.tasks import Kind
 
@@ -110,7 +110,7 @@ def test_every_demo_is_a_plan_localgpt_would_keep(demo: Any) -> None:
     plan = validate_plan({"steps": list(demo.steps), "tasks": list(demo.plan)}, demo.request, demo.files)
     assert [t.model_dump() for t in plan.tasks] == [dict(step, dep=[d for d in step["dep"] if d >= 0])
                                                     for step in demo.plan]
-    assert tidy_plan(plan, demo.request, demo.files).tasks == plan.tasks
+    assert apply_passes(plan, demo.request, demo.files)[0].tasks == plan.tasks
 
 
 BASE = [{"id": 0, "task": "image-classification", "dep": [-1], "args": {"image": "cat.png"}}]

@@ -1,0 +1,115 @@
+"""Language detection, tokens for every script, quotation marks of every kind, and the lexicons."""
+
+from __future__ import annotations
+
+import pytest
+
+from localgpt.planning.demos import DEMOS
+from localgpt.planning.language import LEXICONS, NONE, detect, lexicon
+from localgpt.planning.passes import make_context
+from localgpt.planning.planner import Planner, min_steps
+from localgpt.planning.quotes import outside_quotes, quoted_passages
+from localgpt.planning.retrieval import tokens, word_overlap
+from localgpt.testing import FakeLLM
+
+
+@pytest.mark.parametrize(("request_text", "code"), [
+    ("Describe photo.jpg and read the description aloud", "en"),
+    ("Beschreibe foto.jpg und lies die Beschreibung vor", "de"),
+    ("Décris la photo plage.jpg puis traduis la description en anglais", "fr"),
+    ("Describe la foto playa.jpg y luego tradúcela al inglés", "es"),
+    ("Descreva a foto praia.jpg e traduza a descrição para o inglês", "pt"),
+    ("把 meeting_0915.wav 转成文字", "zh"),
+    ("この写真 cat.jpg を説明してください", "ja"),
+    ("会議.wav を文字起こしして", "ja"),  # kanji with kana: Japanese
+    ("صف الصورة souq.jpg ثم ترجم الوصف", "ar"),
+    ("이 사진 photo.jpg 를 설명해 주세요", "ko"),
+    ("Опиши фото cat.jpg", "ru"),
+    ("इस फोटो photo.jpg का वर्णन करो", "hi"),
+])
+def test_detect_reads_the_script_then_the_common_words(request_text: str, code: str) -> None:
+    assert detect(request_text) == code
+
+
+def test_detect_ignores_file_names_and_quotes_in_another_language() -> None:
+    assert detect("把 very_long_english_file_name_of_the_meeting.wav 转成文字") == "zh"
+    assert detect("Übersetze „Where is the station and how do I get there?“ ins Deutsche bitte") == "de"
+    assert detect("ok") == "en"  # nothing decides: English
+
+
+def test_tokens_split_words_of_every_script_and_bigrams_where_words_are_not_spaced() -> None:
+    assert tokens("Describe PHOTO.jpg, please!") == {"describe", "<image>", "please"}  # a file is its kind
+    assert tokens("Übersetze Straße_2 und notes.txt") == {"übersetze", "strasse", "2", "und", "notes", "txt"}
+    assert tokens("描述这张照片") == {"描述", "述这", "这张", "张照", "照片"}
+    assert tokens("写真を説明") == {"写真", "真を", "を説", "説明"}
+    assert tokens("猫") == {"猫"}
+    assert tokens("صف الصورة") == {"صف", "الصورة"}
+
+
+def test_word_overlap_scores_cjk_requests_against_cjk_demos() -> None:
+    scores = word_overlap("画一只在草地上睡觉的狐狸", ["画一只在雪地里奔跑的狐狸", "Draw a fox", "Tell me a joke."])
+    assert scores[0] > 0 and scores[1] == scores[2] == 0
+    # the planner shows a Chinese request the Chinese demos closest to it, not the first demos of the list
+    chosen = Planner(FakeLLM(), n_demos=1).choose_demos("请画一只在雪地里睡觉的狐狸")
+    assert chosen[0].request == "画一只在雪地里奔跑的狐狸" and chosen[0] is not DEMOS[0]
+
+
+@pytest.mark.parametrize(("request_text", "quoted"), [
+    ("Read “good morning” aloud", "good morning"),
+    ("Lies „Der Zug fällt aus.“ vor", "Der Zug fällt aus."),
+    ("Lis « bonjour à tous » à voix haute", " bonjour à tous "),
+    ("Lis ‹ salut › vite", " salut "),
+    ("把「你好世界」翻译成英文", "你好世界"),
+    ("『吾輩は猫である』を要約して", "吾輩は猫である"),
+    ("תרגם ״שלום לכולם״ לאנגלית", "שלום לכולם"),
+    ("Say ‘see you soon’ please", "see you soon"),
+])
+def test_every_kind_of_quote_is_read_in_both_readings(request_text: str, quoted: str) -> None:
+    assert [q.text for q in quoted_passages(request_text)] == [quoted]
+    assert [q.text for q in quoted_passages(request_text, bounded=True)] == [quoted]
+    assert quoted not in outside_quotes(request_text)
+
+
+def test_every_lexicon_loads_with_the_same_interface() -> None:
+    for code in LEXICONS:
+        words = lexicon(code)
+        assert words.code == code and words.chain and words.actions and words.tasks and words.common
+    assert lexicon("ko") is NONE and not NONE.evidence("무엇이든") and NONE.chain_words("그리고 그리고") == 0
+
+
+def test_a_lexicon_matches_whole_words_stems_and_unspaced_scripts() -> None:
+    en = lexicon("en")
+    assert en.found("answer the form", ["form"]) == ["form"]
+    assert en.found("what format is it", ["form"]) == []  # a whole word, not a part
+    assert en.found("the described scene", ["describ*"]) == ["describ*"]  # a stem
+    assert "image-to-text" in lexicon("zh").evidence("描述这张照片")
+    assert "document-question-answering" in lexicon("ja").evidence("この請求書の合計は？")
+    assert "document-question-answering" not in en.evidence("is there any wine on the table?")  # a dining table
+    assert lexicon("de").made("Erstelle ein Bild von einem Hund") == {"image"}
+    assert lexicon("en").made("make the audio clearer") == set()  # a change, not a new recording
+    assert lexicon("zh").made("生成一张猫的图片") == {"image"}
+
+
+def test_a_lexicon_runs_only_for_its_language() -> None:
+    # "beschreib" is German evidence for a description; an English request holding it finds nothing
+    assert "image-to-text" in make_context("Beschreibe foto.jpg bitte", ["foto.jpg"]).asked
+    assert "image-to-text" not in make_context("What is beschreibe in foto.jpg?", ["foto.jpg"]).asked
+
+
+@pytest.mark.parametrize("request_text", [
+    "Transcribe a.wav, then summarize it and then read it aloud",
+    "Transkribiere a.wav, dann fasse es zusammen und lies es danach vor",
+    "Transcris a.wav, puis résume-le et ensuite lis-le",
+    "Transcribe a.wav, luego resúmelo y después léelo en voz alta",
+    "把 a.wav 转成文字，然后总结一下，最后读出来",
+    "a.wav を文字起こしして、それから要約して、最後に読み上げて",
+    "فرغ a.wav ثم لخصه ثم اقرأه",
+])
+def test_the_step_floor_reads_chains_in_every_lexicon(request_text: str) -> None:
+    assert min_steps(request_text) == 2
+
+
+def test_an_absent_word_never_raises_the_floor() -> None:
+    assert min_steps("a.wav 전사하고 요약하고 읽어 줘") == 1  # Korean: no lexicon, no evidence
+    assert min_steps("Say 'then and then and then' aloud") == 1  # quoted words are data
+    assert min_steps("Transcribe a.wav") == 1
