@@ -48,12 +48,15 @@ class StoreError(LocalGPTError):
 
 
 class RequestTooLong(InputError):
-    """A request longer than the controller LLM's context window leaves room for (``tokens`` against ``limit``)."""
+    """A request longer than the controller LLM's context window leaves room for: ``tokens`` (None when it
+    was too long to count) against ``limit``, and its length in ``characters``."""
 
-    def __init__(self, message: str, hint: str | None = None, tokens: int = 0, limit: int = 0) -> None:
+    def __init__(self, message: str, hint: str | None = None, tokens: int | None = None, limit: int = 0,
+                 characters: int = 0) -> None:
         super().__init__(message, hint)
         self.tokens = tokens
         self.limit = limit
+        self.characters = characters
 
 
 class RunCancelled(Exception):  # noqa: N818 - not an error to report: the run's client is gone

@@ -181,14 +181,16 @@ class Pipeline:
         text = self.planner.user_prompt(request, [str(f) for f in files])
         window = f"the planner model's context window ({self.llm.n_ctx} tokens, LOCALGPT_N_CTX)"
         hint = ("shorten the request or split it into several; long text to work on can go in a file"
-                if limit > 0 else "raise LOCALGPT_N_CTX (the model must support it) or use a model with a longer window")
+                if limit > 0 else "raise LOCALGPT_N_CTX (the model must support it) or use a model with a longer "
+                                  "window")
         if len(text) > max(limit * MAX_CHARS_PER_TOKEN, MIN_CHARS_TOKENIZED):
-            raise RequestTooLong(f"the request is too long: {len(request):,} characters, far more than the {max(limit, 0):,} "
-                                 f"tokens {window} leaves for it", hint, tokens=len(text), limit=limit)
+            raise RequestTooLong(f"the request is too long: {len(request):,} characters, far more than the "
+                                 f"{max(limit, 0):,} tokens {window} leaves for it", hint, None, limit,
+                                 len(request))
         tokens = self.llm.count_tokens(text)
         if tokens > limit:
             raise RequestTooLong(f"the request is too long: {tokens:,} tokens, and {window} leaves room for "
-                                 f"{max(limit, 0):,}", hint, tokens=tokens, limit=limit)
+                                 f"{max(limit, 0):,}", hint, tokens, limit, len(request))
         return tokens
 
     def plan(self, request: str, files: Sequence[str | Path] = (), history: Sequence[Message] = ()) -> Plan:

@@ -4,11 +4,12 @@ The pipeline (LLM, catalog, model pool) is built in a background thread started 
 ``/health`` answers 503 while models load. Pipeline runs are blocking and go to a thread pool of
 ``settings.concurrency`` threads; up to ``settings.queue_size`` more requests wait, and beyond that a
 request gets 429 with ``Retry-After``. A request too long for the LLM's context window gets 413
-(``request_too_long``) before it takes a slot's time. Each run has a folder with a record (``run.json``,
+(``request_too_long``) before any LLM call. Each run has a folder with a record (``run.json``,
 ``GET /v1/runs/{id}``); on start, runs a crash left "running" are marked failed, and the retention
 rules (:mod:`localgpt.server.housekeeping`) run on start and periodically. A 500 tells the client only
-an ``error_id``, which the log shows beside the traceback. Expert loads are serialised by :class:`localgpt.runtime.pool.ModelPool`
-(it holds its lock through ``Expert.load``), so two experts never load onto the GPU at once.
+an ``error_id``, which the log shows beside the traceback. Expert loads are serialised by
+:class:`localgpt.runtime.pool.ModelPool` (it holds its lock through ``Expert.load``), so two experts never
+load onto the GPU at once.
 """
 
 from __future__ import annotations
@@ -196,7 +197,7 @@ def _localgpt_error(exc: LocalGPTError, files: FileStore) -> JSONResponse:
     status, kind = next(((s, k) for cls, s, k in ERROR_STATUS if isinstance(exc, cls)), (500, "localgpt_error"))
     extra: dict[str, Any] = {"localgpt": files.scrub(exc.details)} if isinstance(exc, NoModelForAnyTask) else {}
     if isinstance(exc, RequestTooLong):
-        extra |= {"tokens": exc.tokens, "limit": exc.limit}
+        extra |= {"tokens": exc.tokens, "limit": exc.limit, "characters": exc.characters}
     if status >= 500:  # a server-side failure (a model, a setting): the message stays in the log
         error_id = error_id_of(exc, f"{kind}: {exc}")
         extra |= {"error_id": error_id, "top": {"error_id": error_id}}

@@ -35,7 +35,8 @@ class BuggyWorld(FakeWorld):
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> BuggyWorld:
-    return BuggyWorld(tmp_path_factory.mktemp("reliability"), options={"draw-fake": {"sleep": 1.0}, "caption-fake": {"sleep": 0.5}})
+    return BuggyWorld(tmp_path_factory.mktemp("reliability"),
+                      options={"draw-fake": {"sleep": 1.0}, "caption-fake": {"sleep": 0.5}})
 
 
 @pytest.fixture(scope="module")

@@ -12,9 +12,11 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -28,7 +30,9 @@ from localgpt.planning.validate import validate_plan
 from localgpt.schema import Plan
 from localgpt.server.files import FileStore
 
-PROFILE = settings(max_examples=300, derandomize=True, deadline=None,
+# CI: 300 examples each, the same every run; LOCALGPT_PROPERTY_EXAMPLES=N (and a random seed) searches deeper
+DEEP = int(os.environ.get("LOCALGPT_PROPERTY_EXAMPLES", "0"))
+PROFILE = settings(max_examples=DEEP or 300, derandomize=not DEEP, deadline=None,
                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 
 FILES = ["photo.png", "song.wav", "clip.mp4", "notes.txt"]
@@ -80,7 +84,7 @@ def test_any_reply_gives_a_valid_plan_or_a_plan_error(reply: Any, request: str, 
         plan, _ = accept_reply(raw, request, files)
     except PlanError:
         return
-    assert isinstance(plan, Plan) and 1 <= len(plan.tasks) <= 8
+    assert isinstance(plan, Plan) and len(plan.tasks) <= 8  # an empty plan is valid: nothing to run
     revalidates(plan, request, files)
 
 
@@ -91,8 +95,22 @@ def test_mending_and_tidying_keep_a_valid_plan_valid(reply: Any, request: str, f
         plan = validate_plan(reply, request, files)
     except PlanError:
         return
-    revalidates(salvage_plan(reply, request, files), request, files)  # mending a valid plan keeps it valid
-    revalidates(tidy_plan(plan, request, files), request, files)
+    if plan.tasks:  # (an empty plan is valid; mending refuses it: nothing to keep)
+        revalidates(salvage_plan(reply, request, files), request, files)  # mending a valid plan keeps it valid
+    tidied = tidy_plan(plan, request, files)
+    revalidates(tidied, request, files)
+    assert dump(tidy_plan(tidied, request, files)) == dump(tidied)  # tidying is idempotent
+
+
+@PROFILE
+@given(reply=plan_shaped, request=st.sampled_from(REQUESTS), files=st.lists(st.sampled_from(FILES), max_size=2))
+def test_mending_is_idempotent(reply: Any, request: str, files: list[str]) -> None:
+    try:
+        mended = salvage_plan(reply, request, files)
+    except PlanError:
+        return
+    revalidates(mended, request, files)
+    assert dump(salvage_plan(dump(mended), request, files)) == dump(mended)
 
 
 @PROFILE
@@ -166,3 +184,18 @@ def _store(factory: Any) -> FileStore:
         (run / ("0" * 16 + ".png")).write_bytes(b"y")
         _STORES[0] = store
     return _STORES[0]
+
+
+@pytest.mark.xfail(strict=True, reason="mending is not idempotent: the mender turns question answering about an "
+                   "image into visual QA (ask_image) before it fills lost arguments, so a context it fills with an "
+                   "output that is also an image is turned only by a second mending (planning/mend.py, _Mender.add)")
+def test_mending_twice_changes_nothing_counterexample() -> None:
+    """The counterexample hypothesis found (LOCALGPT_PROPERTY_EXAMPLES=4000): a QA task with no arguments after an
+    object detection gets <resource>-1 (text and image) as question and context; mending again makes it VQA."""
+    reply = [{"id": -1, "task": "text-classification", "dep": [], "args": {}},
+             {"id": 0, "task": "object-detection", "dep": [], "args": {}},
+             {"id": 1, "task": "question-answering", "dep": [], "args": {}}]
+    request = "caption photo.png and read the caption aloud"
+    mended = salvage_plan(reply, request)
+    revalidates(mended, request, [])  # valid, as the property requires
+    assert dump(salvage_plan(dump(mended), request)) == dump(mended)
