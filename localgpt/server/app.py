@@ -27,9 +27,10 @@ from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 from fastapi import FastAPI, File, Request, UploadFile
+from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
@@ -53,7 +54,15 @@ from localgpt.llm import Message
 from localgpt.pipeline import Pipeline
 from localgpt.runtime.runs import RUN_STATES, RunDir, is_temporary, read_record, recover_runs
 from localgpt.schema import Event, RunResult, Task
-from localgpt.server.files import RUN_ID, FileStore, UnknownFile, UnsupportedMedia, UploadTooLarge, media_type
+from localgpt.server.files import (
+    RUN_ID,
+    UPLOAD_ID,
+    FileStore,
+    UnknownFile,
+    UnsupportedMedia,
+    UploadTooLarge,
+    media_type,
+)
 from localgpt.server.gate import Gate, QueueFull
 from localgpt.server.housekeeping import sweep_and_log
 
@@ -64,6 +73,10 @@ PipelineFactory = Callable[[Settings], Pipeline]
 T = TypeVar("T")
 RUN_FOLDER = re.compile(RUN_ID.pattern.split("-(", 1)[1].split(")", 1)[0])  # a run id: its folder's name
 REQUEST_IN_RECORD = 500  # characters of the request a run's record keeps
+# the shapes of ids, stated in the OpenAPI schema (the routes check them themselves: 400 for another shape)
+FILE_ID_SHAPE = {"pattern": f"^(?:{UPLOAD_ID.pattern}|{RUN_ID.pattern})$"}
+RUN_ID_SHAPE = {"pattern": f"^{RUN_FOLDER.pattern}$"}
+FileId = Annotated[str, Field(json_schema_extra=FILE_ID_SHAPE)]
 
 
 # --- request bodies ---
@@ -81,7 +94,7 @@ class MessagesBody(BaseModel):
 
     model_config = ConfigDict(extra="allow")
     messages: list[ChatMessage] = Field(min_length=1)
-    files: list[str] = Field(default_factory=list)
+    files: list[FileId] = Field(default_factory=list)
 
 
 class ChatBody(MessagesBody):
@@ -624,7 +637,7 @@ def create_app(settings: Settings, pipeline_factory: PipelineFactory | None = No
         return JSONResponse(info)
 
     @app.get("/v1/files/{file_id}", response_class=FileResponse, responses=documented(400, 401, 404, ok=FILE_TYPES))
-    async def download(file_id: str) -> FileResponse:
+    async def download(file_id: Annotated[str, PathParam(json_schema_extra=FILE_ID_SHAPE)]) -> FileResponse:
         path = state.files.path_of(file_id)
         return FileResponse(path, media_type=media_type(path))
 
@@ -776,7 +789,7 @@ def create_app(settings: Settings, pipeline_factory: PipelineFactory | None = No
         return scrubbed
 
     @app.get("/v1/runs/{run_id}", responses=documented(400, 401, 404))
-    async def run_info(run_id: str) -> dict[str, Any]:
+    async def run_info(run_id: Annotated[str, PathParam(json_schema_extra=RUN_ID_SHAPE)]) -> dict[str, Any]:
         return await run_in_threadpool(state.describe_run, run_id)
 
     # --- the web page ---
@@ -786,6 +799,7 @@ def create_app(settings: Settings, pipeline_factory: PipelineFactory | None = No
         return FileResponse(STATIC / "index.html", media_type="text/html")
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    _document_auth(app, bool(state.settings.api_key))
     return app
 
 
@@ -809,3 +823,21 @@ async def _keep_house(state: ServerState) -> None:
         except Exception:  # a failed sweep must not stop the server, nor the next sweep
             log.exception("housekeeping failed")
         await asyncio.sleep(state.settings.housekeeping_minutes * 60)
+
+
+def _document_auth(app: FastAPI, required: bool) -> None:
+    """State the bearer key in the OpenAPI schema (every route but the open ones) when the server needs one."""
+    plain = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        schema = plain()
+        schemes = schema.setdefault("components", {}).setdefault("securitySchemes", {})
+        if required and "bearer" not in schemes:
+            schemes["bearer"] = {"type": "http", "scheme": "bearer", "description": "the server's API key"}
+            for path, operations in schema.get("paths", {}).items():
+                if path not in OPEN_PATHS:
+                    for operation in operations.values():
+                        operation["security"] = [{"bearer": []}]
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
