@@ -153,8 +153,16 @@ def test_client_disconnect_cancels_the_run_between_tasks(server: Served, world: 
 def test_retention_spares_files_in_use(tmp_path: Path) -> None:
     """An old upload a waiting request uses survives a sweep; old unused ones go; the log says so."""
     world = FakeWorld(tmp_path)
+    stale = world.tmp / "data" / "uploads" / ("u-" + "e" * 32 + ".png")  # left by an earlier server
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(png_bytes("stale"))
+    os.utime(stale, (time.time() - 7200, time.time() - 7200))
     served = serve(world, concurrency=1, queue_size=2, retention_hours=1)
     try:
+        deadline = time.monotonic() + 10
+        while stale.exists():  # the sweep at start removes it
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
         with httpx.Client(base_url=served.url, timeout=30) as c:
             ids = [c.post("/v1/files", files={"file": (f"{i}.png", png_bytes(f"keep{i}"), "image/png")}).json()["id"]
                    for i in range(2)]
