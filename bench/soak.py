@@ -2,7 +2,7 @@
 plus bursts of 32, to see that it holds: no invalid plan, no 5xx, 429s only in bursts, latency, and that
 memory and the data folder level off.
 
-    flock /tmp/llm.lock python bench/soak.py --requests 1000 [--planner smollm2-135m-instruct]
+    flock /tmp/llm.lock python -m bench.soak --requests 1000 [--planner smollm2-135m-instruct]
         [--store model_store] [--burst-every 100] [--out bench/results/soak-1000.json]
 
 The server runs as a subprocess (``python -m localgpt.cli serve``) on a free loopback port with its own
@@ -205,7 +205,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--store", default=str(REPO / "model_store"))
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
-    sys.path.insert(0, str(REPO))
     import httpx
 
     from localgpt.testing import png_bytes

@@ -1,4 +1,4 @@
-"""``localgpt serve`` (the real command, in its own process) over the fake world of :mod:`tests.helpers`:
+"""``localgpt serve`` (the real command, in its own process) over the fake world of :mod:`localgpt.testing`:
 FakeLLM plans by keywords and fake experts run, so crash tests can kill a real server.
 
 Usage: ``python -m tests.fake_serve WORLD_DIR -- SERVE-ARGS...`` (e.g. ``--port 8123 --data-dir DATA``);
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import localgpt.server.app as server_app
 from localgpt.cli import main
-from tests.helpers import FakeWorld
+from localgpt.testing import FakeWorld
 
 
 def run(argv: list[str]) -> int:
