@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,6 +28,7 @@ from tests.helpers import FakeWorld, Served, serve
 
 KEY = "fuzz-key"
 EXAMPLES = int(os.environ.get("LOCALGPT_FUZZ_EXAMPLES", "120"))  # per operation: about 1,000 requests, 30 s
+REAL_EXAMPLES = 3  # per operation, against the real SmolLM2 pipeline
 
 
 class SturdyWorld(FakeWorld):
@@ -64,13 +66,13 @@ def test_every_route_answers_as_documented(served: Served) -> None:
     assert not failures, "\n\n".join(dict.fromkeys(failures))
 
 
-def fuzz(operation: Any, sent: dict[str, int], failures: list[str]) -> None:
+def fuzz(operation: Any, sent: dict[str, int], failures: list[str], examples: int = EXAMPLES) -> None:
     """EXAMPLES requests to one operation, positive and negative data mixed; failed checks go to ``failures``."""
     label = f"{operation.method.upper()} {operation.path}"
 
     @given(case=st.one_of(operation.as_strategy(GenerationMode.POSITIVE),
                           operation.as_strategy(GenerationMode.NEGATIVE)))
-    @settings(max_examples=EXAMPLES, derandomize=True, deadline=None, database=None,
+    @settings(max_examples=examples, derandomize=True, deadline=None, database=None,
               suppress_health_check=list(HealthCheck))
     def check(case: Any) -> None:
         sent[label] = sent.get(label, 0) + 1
@@ -83,3 +85,30 @@ def fuzz(operation: Any, sent: dict[str, int], failures: list[str]) -> None:
             failures.append(f"{label}: {type(exc).__name__}: {str(exc)[:600]}")
 
     check()
+
+
+@pytest.mark.slow
+def test_real_pipeline_answers_as_documented(tmp_path: Path) -> None:
+    """A short run against the real pipeline (SmolLM2 planner, the test store's experts): a few generated
+    requests per operation, the same checks."""
+    from localgpt.config import Settings
+    from localgpt.server import create_app
+    from tests.helpers import missing, store_dir
+
+    store = store_dir()
+    if not (store / "smollm2-135m-instruct" / "model.gguf").is_file():
+        missing(f"smollm2-135m-instruct is not installed in {store}; run: python download_models.py --profile test")
+    settings = Settings(store=store, planner="smollm2-135m-instruct", threads=2, data_dir=tmp_path / "data",
+                        api_key=KEY, concurrency=1, queue_size=64, max_upload_mb=1, task_timeout=120)
+    server = Served(create_app(settings))
+    try:
+        server.wait_ready(timeout=300)
+        api = schemathesis.openapi.from_url(server.url + "/openapi.json", headers={"Authorization": f"Bearer {KEY}"})
+        failures: list[str] = []
+        sent: dict[str, int] = {}
+        for result in api.get_all_operations():
+            fuzz(result.ok(), sent, failures, examples=REAL_EXAMPLES)
+        print(f"schemathesis (real pipeline): {sum(sent.values())} requests: {sent}")
+        assert not failures, "\n\n".join(dict.fromkeys(failures))
+    finally:
+        server.stop()
