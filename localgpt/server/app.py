@@ -725,7 +725,11 @@ def create_app(settings: Settings, pipeline_factory: PipelineFactory | None = No
 
         future = loop.run_in_executor(state.threads, work, pipe)
         future.add_done_callback(finished)
-        run_id = await admitted  # a refused request (too long, ...) raises here: a plain JSON error
+        try:
+            run_id = await admitted  # a refused request (too long, ...) raises here: a plain JSON error
+        except asyncio.CancelledError:  # the client left before the stream began: the run stops too
+            gone.set()
+            raise
 
         async def lines() -> AsyncIterator[str]:
             ended = False
