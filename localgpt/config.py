@@ -82,6 +82,12 @@ class Settings(BaseSettings):
     max_upload_mb: int = Field(default=200, ge=1, description="largest file the server accepts")
     concurrency: int = Field(default=1, ge=1, description="requests the server runs at once")
     queue_size: int = Field(default=16, ge=0, description="requests that may wait; beyond them: 429")
+    retention_hours: float = Field(default=168, ge=0, description="uploads and run folders older than this are "
+                                   "removed (oldest first); 0 keeps them however old")
+    data_max_mb: int = Field(default=10240, ge=0, description="the data folder is kept under this size by removing "
+                             "the oldest uploads and run folders; 0: no limit")
+    housekeeping_minutes: float = Field(default=10, gt=0, description="how often the server applies the retention "
+                                        "rules (also once at start)")
 
     @classmethod
     def load(cls, **overrides: Any) -> Settings:

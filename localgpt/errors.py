@@ -45,3 +45,19 @@ class ExpertError(LocalGPTError):
 
 class StoreError(LocalGPTError):
     """Installing, verifying or reading a model in the model store failed."""
+
+
+class RequestTooLong(InputError):
+    """A request longer than the controller LLM's context window leaves room for: ``tokens`` (None when it
+    was too long to count) against ``limit``, and its length in ``characters``."""
+
+    def __init__(self, message: str, hint: str | None = None, tokens: int | None = None, limit: int = 0,
+                 characters: int = 0) -> None:
+        super().__init__(message, hint)
+        self.tokens = tokens
+        self.limit = limit
+        self.characters = characters
+
+
+class RunCancelled(Exception):  # noqa: N818 - not an error to report: the run's client is gone
+    """Raised from a run's event callback to stop the run between tasks (its client went away)."""

@@ -16,9 +16,10 @@ from typing import Any
 
 from localgpt import tasks as registry
 from localgpt.config import Settings
-from localgpt.errors import ConfigError, LocalGPTError
+from localgpt.errors import ConfigError, LocalGPTError, RequestTooLong
 from localgpt.experts.base import ExpertContext
 from localgpt.llm import LLM, Message
+from localgpt.llm.base import MESSAGE_OVERHEAD
 from localgpt.llm.llamacpp import LlamaCppLLM
 from localgpt.planning.demo_file import DemoFile, load_demo_file
 from localgpt.planning.demos import DEMOS, task_types
@@ -35,6 +36,10 @@ from localgpt.store.catalog import Catalog
 from localgpt.tasks import TaskSpec
 
 Emit = Callable[[Event], None]
+
+REQUEST_MARGIN = 64  # tokens kept free beside the planner's prompt and reply (chat-template extras)
+MAX_CHARS_PER_TOKEN = 64  # a text longer than the limit times this (and than MIN_CHARS_TOKENIZED) is refused
+MIN_CHARS_TOKENIZED = 1_000_000  # without being tokenized: no tokenizer packs that much into one token
 
 
 def resolve_planner(settings: Settings, override: str | None = None) -> tuple[str | None, Path]:
@@ -93,6 +98,7 @@ class Pipeline:
         self.executor = Executor(self.pool, max_workers=settings.max_workers, timeout=settings.task_timeout)
         self.responder = Responder(llm)
         self.file_roots: list[Path] | None = None  # folders requests may read; None: the cwd and runs_dir
+        self._request_limit: int | None = None
 
     def _planner_tasks(self) -> list[TaskSpec]:
         """The task types the planner may use: the whole registry by default, so a request for a task
@@ -156,18 +162,55 @@ class Pipeline:
         roots = self.file_roots if self.file_roots is not None else [Path.cwd(), self.settings.runs_dir]
         return InputFiles(files, roots=roots, max_bytes=self.settings.max_input_mb * 1_000_000)
 
+    def request_limit(self) -> int:
+        """The most tokens a request (with its file list) may take: the LLM's window less the planner's
+        reply, its instructions and its longest demos (the largest prompt a request goes into)."""
+        if self._request_limit is None:
+            p, count = self.planner, self.llm.count_tokens
+            fixed = count(p.system_prompt()) + 2 * MESSAGE_OVERHEAD
+            demos = sorted((count(p.user_prompt(d.request, d.files)) + count(p.demo_reply(d)) + 2 * MESSAGE_OVERHEAD
+                            for d in p.demos), reverse=True)[: p.n_demos]
+            self._request_limit = self.llm.n_ctx - p.max_tokens() - fixed - sum(demos) - REQUEST_MARGIN
+        return self._request_limit
+
+    def check_request(self, request: str, history: Sequence[Message] = (), files: Sequence[str | Path] = ()) -> int:
+        """Refuse a request the LLM's context window cannot hold, before any LLM call: a
+        :class:`RequestTooLong` saying how many tokens it takes and how many fit. Returns its token count.
+        (``history`` is not refused: the planner and responder keep as much of it as fits.)"""
+        limit = self.request_limit()
+        text = self.planner.user_prompt(request, [str(f) for f in files])
+        window = f"the planner model's context window ({self.llm.n_ctx} tokens, LOCALGPT_N_CTX)"
+        hint = ("shorten the request or split it into several; long text to work on can go in a file"
+                if limit > 0 else "raise LOCALGPT_N_CTX (the model must support it) or use a model with a longer "
+                                  "window")
+        if len(text) > max(limit * MAX_CHARS_PER_TOKEN, MIN_CHARS_TOKENIZED):
+            raise RequestTooLong(f"the request is too long: {len(request):,} characters, far more than the "
+                                 f"{max(limit, 0):,} tokens {window} leaves for it", hint, None, limit,
+                                 len(request))
+        tokens = self.llm.count_tokens(text)
+        if tokens > limit:
+            raise RequestTooLong(f"the request is too long: {tokens:,} tokens, and {window} leaves room for "
+                                 f"{max(limit, 0):,}", hint, tokens, limit, len(request))
+        return tokens
+
     def plan(self, request: str, files: Sequence[str | Path] = (), history: Sequence[Message] = ()) -> Plan:
         """Plan only; files named need not exist."""
+        if request.strip():
+            self.check_request(request, history, files)
         return self.planner.plan(request, [str(f) for f in files], history)
 
     def run(self, request: str, files: Sequence[str | Path] = (), history: Sequence[Message] = (),
-            on_event: Emit | None = None, plan: Plan | None = None, respond: bool = True) -> RunResult:
+            on_event: Emit | None = None, plan: Plan | None = None, respond: bool = True,
+            run_dir: RunDir | None = None) -> RunResult:
         """Run the whole request; ``plan`` skips planning (a fixed plan is still validated by the caller);
-        ``respond=False`` skips the LLM's answer (the answer is empty; batch throughput runs)."""
+        ``respond=False`` skips the LLM's answer (the answer is empty; batch throughput runs); ``run_dir``:
+        the folder for produced files (default: a new one under ``runs_dir``). A request too long for the
+        LLM's window is refused first (:meth:`check_request`)."""
         emit = on_event or (lambda e: None)
         timings: dict[str, float] = {}
         calls_before = _calls(self.llm)
         inputs = self.input_files(files)
+        self.check_request(request, history, inputs.names())
 
         start = time.perf_counter()
         if plan is None:
@@ -194,7 +237,7 @@ class Pipeline:
         timings["select"] = time.perf_counter() - start
 
         start = time.perf_counter()
-        out = RunDir.create(self.settings.runs_dir)
+        out = run_dir or RunDir.create(self.settings.runs_dir)
         results = self.executor.run(plan, cards, inputs, out, emit, failed=failed)
         timings["execute"] = time.perf_counter() - start
 

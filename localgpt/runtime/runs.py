@@ -1,13 +1,16 @@
-"""Run folders and produced files (content-addressed names), and the user's input files."""
+"""Run folders and produced files (content-addressed names), each run's record (``run.json``), and the
+user's input files."""
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 import time
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from localgpt.errors import InputError
 from localgpt.fileio import sha256_file
@@ -53,6 +56,70 @@ class RunDir:
         else:
             os.replace(tmp, final)
         return final
+
+    @property
+    def id(self) -> str:
+        """The run's id: its folder's name."""
+        return self.path.name
+
+    def record(self, **fields: Any) -> dict[str, Any]:
+        """Merge ``fields`` into the run's record (``run.json``), written atomically; returns the record."""
+        data = read_record(self.path) or {"id": self.id}
+        data.update(fields, updated=time.time())
+        write_json_atomic(self.path / RECORD, data)
+        return data
+
+
+RECORD = "run.json"  # a run's record: id, state (running, finished, failed), times, error, files
+RUN_STATES = ("running", "finished", "failed")
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write ``data`` as JSON to ``path`` through a temporary file and a rename, so a reader (or a crash)
+    sees the old file or the new one, never half of one."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, ensure_ascii=False)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_record(folder: Path) -> dict[str, Any] | None:
+    """A run folder's record, or None when it has none (or an unreadable one)."""
+    try:
+        data = json.loads((folder / RECORD).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def is_temporary(path: Path) -> bool:
+    """Whether ``path`` is a writer's temporary file (``*.part``), left behind only by a crash."""
+    return path.name.endswith(".part")
+
+
+def recover_runs(root: Path) -> tuple[list[str], int]:
+    """After a crash: every run under ``root`` still recorded as running becomes failed ("interrupted:
+    server stopped"), and temporary files in run folders are removed. Returns the ids of the runs
+    failed and the number of files removed. Call it only when no run is in progress."""
+    failed: list[str] = []
+    removed = 0
+    if not root.is_dir():
+        return failed, removed
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        for leftover in [f for f in folder.iterdir() if f.is_file() and is_temporary(f)]:
+            leftover.unlink(missing_ok=True)
+            removed += 1
+        record = read_record(folder)
+        if record is not None and record.get("state") == "running":
+            RunDir(folder).record(state="failed", error="interrupted: server stopped")
+            failed.append(folder.name)
+    return failed, removed
 
 
 class InputFiles:

@@ -3,8 +3,13 @@
 The pipeline (LLM, catalog, model pool) is built in a background thread started by the lifespan, so
 ``/health`` answers 503 while models load. Pipeline runs are blocking and go to a thread pool of
 ``settings.concurrency`` threads; up to ``settings.queue_size`` more requests wait, and beyond that a
-request gets 429 with ``Retry-After``. Expert loads are serialised by :class:`localgpt.runtime.pool.ModelPool`
-(it holds its lock through ``Expert.load``), so two experts never load onto the GPU at once.
+request gets 429 with ``Retry-After``. A request too long for the LLM's context window gets 413
+(``request_too_long``) before any LLM call. Each run has a folder with a record (``run.json``,
+``GET /v1/runs/{id}``); on start, runs a crash left "running" are marked failed, and the retention
+rules (:mod:`localgpt.server.housekeeping`) run on start and periodically. A 500 tells the client only
+an ``error_id``, which the log shows beside the traceback. Expert loads are serialised by
+:class:`localgpt.runtime.pool.ModelPool` (it holds its lock through ``Expert.load``), so two experts never
+load onto the GPU at once.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 import secrets
 import threading
 import time
@@ -21,9 +27,10 @@ from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 from fastapi import FastAPI, File, Request, UploadFile
+from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
@@ -33,18 +40,43 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from localgpt import __version__
 from localgpt.config import Settings
-from localgpt.errors import ConfigError, ExpertError, InputError, LocalGPTError, NoModelError, PlanError
+from localgpt.errors import (
+    ConfigError,
+    ExpertError,
+    InputError,
+    LocalGPTError,
+    NoModelError,
+    PlanError,
+    RequestTooLong,
+    RunCancelled,
+)
 from localgpt.llm import Message
 from localgpt.pipeline import Pipeline
+from localgpt.runtime.runs import RUN_STATES, RunDir, is_temporary, read_record, recover_runs
 from localgpt.schema import Event, RunResult, Task
-from localgpt.server.files import FileStore, UnknownFile, UnsupportedMedia, UploadTooLarge, media_type
+from localgpt.server.files import (
+    RUN_ID,
+    UPLOAD_ID,
+    FileStore,
+    UnknownFile,
+    UnsupportedMedia,
+    UploadTooLarge,
+    media_type,
+)
 from localgpt.server.gate import Gate, QueueFull
+from localgpt.server.housekeeping import sweep_and_log
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).resolve().parent / "static"
 OPEN_PATHS = ("/", "/health", "/favicon.ico")  # answered without the API key (the page asks for it)
 PipelineFactory = Callable[[Settings], Pipeline]
 T = TypeVar("T")
+RUN_FOLDER = re.compile(RUN_ID.pattern.split("-(", 1)[1].split(")", 1)[0])  # a run id: its folder's name
+REQUEST_IN_RECORD = 500  # characters of the request a run's record keeps
+# the shapes of ids, stated in the OpenAPI schema (the routes check them themselves: 400 for another shape)
+FILE_ID_SHAPE = {"pattern": f"^(?:{UPLOAD_ID.pattern}|{RUN_ID.pattern})$"}
+RUN_ID_SHAPE = {"pattern": f"^{RUN_FOLDER.pattern}$"}
+FileId = Annotated[str, Field(json_schema_extra=FILE_ID_SHAPE)]
 
 
 # --- request bodies ---
@@ -62,7 +94,7 @@ class MessagesBody(BaseModel):
 
     model_config = ConfigDict(extra="allow")
     messages: list[ChatMessage] = Field(min_length=1)
-    files: list[str] = Field(default_factory=list)
+    files: list[FileId] = Field(default_factory=list)
 
 
 class ChatBody(MessagesBody):
@@ -70,6 +102,44 @@ class ChatBody(MessagesBody):
 
     model: str = "localgpt"
     stream: bool = False
+
+
+class ErrorInfo(BaseModel):
+    """The ``error`` object of every error reply (further fields may follow: ``details``, ``tokens``...)."""
+
+    model_config = ConfigDict(extra="allow")
+    type: str
+    message: str
+    hint: str | None = None
+
+
+class ErrorReply(BaseModel):
+    """An error reply; a 500 carries an ``error_id`` to quote (the log has the details)."""
+
+    model_config = ConfigDict(extra="allow")
+    error: ErrorInfo
+    error_id: str | None = None
+
+
+ERROR_TEXT = {400: "bad request (malformed JSON, an unknown file id...)", 401: "missing or wrong API key",
+              404: "no such file or run", 411: "an upload needs a Content-Length", 413: "too large: an upload "
+              "over the limit, or a request too long for the LLM's context window (request_too_long)",
+              415: "an upload that is not an image, audio or video file", 422: "invalid body, no plan or no model",
+              429: "the queue is full; retry after Retry-After seconds", 500: "a server failure: an error_id to quote",
+              503: "the models are still loading (or failed to load)"}
+FILE_TYPES = ("image/*", "audio/*", "video/*", "text/plain", "application/json", "application/octet-stream")
+
+
+def documented(*codes: int, ok: tuple[str, ...] = ()) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI ``responses`` of a route: its error replies, and the media types of its 200 when not JSON."""
+    out: dict[int | str, dict[str, Any]] = {c: {"model": ErrorReply, "description": ERROR_TEXT[c]}
+                                            for c in (*codes, 500)}
+    if ok:
+        out[200] = {"description": "the reply", "content": {t: {} for t in ok}}
+    return out
+
+
+PIPELINE_ERRORS = (400, 401, 404, 413, 422, 429, 503)
 
 
 class NotReady(Exception):
@@ -84,6 +154,10 @@ class NoModelForAnyTask(LocalGPTError):
         self.details = details
 
 
+class UnknownRun(InputError):
+    """A well-formed run id that names no run (never made, or removed by retention)."""
+
+
 # --- errors ---
 
 def error_response(status: int, kind: str, message: str, hint: str | None = None,
@@ -92,13 +166,16 @@ def error_response(status: int, kind: str, message: str, hint: str | None = None
     body: dict[str, Any] = {"type": kind, "message": message}
     if hint:
         body["hint"] = hint
+    top = extra.pop("top", {})
     body.update(extra)
-    return JSONResponse({"error": body}, status_code=status, headers=headers)
+    return JSONResponse({"error": body, **top}, status_code=status, headers=headers)
 
 
 ERROR_STATUS: list[tuple[type[LocalGPTError], int, str]] = [
+    (RequestTooLong, 413, "request_too_long"),
     (UploadTooLarge, 413, "payload_too_large"),
     (UnknownFile, 404, "file_not_found"),
+    (UnknownRun, 404, "run_not_found"),
     (UnsupportedMedia, 415, "unsupported_media_type"),
     (NoModelForAnyTask, 422, "no_model"),
     (NoModelError, 422, "no_model"),
@@ -109,10 +186,37 @@ ERROR_STATUS: list[tuple[type[LocalGPTError], int, str]] = [
 ]
 
 
-def _localgpt_error(exc: LocalGPTError) -> JSONResponse:
+def error_id_of(exc: BaseException, what: str = "request failed") -> str:
+    """A short id for an unexpected failure, logged once with the traceback; the client gets only the id."""
+    known = getattr(exc, "localgpt_error_id", None)
+    if isinstance(known, str):
+        return known
+    error_id = uuid.uuid4().hex[:12]
+    with contextlib.suppress(AttributeError):
+        exc.localgpt_error_id = error_id  # type: ignore[attr-defined]
+    log.error("%s [error_id %s]", what, error_id, exc_info=(type(exc), exc, exc.__traceback__))
+    return error_id
+
+
+def internal_error(exc: BaseException) -> JSONResponse:
+    """The reply to a bug: a 500 with an id to quote, and nothing of the exception (text, paths)."""
+    error_id = error_id_of(exc)
+    return error_response(500, "internal_error", f"internal error (error_id {error_id})",
+                          "quote the error_id to the server's operator; its log has the details",
+                          top={"error_id": error_id}, error_id=error_id)
+
+
+def _localgpt_error(exc: LocalGPTError, files: FileStore) -> JSONResponse:
     status, kind = next(((s, k) for cls, s, k in ERROR_STATUS if isinstance(exc, cls)), (500, "localgpt_error"))
-    extra = {"localgpt": exc.details} if isinstance(exc, NoModelForAnyTask) else {}
-    return error_response(status, kind, exc.message, exc.hint, **extra)
+    extra: dict[str, Any] = {"localgpt": files.scrub(exc.details)} if isinstance(exc, NoModelForAnyTask) else {}
+    if isinstance(exc, RequestTooLong):
+        extra |= {"tokens": exc.tokens, "limit": exc.limit, "characters": exc.characters}
+    if status >= 500:  # a server-side failure (a model, a setting): the message stays in the log
+        error_id = error_id_of(exc, f"{kind}: {exc}")
+        extra |= {"error_id": error_id, "top": {"error_id": error_id}}
+        return error_response(status, kind, f"the server failed to serve this request (error_id {error_id})",
+                              "quote the error_id to the server's operator; its log has the details", **extra)
+    return error_response(status, kind, files.scrub(exc.message), files.scrub(exc.hint), **extra)
 
 
 def _validation_error(exc: RequestValidationError) -> JSONResponse:
@@ -141,6 +245,92 @@ class ServerState:
         self.gate: Gate | None = None
         self.threads: ThreadPoolExecutor | None = None
         self.closed = False
+        self._claims: dict[int, set[Path]] = {}  # paths running or waiting requests use, by claim
+        self._claims_lock = threading.Lock()
+        self._next_claim = 0
+
+    # --- what requests use, and the runs' records ---
+
+    def claim(self, paths: list[Path]) -> int:
+        """Mark ``paths`` in use (retention leaves them alone) until :meth:`release`; re-checks that every
+        file still exists, since a sweep may have removed it just before (then :class:`UnknownFile`)."""
+        with self._claims_lock:
+            self._next_claim += 1
+            token = self._next_claim
+            self._claims[token] = {p.resolve() for p in paths}
+        for p in paths:
+            if not p.exists():
+                self.release(token)
+                raise UnknownFile(f"there is no file '{self.files.scrub(str(p))}'", "upload it with POST /v1/files")
+        return token
+
+    def release(self, token: int) -> None:
+        with self._claims_lock:
+            self._claims.pop(token, None)
+
+    def add_claim(self, token: int, path: Path) -> None:
+        with self._claims_lock:
+            if token in self._claims:
+                self._claims[token].add(path.resolve())
+
+    def in_use(self) -> set[Path]:
+        """Every path a running or waiting request uses."""
+        with self._claims_lock:
+            return set().union(*self._claims.values()) if self._claims else set()
+
+    def start_run(self, token: int, request: str, files: list[Path], route: str) -> RunDir:
+        """A new run folder, claimed, with its record saying it is running."""
+        run = RunDir.create(self.files.runs)
+        self.add_claim(token, run.path)
+        ids = [i for i in (self.files.id_of(f) for f in files) if i is not None]
+        run.record(state="running", created=time.time(), route=route, files=ids,
+                   request=self.files.scrub(request[:REQUEST_IN_RECORD]))
+        return run
+
+    def end_run(self, run: RunDir, error: BaseException | None = None) -> None:
+        """Record how a run ended: finished, or failed with a message that reveals nothing of the server."""
+        if error is None:
+            run.record(state="finished")
+            return
+        if isinstance(error, RunCancelled):
+            message = f"cancelled: {error}"
+        elif isinstance(error, LocalGPTError) and not isinstance(error, (ConfigError, ExpertError)):
+            message = str(self.files.scrub(str(error)))
+        else:
+            message = f"internal error (error_id {error_id_of(error, 'run failed')})"
+        run.record(state="failed", error=message)
+
+    def describe_run(self, run_id: str) -> dict[str, Any]:
+        """``GET /v1/runs/{id}``: the run's record and the files it produced (as ids)."""
+        if not RUN_FOLDER.fullmatch(run_id):
+            raise InputError(f"'{run_id[:80]}' is not a run id", "use the run id a reply gave (localgpt.run)")
+        folder = self.files.runs / run_id
+        record = read_record(folder) if folder.is_dir() else None
+        if record is None or record.get("state") not in RUN_STATES:
+            raise UnknownRun(f"there is no run '{run_id}'", "runs are kept for LOCALGPT_RETENTION_HOURS")
+        produced = []
+        for f in sorted(folder.iterdir()):
+            file_id = self.files.id_of(f) if f.is_file() and not is_temporary(f) else None
+            if file_id is not None:
+                with contextlib.suppress(InputError):
+                    produced.append(self.files.describe(file_id))
+        keep = ("id", "state", "created", "updated", "error", "route", "files", "request")
+        out = {k: record.get(k) for k in keep} | {"object": "run", "id": run_id, "produced": produced}
+        return dict(self.files.scrub(out))
+
+    def recover(self) -> None:
+        """On start: runs a crash left running are failed; temporary files are removed."""
+        failed, removed = recover_runs(self.files.runs)
+        for leftover in self.files.uploads.glob("*.part"):
+            leftover.unlink(missing_ok=True)
+            removed += 1
+        if failed or removed:
+            log.warning("recovered from an unclean stop: %d run(s) marked failed (%s), %d temporary file(s) removed",
+                        len(failed), ", ".join(failed[:10]), removed)
+
+    def housekeeping(self) -> None:
+        """Apply the retention rules once (logs what it removed)."""
+        sweep_and_log(self.files.root, self.settings.retention_hours, self.settings.data_max_mb << 20, self.in_use)
 
     def load(self) -> None:
         """Build the pipeline (runs in its own thread); a failure becomes /health's reason."""
@@ -169,15 +359,42 @@ class ServerState:
             raise NotReady(self.reason)
         return self.pipeline
 
-    async def run(self, work: Callable[[Pipeline], T]) -> T:
-        """Run blocking ``work`` on the pipeline in the thread pool, after waiting for a slot."""
+    async def run(self, work: Callable[[Pipeline, int], T], files: list[Path]) -> T:
+        """Run blocking ``work(pipeline, claim)`` in the thread pool, after waiting for a slot; ``files``
+        are claimed (kept from retention) from now until the work ends."""
         pipe = self.ready()
         assert self.gate is not None and self.threads is not None
-        started = await self.gate.enter()
+        token = self.claim(files)
+        try:
+            started = await self.gate.enter()
+        except BaseException:
+            self.release(token)
+            raise
         gate = self.gate
-        future = asyncio.get_running_loop().run_in_executor(self.threads, work, pipe)
-        future.add_done_callback(lambda _: gate.leave(started))  # the slot is held until the thread ends
+
+        def done(_: Any) -> None:  # the slot is held until the thread ends
+            gate.leave(started)
+            self.release(token)
+
+        future = asyncio.get_running_loop().run_in_executor(self.threads, work, pipe, token)
+        future.add_done_callback(done)
         return await asyncio.shield(future)
+
+    async def run_recorded(self, request: str, files: list[Path], history: list[Message], route: str,
+                           respond: bool = True) -> RunResult:
+        """A whole run, recorded in its folder's ``run.json`` (running, then finished or failed)."""
+        def work(p: Pipeline, token: int) -> RunResult:
+            p.check_request(request, history, files)
+            run = self.start_run(token, request, files, route)
+            try:
+                result = p.run(request, files, history, respond=respond, run_dir=run)
+            except BaseException as exc:
+                self.end_run(run, exc)
+                raise
+            self.end_run(run)
+            return result
+
+        return await self.run(work, files)
 
     # --- turning requests into pipeline calls, and results into replies ---
 
@@ -219,7 +436,7 @@ class ServerState:
                         continue
         out = {"plan": result.get("plan", {}).get("tasks", []), "selections": result.get("selections", []),
                "results": result.get("results", []), "files": produced, "timings": result.get("timings", {}),
-               "llm_calls": result.get("llm_calls", 0)}
+               "llm_calls": result.get("llm_calls", 0), "run": Path(result.get("run_dir") or "").name or None}
         return self.files.scrub(out)
 
     def check_served(self, result: RunResult) -> None:
@@ -305,12 +522,16 @@ def create_app(settings: Settings, pipeline_factory: PipelineFactory | None = No
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        _log_to_stderr()
+        state.recover()  # before any request: every run recorded as running was cut short
         state.gate = Gate(state.settings.concurrency, state.settings.queue_size)
         state.threads = ThreadPoolExecutor(max_workers=state.settings.concurrency, thread_name_prefix="localgpt-run")
         threading.Thread(target=state.load, name="localgpt-load", daemon=True).start()
+        keeper = asyncio.create_task(_keep_house(state))
         try:
             yield
         finally:
+            keeper.cancel()
             state.closed = True
             state.threads.shutdown(wait=False, cancel_futures=True)
             if state.pipeline is not None:
@@ -340,12 +561,15 @@ def create_app(settings: Settings, pipeline_factory: PipelineFactory | None = No
                 return error_response(413, "payload_too_large",
                                       f"the upload is larger than the limit of {state.settings.max_upload_mb} MB",
                                       "send a smaller file or raise LOCALGPT_MAX_UPLOAD_MB")
-        response: Response = await call_next(request)
+        try:
+            response: Response = await call_next(request)
+        except Exception as exc:  # a bug: answered here, so the client gets the error id (not a reset)
+            return internal_error(exc)
         return response
 
     @app.exception_handler(LocalGPTError)
     async def on_localgpt_error(request: Request, exc: LocalGPTError) -> JSONResponse:
-        return _localgpt_error(exc)
+        return _localgpt_error(exc, state.files)
 
     @app.exception_handler(RequestValidationError)
     async def on_validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -369,12 +593,11 @@ def create_app(settings: Settings, pipeline_factory: PipelineFactory | None = No
 
     @app.exception_handler(Exception)
     async def on_bug(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("request failed")
-        return error_response(500, "internal_error", f"internal error: {type(exc).__name__}: {exc}")
+        return internal_error(exc)
 
     # --- status and catalog ---
 
-    @app.get("/health")
+    @app.get("/health", responses=documented(503))
     async def health() -> JSONResponse:
         gate = state.gate
         counts = {"running": gate.running, "waiting": gate.waiting} if gate else {}
@@ -385,7 +608,7 @@ def create_app(settings: Settings, pipeline_factory: PipelineFactory | None = No
         return JSONResponse({"status": "ok", "version": __version__, **counts,
                              "concurrency": state.settings.concurrency, "queue_size": state.settings.queue_size})
 
-    @app.get("/v1/models")
+    @app.get("/v1/models", responses=documented(401, 503))
     async def models() -> dict[str, Any]:
         pipe = state.ready()
         loaded = set(pipe.pool.loaded_ids())
@@ -405,7 +628,7 @@ def create_app(settings: Settings, pipeline_factory: PipelineFactory | None = No
 
     # --- files ---
 
-    @app.post("/v1/files")
+    @app.post("/v1/files", responses=documented(400, 401, 411, 413, 415, 422))
     async def upload(file: UploadFile = File(...)) -> JSONResponse:  # noqa: B008 - FastAPI's idiom
         limit = state.settings.max_upload_mb << 20
         info = await run_in_threadpool(state.files.save_upload, file.file, file.filename or "upload", limit)
@@ -413,20 +636,21 @@ def create_app(settings: Settings, pipeline_factory: PipelineFactory | None = No
         info["purpose"] = "localgpt"
         return JSONResponse(info)
 
-    @app.get("/v1/files/{file_id}")
-    async def download(file_id: str) -> FileResponse:
+    @app.get("/v1/files/{file_id}", response_class=FileResponse, responses=documented(400, 401, 404, ok=FILE_TYPES))
+    async def download(file_id: Annotated[str, PathParam(json_schema_extra=FILE_ID_SHAPE)]) -> FileResponse:
         path = state.files.path_of(file_id)
         return FileResponse(path, media_type=media_type(path))
 
     # --- the pipeline ---
 
-    @app.post("/v1/chat/completions", response_model=None)
+    @app.post("/v1/chat/completions", response_model=None,
+              responses=documented(*PIPELINE_ERRORS, ok=("application/json", "text/event-stream")))
     async def chat_completions(body: ChatBody) -> dict[str, Any] | StreamingResponse:
         request, history, files = state.prepare(body)
         cid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
         if body.stream:
             return await stream(request, history, files, cid, created, body.model)
-        result = await state.run(lambda p: p.run(request, files, history))
+        result = await state.run_recorded(request, files, history, "chat")
         state.check_served(result)
         answer = state.files.scrub(result.answer)
         return {"id": cid, "object": "chat.completion", "created": created, "model": body.model,
@@ -437,79 +661,126 @@ def create_app(settings: Settings, pipeline_factory: PipelineFactory | None = No
 
     async def stream(request: str, history: list[Message], files: list[Path], cid: str, created: int,
                      model: str) -> StreamingResponse:
-        """Admit the run (429/503 come as plain replies), then stream its events as SSE."""
+        """Admit the run (429/503/413 come as plain replies), then stream its events as SSE. A client that
+        goes away cancels the run at its next event (between tasks) and so frees its slot."""
         pipe = state.ready()
         assert state.gate is not None and state.threads is not None
         gate = state.gate
-        started = await gate.enter()
+        token = state.claim(files)
+        try:
+            started = await gate.enter()
+        except BaseException:
+            state.release(token)
+            raise
         loop = asyncio.get_running_loop()
         events: asyncio.Queue[Event | None] = asyncio.Queue()
+        admitted: asyncio.Future[str] = loop.create_future()
+        gone = threading.Event()
 
-        def put(event: Event) -> None:
+        def admit(run_id: str | None, exc: BaseException | None = None) -> None:
+            def settle() -> None:
+                if not admitted.done():
+                    admitted.set_exception(exc) if exc is not None else admitted.set_result(run_id or "")
+            with contextlib.suppress(RuntimeError):  # the server shut down meanwhile
+                loop.call_soon_threadsafe(settle)
+
+        def send(event: Event) -> None:
             with contextlib.suppress(RuntimeError):  # the server shut down while the run went on
                 loop.call_soon_threadsafe(events.put_nowait, event)
 
+        def put(event: Event) -> None:
+            if gone.is_set():
+                raise RunCancelled("the client disconnected")
+            send(event)
+
         def work(p: Pipeline) -> None:
             try:
-                p.run(request, files, history, on_event=put)
+                p.check_request(request, history, files)
+                run = state.start_run(token, request, files, "chat (stream)")
+            except BaseException as exc:
+                admit(None, exc)
+                return
+            admit(run.id)
+            try:
+                p.run(request, files, history, on_event=put, run_dir=run)
+            except RunCancelled as exc:
+                state.end_run(run, exc)
+                log.info("run %s cancelled: its client disconnected", run.id)
             except LocalGPTError as exc:
-                put(Event(type="error", data={"type": type(exc).__name__, "message": exc.message,
-                                              "hint": exc.hint}))
+                state.end_run(run, exc)
+                send(Event(type="error", data={"type": type(exc).__name__, "message": exc.message,
+                                               "hint": exc.hint}))
             except Exception as exc:
-                log.exception("streamed run failed")
-                put(Event(type="error", data={"type": type(exc).__name__, "message": f"internal error: {exc}",
-                                              "hint": None}))
+                state.end_run(run, exc)
+                error_id = error_id_of(exc, "streamed run failed")
+                send(Event(type="error", data={"type": "internal_error", "error_id": error_id,
+                                               "message": f"internal error (error_id {error_id})", "hint": None}))
+            else:
+                state.end_run(run)
 
         def finished(_: Any) -> None:
             gate.leave(started)
+            state.release(token)
             events.put_nowait(None)
 
         future = loop.run_in_executor(state.threads, work, pipe)
         future.add_done_callback(finished)
+        try:
+            run_id = await admitted  # a refused request (too long, ...) raises here: a plain JSON error
+        except asyncio.CancelledError:  # the client left before the stream began: the run stops too
+            gone.set()
+            raise
 
         async def lines() -> AsyncIterator[str]:
-            yield _chunk(cid, created, model, {"role": "assistant", "content": ""})
-            answer = DeltaScrubber(state.files)
-            while (event := await events.get()) is not None:
-                if event.type == "answer_delta":
-                    if text := answer.feed(event.data["text"]):
-                        yield _chunk(cid, created, model, {"content": text})
-                    continue
-                if rest := answer.flush():
-                    yield _chunk(cid, created, model, {"content": rest})
-                if event.type == "done":
-                    yield _chunk(cid, created, model, {}, "stop",
-                                 localgpt={"type": "done", "data": state.summary(event.data)})
-                elif event.type == "error":
-                    data = state.files.scrub(event.data)
-                    yield _chunk(cid, created, model, {}, "stop", localgpt={"type": "error", "data": data},
-                                 error={"type": data["type"], "message": data["message"], "hint": data["hint"]})
-                else:
-                    yield _chunk(cid, created, model, {},
-                                 localgpt={"type": event.type, "data": state.files.scrub(event.data)})
-            yield "data: [DONE]\n\n"
+            ended = False
+            try:
+                yield _chunk(cid, created, model, {"role": "assistant", "content": ""})
+                answer = DeltaScrubber(state.files)
+                while (event := await events.get()) is not None:
+                    if event.type == "answer_delta":
+                        if text := answer.feed(event.data["text"]):
+                            yield _chunk(cid, created, model, {"content": text})
+                        continue
+                    if rest := answer.flush():
+                        yield _chunk(cid, created, model, {"content": rest})
+                    if event.type == "done":
+                        yield _chunk(cid, created, model, {}, "stop",
+                                     localgpt={"type": "done", "data": state.summary(event.data)})
+                    elif event.type == "error":
+                        data = state.files.scrub(event.data)
+                        yield _chunk(cid, created, model, {}, "stop", localgpt={"type": "error", "data": data},
+                                     error={"type": data["type"], "message": data["message"], "hint": data["hint"]})
+                    else:
+                        yield _chunk(cid, created, model, {},
+                                     localgpt={"type": event.type, "data": state.files.scrub(event.data)})
+                ended = True
+                yield "data: [DONE]\n\n"
+            finally:
+                if not ended:  # the client went away (or the server stops): stop the run between tasks
+                    gone.set()
 
         return StreamingResponse(lines(), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no",
+                                          "X-LocalGPT-Run": run_id})
 
-    @app.post("/hugginggpt")
+    @app.post("/hugginggpt", responses=documented(*PIPELINE_ERRORS))
     async def hugginggpt(body: MessagesBody) -> dict[str, Any]:
         request, history, files = state.prepare(body)
-        result = await state.run(lambda p: p.run(request, files, history))
+        result = await state.run_recorded(request, files, history, "hugginggpt")
         state.check_served(result)
         return {"message": state.files.scrub(result.answer), "localgpt": state.summary(result.model_dump(mode="json"))}
 
-    @app.post("/tasks")
+    @app.post("/tasks", responses=documented(*PIPELINE_ERRORS))
     async def tasks(body: MessagesBody) -> list[dict[str, Any]]:
         request, history, files = state.prepare(body)
-        plan = await state.run(lambda p: p.plan(request, files, history))
+        plan = await state.run(lambda p, _: p.plan(request, files, history), files)
         scrubbed: list[dict[str, Any]] = state.files.scrub([_hugginggpt_task(t) for t in plan.tasks])
         return scrubbed
 
-    @app.post("/results")
+    @app.post("/results", responses=documented(*PIPELINE_ERRORS))
     async def results(body: MessagesBody) -> dict[str, Any]:
         request, history, files = state.prepare(body)
-        result = await state.run(lambda p: p.run(request, files, history, respond=False))
+        result = await state.run_recorded(request, files, history, "results", respond=False)
         state.check_served(result)
         chosen = {s.task_id: s.model_dump() for s in result.selections}
         out: dict[str, Any] = {}
@@ -521,6 +792,10 @@ def create_app(settings: Settings, pipeline_factory: PipelineFactory | None = No
         scrubbed: dict[str, Any] = state.files.scrub(out)
         return scrubbed
 
+    @app.get("/v1/runs/{run_id}", responses=documented(400, 401, 404))
+    async def run_info(run_id: Annotated[str, PathParam(json_schema_extra=RUN_ID_SHAPE)]) -> dict[str, Any]:
+        return await run_in_threadpool(state.describe_run, run_id)
+
     # --- the web page ---
 
     @app.get("/", include_in_schema=False)
@@ -528,4 +803,45 @@ def create_app(settings: Settings, pipeline_factory: PipelineFactory | None = No
         return FileResponse(STATIC / "index.html", media_type="text/html")
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    _document_auth(app, bool(state.settings.api_key))
     return app
+
+
+def _log_to_stderr() -> None:
+    """Show localgpt's INFO log (what housekeeping removed, recoveries, error ids) when nothing configured
+    logging (``localgpt serve``); a host application's or pytest's own configuration is left alone."""
+    ours = logging.getLogger("localgpt")
+    if ours.handlers or logging.getLogger().handlers:
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    ours.addHandler(handler)
+    ours.setLevel(logging.INFO)
+
+
+async def _keep_house(state: ServerState) -> None:
+    """Apply the retention rules at start and then every ``housekeeping_minutes``."""
+    while True:
+        try:
+            await run_in_threadpool(state.housekeeping)
+        except Exception:  # a failed sweep must not stop the server, nor the next sweep
+            log.exception("housekeeping failed")
+        await asyncio.sleep(state.settings.housekeeping_minutes * 60)
+
+
+def _document_auth(app: FastAPI, required: bool) -> None:
+    """State the bearer key in the OpenAPI schema (every route but the open ones) when the server needs one."""
+    plain = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        schema = plain()
+        schemes = schema.setdefault("components", {}).setdefault("securitySchemes", {})
+        if required and "bearer" not in schemes:
+            schemes["bearer"] = {"type": "http", "scheme": "bearer", "description": "the server's API key"}
+            for path, operations in schema.get("paths", {}).items():
+                if path not in OPEN_PATHS:
+                    for operation in operations.values():
+                        operation["security"] = [{"bearer": []}]
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
