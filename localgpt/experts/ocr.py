@@ -60,6 +60,7 @@ class RapidOCRExpert(Expert):
     """
 
     TASKS = ("image-to-text",)
+    SCOPE = {"image-to-text": "reads the printed text in an image; does not describe what the picture shows"}
 
     def __init__(self, card: ModelCard, ctx: ExpertContext) -> None:
         super().__init__(card, ctx)

@@ -28,6 +28,23 @@ class CandidateSource(Protocol):
         ...
 
 
+def scope(card: ModelCard, task: str) -> str:
+    """What ``card`` does of ``task`` when it serves only part of it ("" when it serves all of it): the card's
+    ``options.scope[task]``, else its backend's :attr:`~localgpt.experts.base.Expert.SCOPE`."""
+    declared = card.options.get("scope")
+    if isinstance(declared, dict) and task in declared:
+        return str(declared[task])
+    from localgpt.errors import ExpertError
+    from localgpt.experts import BUILTIN_BACKENDS, expert_class
+
+    if card.backend not in BUILTIN_BACKENDS:  # a third-party backend is not imported just to ask
+        return ""
+    try:
+        return expert_class(card.backend).SCOPE.get(task, "")
+    except ExpertError:
+        return ""
+
+
 def install_hint(task: str) -> str:
     """The command that installs a model for ``task``: the smallest curated hub model serving it."""
     from localgpt.store.profiles import HUB_MODELS
@@ -114,6 +131,14 @@ class Selector:
             return stand.card, Selection(task_id=task.id, task=task.task, model=stand.card.id,
                                          backend=stand.card.backend, reason=stand.note(),
                                          candidates=[stand.card.id], stand_in=stand.task)
+        # Models that serve only one sense of the task (an OCR model "reads" images but does not describe
+        # them) compete with the stand-in: the LLM picks, from the request, which sense is meant.
+        stand = None
+        if self.llm is not None and all(scope(c, task.task) for c in cands):
+            stand = self.stand_in(task.task)
+            if stand is not None and stand.card.id not in {c.id for c in cands}:
+                cands = [*cands, stand.card.model_copy(update={
+                    "description": f"stands in for {task.task}: {stand.gives}. {stand.card.description}"})]
         ids = [c.id for c in cands]
         if len(cands) == 1 or self.llm is None:
             why = "the only installed model for this task" if len(cands) == 1 else "first of the installed models"
@@ -121,6 +146,11 @@ class Selector:
                                        backend=cands[0].backend, reason=why, candidates=ids)
         reply = self.llm.generate(self._messages(task, request, cands), schema=self.schema(ids), max_tokens=120)
         chosen, reason = self._parse(reply, ids)
+        if stand is not None and chosen == stand.card.id:
+            return stand.card, Selection(task_id=task.id, task=task.task, model=stand.card.id,
+                                         backend=stand.card.backend, candidates=ids, stand_in=stand.task,
+                                         reason=stand.note(f"{reason}; the installed model for {task.task} "
+                                                           f"only {scope(cands[0], task.task)}"))
         card = cands[ids.index(chosen)]
         return card, Selection(task_id=task.id, task=task.task, model=card.id, backend=card.backend,
                                reason=reason, candidates=ids)

@@ -183,3 +183,37 @@ def test_tasks_command_shows_stand_ins_and_the_switch(tmp_path: Path, capsys: py
     assert "stand-in (off): image-classification" in capsys.readouterr().out
     monkeypatch.setenv("LOCALGPT_SUBSTITUTES", "0")
     assert Settings.load().substitutes is False
+
+
+READER = fake_card("reader", ["image-to-text"], scope={"image-to-text": "reads the printed text in an image"})
+
+
+@pytest.mark.parametrize("choice", ["labeller", "reader"])
+def test_a_partial_model_competes_with_the_stand_in_and_the_llm_picks(choice: str) -> None:
+    llm = FakeLLM([f'{{"id": "{choice}", "reason": "fits the request"}}'])
+    card, selection = Selector(Cards(READER, CLASSIFIER), llm=llm).select(
+        Task(id=0, task="image-to-text", args={"image": "p.png"}), "what is in p.png?")
+    assert card.id == choice and selection.candidates == ["reader", "labeller"]
+    assert (selection.stand_in == "image-classification") is (choice == "labeller")
+    listing = llm.calls[0].messages[-1]["content"]
+    assert "- labeller: stands in for image-to-text: labels" in listing and "what is in p.png?" in listing
+    if choice == "labeller":
+        assert "only reads the printed text in an image" in selection.reason
+
+
+def test_a_model_serving_the_whole_task_gets_no_competitor() -> None:
+    llm = FakeLLM()
+    captioner = fake_card("captioner", ["image-to-text"])
+    card, selection = Selector(Cards(captioner, CLASSIFIER), llm=llm).select(
+        Task(id=0, task="image-to-text", args={"image": "p.png"}), "")
+    assert card.id == "captioner" and not llm.calls and selection.stand_in is None
+
+
+def test_ocr_backend_declares_its_scope() -> None:
+    from localgpt.experts.ocr import RapidOCRExpert
+    from localgpt.runtime.selector import scope
+
+    assert "image-to-text" in RapidOCRExpert.SCOPE
+    ocr = fake_card("ocr", ["image-to-text"], backend="rapidocr")
+    assert scope(ocr, "image-to-text") == RapidOCRExpert.SCOPE["image-to-text"]
+    assert scope(CLASSIFIER, "image-classification") == ""
