@@ -90,7 +90,8 @@ class PackSpec:
     packages: tuple[tuple[str, str], ...]
     files: tuple[OutputFile, ...]
     options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
-    build: str | None = None
+    build: str | None = None  # a step of BUILD_STEPS run after the files are built (e.g. an ONNX export)
+    built_size: int = 0  # about how many bytes the build step adds (for the disk check and --dry-run)
 
     def __post_init__(self) -> None:
         if self.build is not None and self.build not in BUILD_STEPS:
@@ -105,8 +106,8 @@ class PackSpec:
 
     @property
     def size(self) -> int:
-        """Total bytes of the installed model."""
-        return sum(f.size for f in self.files)
+        """Total bytes of the installed model (with what its build step adds, as estimated)."""
+        return sum(f.size for f in self.files) + self.built_size
 
     @property
     def requirements(self) -> list[str]:
@@ -124,7 +125,7 @@ class PackSpec:
             license=self.license,
             source=ModelSource(type="pypi", packages=self.requirements),
             files=[FileEntry(path=f.path, sha256=f.sha256, size=f.size) for f in self.files],
-            size_bytes=self.size,
+            size_bytes=sum(f.size for f in self.files),
             options=dict(self.options),
         )
 
@@ -386,6 +387,7 @@ PACKS: tuple[PackSpec, ...] = (
         options=MappingProxyType({"model": "model.onnx", "source": "efficientnet-lite0.pth", "labels": "labels.json",
                                   "size": 224, "resize": 256, "mean": 127.0, "std": 128.0, "top_k": 5}),
         build="efficientnet-lite-onnx",
+        built_size=18_539_598,
     ),
     PackSpec(
         id="opencv-canny",
