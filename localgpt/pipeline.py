@@ -186,13 +186,14 @@ class Pipeline:
         fallbacks: dict[int, StandIn] = {}
         for task in plan.tasks:
             try:
-                card, selection = self.selector.select(task, request)
+                card, selection, chosen = self.selector.choose(task, request)
             except LocalGPTError as exc:
                 failed[task.id] = str(exc)
                 continue
-            stand = self.selector.stand_in(task.task)
-            if stand is not None:  # in place of the model, or after it when it finds nothing
-                (stand_ins if selection.stand_in else fallbacks)[task.id] = stand
+            if chosen is not None:  # a stand-in runs in place of a model
+                stand_ins[task.id] = chosen
+            elif (stand := self.selector.stand_in(task.task)) is not None:  # ... or after one that finds nothing
+                fallbacks[task.id] = stand
             cards[task.id] = card
             selections.append(selection)
             emit(Event(type="select", data=selection.model_dump()))

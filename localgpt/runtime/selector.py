@@ -11,7 +11,7 @@ install for the real task.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from localgpt import tasks as registry
@@ -66,10 +66,11 @@ class StandIn:
     gives: str
     then: str | None = None
     then_card: ModelCard | None = None
+    why: str = ""  # why it stands in, when not because nothing serves the task
 
     def note(self, why: str = "") -> str:
         """What stood in for what, and what to install for the real task."""
-        first = why or f"no installed model serves {self.planned}"
+        first = why or self.why or f"no installed model serves {self.planned}"
         via = f" then {self.then} by {self.then_card.id}" if self.then and self.then_card else ""
         return (f"{first}, so {self.task} ({self.card.id}{via}) stood in for it: {self.gives}. "
                 f"For real {self.planned}, install a model: {install_hint(self.planned)}")
@@ -123,6 +124,11 @@ class Selector:
     def select(self, task: Task, request: str) -> tuple[ModelCard, Selection]:
         """The card that will run ``task`` and the record of why (a stand-in's card when nothing serves it
         and a substitute is installed: ``Selection.stand_in`` names the task it runs)."""
+        card, selection, _ = self.choose(task, request)
+        return card, selection
+
+    def choose(self, task: Task, request: str) -> tuple[ModelCard, Selection, StandIn | None]:
+        """:meth:`select`, with the :class:`StandIn` to run when one was chosen."""
         cands = self.catalog.candidates(task.task)
         if not cands:
             stand = self.stand_in(task.task)
@@ -130,7 +136,7 @@ class Selector:
                 raise self.no_model(task)
             return stand.card, Selection(task_id=task.id, task=task.task, model=stand.card.id,
                                          backend=stand.card.backend, reason=stand.note(),
-                                         candidates=[stand.card.id], stand_in=stand.task)
+                                         candidates=[stand.card.id], stand_in=stand.task), stand
         # Models that serve only one sense of the task (an OCR model "reads" images but does not describe
         # them) compete with the stand-in: the LLM picks, from the request, which sense is meant.
         stand = None
@@ -143,17 +149,18 @@ class Selector:
         if len(cands) == 1 or self.llm is None:
             why = "the only installed model for this task" if len(cands) == 1 else "first of the installed models"
             return cands[0], Selection(task_id=task.id, task=task.task, model=cands[0].id,
-                                       backend=cands[0].backend, reason=why, candidates=ids)
+                                       backend=cands[0].backend, reason=why, candidates=ids), None
         reply = self.llm.generate(self._messages(task, request, cands), schema=self.schema(ids), max_tokens=120)
         chosen, reason = self._parse(reply, ids)
         if stand is not None and chosen == stand.card.id:
+            stand = replace(stand, why=f"the installed model for {task.task} ({cands[0].id}) only "
+                                       f"{scope(cands[0], task.task)}, and the request asks otherwise ({reason})")
             return stand.card, Selection(task_id=task.id, task=task.task, model=stand.card.id,
                                          backend=stand.card.backend, candidates=ids, stand_in=stand.task,
-                                         reason=stand.note(f"{reason}; the installed model for {task.task} "
-                                                           f"only {scope(cands[0], task.task)}"))
+                                         reason=stand.note()), stand
         card = cands[ids.index(chosen)]
         return card, Selection(task_id=task.id, task=task.task, model=card.id, backend=card.backend,
-                               reason=reason, candidates=ids)
+                               reason=reason, candidates=ids), None
 
     @staticmethod
     def schema(ids: list[str]) -> dict[str, Any]:

@@ -191,14 +191,17 @@ READER = fake_card("reader", ["image-to-text"], scope={"image-to-text": "reads t
 @pytest.mark.parametrize("choice", ["labeller", "reader"])
 def test_a_partial_model_competes_with_the_stand_in_and_the_llm_picks(choice: str) -> None:
     llm = FakeLLM([f'{{"id": "{choice}", "reason": "fits the request"}}'])
-    card, selection = Selector(Cards(READER, CLASSIFIER), llm=llm).select(
+    card, selection, stand = Selector(Cards(READER, CLASSIFIER), llm=llm).choose(
         Task(id=0, task="image-to-text", args={"image": "p.png"}), "what is in p.png?")
+    assert (stand is not None) is (choice == "labeller")
     assert card.id == choice and selection.candidates == ["reader", "labeller"]
     assert (selection.stand_in == "image-classification") is (choice == "labeller")
     listing = llm.calls[0].messages[-1]["content"]
     assert "- labeller: stands in for image-to-text: labels" in listing and "what is in p.png?" in listing
     if choice == "labeller":
         assert "only reads the printed text in an image" in selection.reason
+        assert stand is not None and stand.note() == selection.reason  # the result's note says the same
+        assert "no installed model serves" not in stand.note()
 
 
 def test_a_model_serving_the_whole_task_gets_no_competitor() -> None:
