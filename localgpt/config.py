@@ -74,6 +74,9 @@ class Settings(BaseSettings):
         description="task types the planner is offered: all of the registry (a request for a task no installed "
                     "model serves is told which model is missing), only those installed models serve, or only "
                     "those your demo file (demos_file) uses")
+    substitutes: bool = Field(
+        default=True, description="let a registered substitute task stand in for one no installed model serves "
+                                  "(image-to-text <- image-classification labels...); the answer says so")
     batch_workers: int = Field(default=2, ge=1, description="items `localgpt batch` runs at once")
     seed: int = 0
     # the HTTP server (localgpt serve)

@@ -30,7 +30,7 @@ from localgpt.runtime.executor import Executor
 from localgpt.runtime.pool import ModelPool
 from localgpt.runtime.responder import Responder, produced_files
 from localgpt.runtime.runs import InputFiles, RunDir
-from localgpt.runtime.selector import Selector
+from localgpt.runtime.selector import Selector, StandIn
 from localgpt.schema import Event, ModelCard, Plan, RunResult, Selection
 from localgpt.store.catalog import Catalog
 from localgpt.tasks import TaskSpec
@@ -94,7 +94,7 @@ class Pipeline:
         demos = [d for d in (*DEMOS, *extra) if d.uses_only(names)]
         self.planner = Planner(llm, max_tasks=settings.max_tasks, specs=specs, demos=demos,
                                similarity=self._demo_similarity())
-        self.selector = Selector(catalog, llm)
+        self.selector = Selector(catalog, llm, substitutes=settings.substitutes)
         self.executor = Executor(self.pool, max_workers=settings.max_workers, timeout=settings.task_timeout)
         self.responder = Responder(llm)
         self.file_roots: list[Path] | None = None  # folders requests may read; None: the cwd and runs_dir
@@ -225,12 +225,18 @@ class Pipeline:
         cards: dict[int, ModelCard] = {}
         selections: list[Selection] = []
         failed: dict[int, str] = {}
+        stand_ins: dict[int, StandIn] = {}
+        fallbacks: dict[int, StandIn] = {}
         for task in plan.tasks:
             try:
-                card, selection = self.selector.select(task, request)
+                card, selection, chosen = self.selector.choose(task, request)
             except LocalGPTError as exc:
                 failed[task.id] = str(exc)
                 continue
+            if chosen is not None:  # a stand-in runs in place of a model
+                stand_ins[task.id] = chosen
+            elif (stand := self.selector.stand_in(task.task)) is not None:  # ... or after one that finds nothing
+                fallbacks[task.id] = stand
             cards[task.id] = card
             selections.append(selection)
             emit(Event(type="select", data=selection.model_dump()))
@@ -238,7 +244,8 @@ class Pipeline:
 
         start = time.perf_counter()
         out = run_dir or RunDir.create(self.settings.runs_dir)
-        results = self.executor.run(plan, cards, inputs, out, emit, failed=failed)
+        results = self.executor.run(plan, cards, inputs, out, emit, failed=failed, stand_ins=stand_ins,
+                                    fallbacks=fallbacks)
         timings["execute"] = time.perf_counter() - start
 
         answer = ""

@@ -97,6 +97,7 @@ class Selection(BaseModel):
     backend: str
     reason: str
     candidates: list[str] = Field(default_factory=list)
+    stand_in: str | None = None  # the task run in this task's place when no installed model serves it
 
 
 Status = Literal["done", "failed", "skipped"]
@@ -114,6 +115,8 @@ class TaskResult(BaseModel):
     data: Any = None
     error: str | None = None
     seconds: float = 0.0
+    stand_in: str | None = None  # the task that was run in this task's place (see localgpt.tasks.Substitute)
+    note: str | None = None  # what stood in for what, and what to install for the real task
 
 
 class RunResult(BaseModel):

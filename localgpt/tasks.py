@@ -32,11 +32,26 @@ class InputSpec:
 
 
 @dataclass(frozen=True)
+class Substitute:
+    """A task that may stand in for another when no installed model serves that one (or the one that
+    serves it finds nothing): it takes the same media input and yields the kind needed, though less.
+
+    ``gives`` says what the user gets instead; ``then`` names a text task the controller LLM runs next,
+    with the stand-in's output as ``context`` and the planned task's ``text`` as ``question``.
+    """
+
+    task: str
+    gives: str
+    then: str | None = None
+
+
+@dataclass(frozen=True)
 class TaskSpec:
     """A task type: its arguments, the kinds it produces (primary first) and who can serve it.
 
     ``llm_servable`` marks text tasks the controller LLM answers itself when no dedicated
-    model is installed, as HuggingGPT routes them to its LLM.
+    model is installed, as HuggingGPT routes them to its LLM. ``substitutes`` are the tasks that may
+    stand in for this one, in order of preference; ``no_substitute`` says why a task has none.
     """
 
     name: str
@@ -44,6 +59,8 @@ class TaskSpec:
     inputs: tuple[InputSpec, ...]
     produces: tuple[Kind, ...]
     llm_servable: bool = False
+    substitutes: tuple[Substitute, ...] = ()
+    no_substitute: str = ""
 
     @property
     def output(self) -> Kind:
@@ -96,9 +113,13 @@ TASKS: tuple[TaskSpec, ...] = (
     TaskSpec("tabular-classification", "classify a table shown in an image (a scan or screenshot of the table)",
              (_image("the image of the table"),), (T,)),
     # --- vision ---
-    TaskSpec("object-detection", "find and box the objects in an image", (_image(),), (IMG, T)),
+    TaskSpec("object-detection", "find and box the objects in an image", (_image(),), (IMG, T),
+             no_substitute="labels say what an image shows, not where or how many: nothing installed can box or "
+                           "count objects without a detector"),
     TaskSpec("image-classification", "say what an image shows, as labels with scores", (_image(),), (T,)),
-    TaskSpec("image-to-text", "describe an image in words (captioning) or read the text in it", (_image(),), (T,)),
+    TaskSpec("image-to-text", "describe an image in words (captioning) or read the text in it", (_image(),), (T,),
+             substitutes=(Substitute("image-classification", "labels of what the image shows, with scores, "
+                                                             "not a sentence"),)),
     TaskSpec("text-to-image", "draw an image from a description", (_text("the description of the image"),), (IMG,)),
     TaskSpec("image-to-image", "make a new image from an image and an optional prompt",
              (_image(), InputSpec("text", T, False, "what to change")), (IMG,)),
@@ -109,7 +130,9 @@ TASKS: tuple[TaskSpec, ...] = (
     TaskSpec("document-question-answering", "answer a question about a document image",
              (_image("the document image"), InputSpec("text", T, True, "the question")), (T,)),
     TaskSpec("visual-question-answering", "answer a question about an image",
-             (_image(), InputSpec("text", T, True, "the question")), (T,)),
+             (_image(), InputSpec("text", T, True, "the question")), (T,),
+             substitutes=(Substitute("image-classification", "an answer the LLM infers from the image's labels; "
+                                     "it does not see the picture", then="question-answering"),)),
     TaskSpec("text-to-video", "make a short video from a description", (_text("the description of the video"),), (V,)),
     # --- control (ControlNet): annotators make a control image, conditioned generation follows it ---
     TaskSpec("pose-detection", "find a person's body pose: keypoints and a skeleton image to draw others in that pose",

@@ -57,6 +57,8 @@ def settings_from(args: argparse.Namespace) -> Any:
         overrides["planner"] = args.planner
     if getattr(args, "demos", None):
         overrides["demos_file"] = Path(args.demos)
+    if getattr(args, "no_substitutes", None):
+        overrides["substitutes"] = False
     return Settings.load(**overrides)
 
 
@@ -176,7 +178,9 @@ def cmd_tasks(args: argparse.Namespace) -> int:
         models = [c.id for c in catalog.candidates(spec.name)]
         rows.append({"task": spec.name, "inputs": {i.name: i.kind.value + ("" if i.required else "?")
                                                    for i in spec.inputs},
-                     "produces": [k.value for k in spec.produces], "models": models})
+                     "produces": [k.value for k in spec.produces], "models": models,
+                     "substitutes": [{"task": s.task, "gives": s.gives, "then": s.then} for s in spec.substitutes],
+                     "no_substitute": spec.no_substitute or None})
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -184,6 +188,12 @@ def cmd_tasks(args: argparse.Namespace) -> int:
         ins = ", ".join(f"{k}: {v}" for k, v in row["inputs"].items())
         served = ", ".join(row["models"]) or "none installed (see: python download_models.py --list)"
         print(f"{row['task']:30} ({ins}) -> {'+'.join(row['produces'])}\n{'':30} models: {served}")
+        if row["substitutes"]:
+            off = " (off)" if not settings.substitutes else ""
+            subs = "; ".join(f"{s['task']}{' + ' + s['then'] if s['then'] else ''}" for s in row["substitutes"])
+            print(f"{'':30} stand-in{off}: {subs}")
+        elif row["no_substitute"]:
+            print(f"{'':30} stand-in: none ({row['no_substitute']})")
     return 0
 
 

@@ -43,6 +43,8 @@ SHARED_OPTIONS = (
     opt("--threads", type=int, help="CPU threads for the LLM and the experts (default: free cores)"),
     opt("--demos", metavar="FILE",
         help="JSONL file of your own planning demos, added to the built-in ones (default: LOCALGPT_DEMOS_FILE)"),
+    opt("--no-substitutes", action="store_true",
+        help="never let another task stand in for one no installed model serves (default: LOCALGPT_SUBSTITUTES)"),
 )
 JSON = opt("--json", action="store_true")
 RUNS_DIR = opt("--runs-dir", help="folder for produced files (default: ./runs)")

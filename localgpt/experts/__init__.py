@@ -29,6 +29,7 @@ BUILTIN_BACKENDS: dict[str, str] = {
     "spacy": "localgpt.experts.spacy_ner:SpacyNERExpert",
     "fasttext": "localgpt.experts.fasttext_lid:FastTextLanguageExpert",
     "rapidocr": "localgpt.experts.ocr:RapidOCRExpert",
+    "onnx-image-classification": "localgpt.experts.onnx_vision:ImageClassificationExpert",
     "silero-vad": "localgpt.experts.vad:SileroVADExpert",
     "transformers-s2s": "localgpt.experts.hf_text_audio:SpeechToSpeechExpert",
 }

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from localgpt.errors import ExpertError
@@ -41,6 +43,9 @@ class Expert(ABC):
     """
 
     TASKS: tuple[str, ...] = ()  # the tasks a backend serves, where it names them (see :meth:`check_task`)
+    # Tasks the backend serves only in part, with what it does of each (e.g. OCR "reads the text in an
+    # image" for image-to-text, which also means captioning): the selector then lets a stand-in compete.
+    SCOPE: Mapping[str, str] = MappingProxyType({})
 
     def __init__(self, card: ModelCard, ctx: ExpertContext) -> None:
         self.card = card

