@@ -30,6 +30,7 @@ from typing import Any
 # The engines localgpt knows, by the name the setting takes (``LOCALGPT_ENGINE``).
 ENGINES = ("llama.cpp", "llama-cpp-python", "vllm", "ollama", "openai")
 GBNF_ENGINES = frozenset({"llama.cpp", "llama-cpp-python", "ollama"})
+GRAMMAR_ENGINES = frozenset({"llama.cpp", "llama-cpp-python"})  # those that also take a GBNF grammar itself
 
 # One character of a JSON string as the grammar writes it: any character but the quote, the backslash and
 # the control characters, or a short escape (each decodes to one character, so lengths still hold).
@@ -159,7 +160,7 @@ def _gbnf_array(schema: dict[str, Any], defs: dict[str, Any], visit: Any, path: 
     return tuples[0] if len(tuples) == 1 else {"anyOf": tuples}
 
 
-def for_gbnf(schema: dict[str, Any]) -> dict[str, Any]:
+def for_gbnf(schema: dict[str, Any], *, tuples: bool = True) -> dict[str, Any]:
     """``schema`` rewritten into the part of JSON Schema llama.cpp's grammar converter reads faithfully.
 
     Every JSON value the rewritten schema admits is admitted by ``schema`` (patterns may be narrower:
@@ -167,6 +168,8 @@ def for_gbnf(schema: dict[str, Any]) -> dict[str, Any]:
     ones). Example::
 
         gbnf_schema = for_gbnf(plan_schema())
+
+    With ``tuples`` off, ``prefixItems`` arrays are left as they are (for :class:`GBNF`, which reads them).
     """
     defs: dict[str, Any] = {}
     strings: dict[str, str] = {}  # a string schema's JSON -> its name in $defs
@@ -177,7 +180,7 @@ def for_gbnf(schema: dict[str, Any]) -> dict[str, Any]:
             return [visit(v, f"{path}-{i}") for i, v in enumerate(node)]
         if not isinstance(node, dict):
             return node
-        if "prefixItems" in node:
+        if "prefixItems" in node and tuples:
             counter["n"] += 1
             return _gbnf_array(node, defs, visit, f"tuple{counter['n']}")
         out: dict[str, Any] = {}
@@ -186,7 +189,7 @@ def for_gbnf(schema: dict[str, Any]) -> dict[str, Any]:
                 out[key] = {k: visit(v, f"{path}-{k}") for k, v in value.items()}
             elif key == "$defs":
                 out[key] = {k: visit(v, k) for k, v in value.items()}
-            elif key in ("anyOf", "oneOf", "allOf", "items", "additionalProperties"):
+            elif key in ("anyOf", "oneOf", "allOf", "items", "additionalProperties", "prefixItems"):
                 out[key] = visit(value, f"{path}-{key}") if value is not False else value
             else:
                 out[key] = copy.deepcopy(value)
@@ -218,6 +221,11 @@ def constraint_fields(engine: str, schema: dict[str, Any], name: str = "reply") 
 
         body.update(constraint_fields("vllm", plan_schema()))
     """
+    if engine in GRAMMAR_ENGINES:
+        try:
+            return {"grammar": grammar_for(schema)}
+        except ValueError:  # a schema beyond what GBNF() writes: the engine's own converter takes it
+            pass
     sent = engine_schema(engine, schema)
     if engine == "llama-cpp-python":
         return {"response_format": {"type": "json_object", "schema": sent}}
@@ -225,6 +233,16 @@ def constraint_fields(engine: str, schema: dict[str, Any], name: str = "reply") 
         return {"format": sent}
     return {"response_format": {"type": "json_schema",
                                 "json_schema": {"name": name, "schema": sent, "strict": True}}}
+
+
+@lru_cache(maxsize=32)
+def _grammar_cached(key: str) -> str:
+    return GBNF(json.loads(key)).text
+
+
+def grammar_for(schema: dict[str, Any]) -> str:
+    """The GBNF grammar of ``schema`` (:class:`GBNF`), cached per schema."""
+    return _grammar_cached(json.dumps(schema))  # (key order kept: it is the order the reply is written in)
 
 
 # What to check when an engine's reply breaks the schema, per engine.
@@ -240,3 +258,155 @@ FIX_HINTS = {
     "openai": "this engine was not recognised and ignored response_format json_schema; set LOCALGPT_ENGINE to "
               "llama.cpp, llama-cpp-python, vllm or ollama",
 }
+
+
+class GBNF:
+    """A GBNF grammar written straight from a schema of the kind localgpt sends (objects with required
+    properties, ``const``/``enum``, ``anyOf``, arrays with ``items`` or ``prefixItems`` and bounds, strings with
+    bounds or a pattern, ``$ref`` into ``$defs``), for the engines that take a grammar (llama.cpp's and
+    llama-cpp-python's servers: the ``grammar`` field).
+
+    Unlike the engines' converter, a ``prefixItems`` array of 1 to N items is one nested rule
+    (``[t0 ("," t1 ("," t2)?)?]``) instead of N alternative tuples: the grammar sampler then follows one
+    stack where the converter's form makes it follow N at once. Patterns are made JSON-safe first
+    (:func:`for_gbnf`). Example::
+
+        grammar = GBNF(plan_schema()).text
+    """
+
+    def __init__(self, schema: dict[str, Any]) -> None:
+        self.root = for_gbnf(schema, tuples=False)
+        self.rules: dict[str, str] = {}
+        self.names: dict[str, str] = {}  # a rule's body -> its name (identical bodies share one rule)
+        self.rules["space"] = '" "?'
+        self.rules["char"] = '[^"\\\\\\x00-\\x1f] | "\\\\" ["\\\\/bfnrt]'
+        self.rules["root"] = self.visit(self.root, "plan")
+        self.text = "\n".join(f"{name} ::= {body}" for name, body in self.rules.items()) + "\n"
+
+    def rule(self, name: str, body: str) -> str:
+        """A named rule for ``body`` (reused when the same body was named before)."""
+        if body in self.names:
+            return self.names[body]
+        name = self.fresh(name)
+        self.rules[name] = body
+        self.names[body] = name
+        return name
+
+    def fresh(self, name: str) -> str:
+        """A rule name like ``name`` not used yet."""
+        name = re.sub(r"[^a-zA-Z0-9-]+", "-", name)
+        base, n = name, 1
+        while name in self.rules:
+            n += 1
+            name = f"{base}-{n}"
+        return name
+
+    @staticmethod
+    def literal(value: Any) -> str:
+        """A GBNF literal for a JSON value."""
+        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+        return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+    def visit(self, node: Any, name: str) -> str:
+        if node is True or node == {}:
+            raise ValueError("an unconstrained value has no grammar here")
+        if "$ref" in node:
+            ref = node["$ref"].split("/")[-1]
+            key = f"$ref:{ref}"
+            if key not in self.names:
+                name = self.fresh(ref)
+                self.names[key] = name
+                self.rules[name] = ""  # reserved first: a definition may refer to itself
+                self.rules[name] = self.visit(self.root["$defs"][ref], ref + "-def")
+            return self.names[key]
+        if "const" in node:
+            return self.rule(name, self.literal(node["const"]) + " space")
+        if "enum" in node:
+            return self.rule(name, "(" + " | ".join(self.literal(v) for v in node["enum"]) + ") space")
+        if "anyOf" in node:
+            return self.rule(name, " | ".join(self.visit(v, f"{name}-{i}") for i, v in enumerate(node["anyOf"])))
+        kind = node.get("type")
+        if kind == "object":
+            props = node.get("properties", {})
+            if node.get("additionalProperties", True) is not False:
+                raise ValueError("only objects with a fixed set of properties")
+            required = set(node.get("required", []))
+            pairs = {k: f'{self.literal(k)} space ":" space {self.visit(v, f"{name}-{k}")}' for k, v in props.items()}
+            must = [pairs[k] for k in props if k in required]  # the required ones in order, then each optional one
+            may = [pairs[k] for k in props if k not in required]
+            if must:
+                body = ' "," space '.join(must) + "".join(f' ("," space {p})?' for p in may)
+            elif may:  # whichever optional one comes first, then any of those after it
+                firsts = [p + "".join(f' ("," space {q})?' for q in may[i + 1:]) for i, p in enumerate(may)]
+                body = "(" + " | ".join(f"({f})" for f in firsts) + ")?"
+            else:
+                body = ""
+            return self.rule(name, '"{" space ' + body + ' "}" space')
+        if kind == "array":
+            return self.rule(name, self._array(node, name))
+        if kind == "string":
+            if "pattern" in node:
+                return self.rule(name, '"\\"" ' + _regex_to_gbnf(node["pattern"]) + ' "\\"" space')
+            low, high = int(node.get("minLength", 0)), node.get("maxLength")
+            return self.rule(name, f'"\\"" char{{{low},{"" if high is None else int(high)}}} "\\"" space')
+        if kind == "integer":
+            return self.rule(name, '"-"? [0-9]+ space')
+        if kind == "boolean":
+            return self.rule(name, '("true" | "false") space')
+        raise ValueError(f"no grammar for {json.dumps(node)[:80]}")
+
+    def _array(self, node: dict[str, Any], name: str) -> str:
+        if "prefixItems" in node:
+            items = [self.visit(v, f"{name}-{i}") for i, v in enumerate(node["prefixItems"])]
+            high = min(int(node.get("maxItems", len(items))), len(items))
+            items = items[:high]
+            low = max(int(node.get("minItems", 0)), 0)
+        else:
+            item = self.visit(node["items"], f"{name}-item")
+            low, high = int(node.get("minItems", 0)), int(node.get("maxItems", 0)) or None  # type: ignore[assignment]
+            if high is None:
+                body = f'{item} ("," space {item})*'
+                return '"[" space ' + (body if low else f"({body})?") + ' "]" space'
+            items = [item] * high
+        body = ""
+        for i in range(len(items) - 1, -1, -1):  # t0 ("," t1 ("," t2)?)? with the first `low` required
+            sep = "" if i == 0 else '"," space '
+            inner = f"{sep}{items[i]}" + (f" {body}" if body else "")
+            body = inner if i < max(low, 1) or i == 0 and low else f"({inner})?"
+        if low == 0:
+            body = f"({body})?"
+        return '"[" space ' + body + ' "]" space'
+
+
+def _regex_to_gbnf(pattern: str) -> str:
+    """A ``^...$`` regex of the JSON-safe kind :func:`for_gbnf` writes, as a GBNF expression."""
+    if not (pattern.startswith("^") and pattern.endswith("$")):
+        raise ValueError(f"pattern /{pattern}/ is not anchored")
+    text = pattern[1:-1]
+    out: list[str] = []
+    i = 0
+    while i < len(text):
+        c = text[i]
+        if c == "[":
+            j = i + 1
+            while text[j] != "]":
+                j += 2 if text[j] == "\\" else 1
+            out.append(text[i:j + 1])
+            i = j + 1
+        elif c in "()|":
+            out.append(f" {c} ")
+            i += 1
+        elif c in "*+?":
+            out.append(c)
+            i += 1
+        elif c == "{":
+            j = text.index("}", i)
+            out.append(text[i:j + 1])
+            i = j + 1
+        else:
+            if c == "\\":
+                c = text[i + 1]
+                i += 1
+            out.append('"' + c.replace("\\", "\\\\").replace('"', '\\"') + '"')
+            i += 1
+    return "(" + "".join(out) + ")"

@@ -17,8 +17,8 @@ import pytest
 
 from localgpt.config import Settings
 from localgpt.errors import ConfigError
-from localgpt.llm.engine_schema import constraint_fields, for_gbnf, word_class_body
-from localgpt.llm.http import EngineError, HTTPLLM, estimate_tokens, is_engine_url, parse_engine_url
+from localgpt.llm.engine_schema import GBNF, constraint_fields, for_gbnf, grammar_for, word_class_body
+from localgpt.llm.http import HTTPLLM, EngineError, estimate_tokens, is_engine_url, parse_engine_url
 from localgpt.pipeline import Pipeline, controller_name
 from localgpt.planning.planner import Planner
 from localgpt.planning.schema import plan_schema
@@ -112,7 +112,8 @@ class FakeEngine:
             yield (json.dumps({"message": {"content": ""}, "done": True, "done_reason": "stop"}) + "\n").encode()
             return
         for piece in pieces:
-            yield f"data: {json.dumps({'choices': [{'delta': {'content': piece}, 'finish_reason': None}]})}\n\n".encode()
+            event = {"choices": [{"delta": {"content": piece}, "finish_reason": None}]}
+            yield f"data: {json.dumps(event)}\n\n".encode()
         yield f"data: {json.dumps({'choices': [{'delta': {}, 'finish_reason': 'stop'}]})}\n\n".encode()
         yield b"data: [DONE]\n\n"
 
@@ -149,7 +150,7 @@ def test_planner_urls_are_parsed() -> None:
         parse_engine_url("http://")
 
 
-@pytest.mark.parametrize("kind,field", [("llama.cpp", "response_format"), ("llama-cpp-python", "response_format"),
+@pytest.mark.parametrize("kind,field", [("llama.cpp", "grammar"), ("llama-cpp-python", "grammar"),
                                         ("vllm", "response_format"), ("openai", "response_format"),
                                         ("ollama", "format")])
 def test_each_engine_is_detected_and_gets_the_schema_in_its_form(engines: list[FakeEngine], kind: str,
@@ -161,8 +162,9 @@ def test_each_engine_is_detected_and_gets_the_schema_in_its_form(engines: list[F
     path = "/api/chat" if kind == "ollama" else "/v1/chat/completions"
     body = engine.bodies(path)[-1]
     sent = body[field]
-    if kind == "llama-cpp-python":  # its server reads only this form
-        assert sent == {"type": "json_object", "schema": for_gbnf(ODD)}
+    if kind in ("llama.cpp", "llama-cpp-python"):  # a grammar written here (GBNF), not the engine's converter
+        assert sent == grammar_for(ODD) and "response_format" not in body
+        assert '("\\"zq-alpha-7\\"" | "\\"xv-omega-3\\"")' in sent
     elif kind == "ollama":
         assert sent == for_gbnf(ODD) and body["options"]["num_predict"] == 20
     else:
@@ -322,7 +324,7 @@ def test_settings_choose_the_engine_planner(engines: list[FakeEngine], tmp_path:
 
 def test_gbnf_schema_is_within_the_original() -> None:
     # every plan the rewritten schema admits must pass the original one (the local check)
-    original = plan_schema(steps=True)
+    original = plan_schema(max_tasks=3, steps=True)  # (3 places: validating 8 takes seconds)
     rewritten = for_gbnf(original)
     plan = {"steps": ["Step 1: say it"], "tasks": [
         {"id": 0, "task": "text-to-speech", "dep": [-1], "args": {"text": "say hi, 你好"}},
@@ -333,7 +335,7 @@ def test_gbnf_schema_is_within_the_original() -> None:
         for schema in (original, rewritten):
             with pytest.raises(jsonschema.ValidationError):
                 jsonschema.validate({**plan, "tasks": [{**plan["tasks"][0], "args": {"text": bad}}]}, schema)
-    too_many = {"steps": ["a"], "tasks": plan["tasks"] * 5}
+    too_many = {"steps": ["a"], "tasks": plan["tasks"] * 2}
     for schema in (original, rewritten):
         with pytest.raises(jsonschema.ValidationError):
             jsonschema.validate(too_many, schema)
@@ -342,3 +344,34 @@ def test_gbnf_schema_is_within_the_original() -> None:
     assert re.fullmatch(f"[{word_class_body()}]+", "照片_файл_photo2") and not re.fullmatch(
         f"[{word_class_body()}]+", "a：b")
     assert constraint_fields("vllm", original)["response_format"]["json_schema"]["schema"] is original
+
+
+def test_the_engine_compose_file_points_localgpt_at_its_engines() -> None:
+    import yaml
+
+    from tests.helpers import REPO
+
+    compose = yaml.safe_load((REPO / "docker" / "compose.engine.yml").read_text())
+    services = compose["services"]
+    for name, engine, port in (("localgpt", "llama-server", "8080"), ("localgpt-vllm", "vllm", "8000")):
+        planner = services[name]["environment"]["LOCALGPT_PLANNER"]
+        url, model = parse_engine_url(planner)
+        assert url == f"http://{engine}:{port}/v1" and model == "planner"
+        assert port in services[engine]["expose"] and "ports" not in services[engine]  # the engine stays inside
+        assert services[name]["ports"][0].startswith("127.0.0.1:")
+    assert "--parallel" in services["llama-server"]["command"]
+    assert "--tensor-parallel-size" in services["vllm"]["command"]
+
+
+def test_the_grammar_nests_the_task_list_and_keeps_strings_json_safe() -> None:
+    grammar = GBNF(plan_schema(max_tasks=3, steps=True)).text
+    rules = dict(line.split(" ::= ", 1) for line in grammar.strip().splitlines())
+    assert rules["root"] == "plan"
+    tasks = rules["plan-tasks"]  # one to three tasks: t0 ("," t1 ("," t2)?)?, not three whole-list alternatives
+    assert tasks == ('"[" space plan-tasks-0 ("," space plan-tasks-1 ("," space plan-tasks-2)?)? "]" space')
+    assert rules["plan-tasks-1-0-id"] == '"1" space'
+    assert rules["plan-tasks-2-0-dep-item"] == '("-1" | "0" | "1") space'
+    literal = next(body for body in rules.values() if body.startswith('"\\"" ([^<'))
+    assert '[^<"\\\\\\x00-\\x1f]' in literal and "{0,239}" in literal  # first character, then up to 239 more
+    with pytest.raises(ValueError):
+        GBNF({"type": "object", "properties": {"x": {}}, "required": ["x"], "additionalProperties": False})
