@@ -9,13 +9,14 @@ decoding constraint in different ways:
   ``pattern`` must be anchored with ``^...$``, ``minLength``/``maxLength`` are ignored beside a pattern, a
   pattern's characters are written into the JSON string raw (a ``[^<]`` class lets a bare ``"`` end the
   string early) and GBNF has no ``\\w``. :func:`for_gbnf` rewrites a schema into an equivalent or narrower
-  one inside that subset, so every reply the grammar admits still validates against the original schema.
+  one inside that subset (for Ollama, which takes only a schema); :class:`GBNF` writes the grammar itself
+  (for the two servers, which take a ``grammar``), with the task list as one nested rule.
 * **vLLM** (xgrammar, guidance or outlines behind ``response_format``) reads standard JSON Schema: the schema
   goes as it is.
 
-The request field differs too (:func:`constraint_fields`): llama-cpp-python's server only reads
-``{"type": "json_object", "schema": ...}``; llama.cpp's C++ server and vLLM read the OpenAI form
-``{"type": "json_schema", "json_schema": {...}}``; Ollama's native API takes ``format: <schema>``.
+The request field differs too (:func:`constraint_fields`): llama.cpp's servers get ``grammar``; vLLM the
+OpenAI form ``{"type": "json_schema", "json_schema": {...}}``; Ollama's native API ``format: <schema>``
+(llama-cpp-python's server, given a schema, would read only ``{"type": "json_object", "schema": ...}``).
 """
 
 from __future__ import annotations
@@ -247,10 +248,10 @@ def grammar_for(schema: dict[str, Any]) -> str:
 
 # What to check when an engine's reply breaks the schema, per engine.
 FIX_HINTS = {
-    "llama.cpp": "llama.cpp's server reads response_format json_schema since 2024 (b3000); update it, or set "
-                 "LOCALGPT_ENGINE if the engine at this address is another one",
-    "llama-cpp-python": "llama-cpp-python's server reads only response_format {\"type\": \"json_object\", "
-                        "\"schema\": ...}; set LOCALGPT_ENGINE=llama-cpp-python (or the engine it really is)",
+    "llama.cpp": "llama.cpp's server applies the request's 'grammar'; update it, or set LOCALGPT_ENGINE if the "
+                 "engine at this address is another one",
+    "llama-cpp-python": "llama-cpp-python's server applies the request's 'grammar' (0.2 and later); set "
+                        "LOCALGPT_ENGINE to the engine at this address if it is another one",
     "vllm": "start vLLM with a structured-output backend (--guided-decoding-backend / --structured-outputs-config "
             "xgrammar or guidance), or set LOCALGPT_ENGINE to the engine it really is",
     "ollama": "Ollama reads a schema in 'format' since 0.5; update it, or set LOCALGPT_ENGINE to the engine it "
