@@ -91,12 +91,15 @@ def test_fifty_requests_through_the_engine_all_decode_to_valid_plans(llm: HTTPLL
     invalid: list[tuple[str, str, str]] = []
     before = llm.stats.completion_tokens
     start = time.perf_counter()
-    for request, files in REQUESTS:
+    for i, (request, files) in enumerate(REQUESTS):
+        begin = time.perf_counter()
         raw = llm.generate(planner.messages(request, files), schema=planner.schema, max_tokens=planner.max_tokens())
         try:
             jsonschema.validate(json.loads(raw), planner.schema)
         except (json.JSONDecodeError, jsonschema.ValidationError) as exc:
             invalid.append((request, raw, str(exc).splitlines()[0]))
+        verdict = "invalid" if invalid and invalid[-1][0] == request else "valid"
+        print(f"  {i:2d} {time.perf_counter() - begin:5.1f} s {verdict}", flush=True)
     seconds = time.perf_counter() - start
     summary = {"engine": "llama-cpp-python server (python -m llama_cpp.server)", "model": SMOLLM,
                "constraint": "GBNF grammar written from plan_schema (engine_schema.GBNF), the request's 'grammar'",
