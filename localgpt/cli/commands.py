@@ -160,14 +160,13 @@ def cmd_plan(args: argparse.Namespace) -> int:
 def cmd_tasks(args: argparse.Namespace) -> int:
     from localgpt import tasks as registry
     from localgpt.errors import ConfigError
-    from localgpt.pipeline import resolve_planner
+    from localgpt.pipeline import controller_name
     from localgpt.store.catalog import Catalog
 
     settings = settings_from(args)
     # The controller serves text tasks only when it is really there; a --planner given explicitly must be.
     try:
-        model_id, gguf = resolve_planner(settings)
-        controller: str | None = model_id or gguf.stem
+        controller: str | None = controller_name(settings)
     except ConfigError:
         if args.planner:
             raise

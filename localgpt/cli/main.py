@@ -38,7 +38,8 @@ class Command:
 
 # Every command, at every level, takes these, before or after its name.
 SHARED_OPTIONS = (
-    opt("--planner", help="controller LLM: a model id from the store or a .gguf path"),
+    opt("--planner", help="controller LLM: a model id from the store, a .gguf path, or an engine URL "
+                           "http://HOST:PORT/v1[#MODEL] (see docs/engines.md)"),
     opt("--store", help="model store folder (default: LOCALGPT_STORE or ./model_store)"),
     opt("--threads", type=int, help="CPU threads for the LLM and the experts (default: free cores)"),
     opt("--demos", metavar="FILE",
