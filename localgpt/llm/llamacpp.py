@@ -18,7 +18,7 @@ from localgpt.llm.base import LLMStats, Message, TokenCallback, schema_key, sche
 from localgpt.llm.prompt_state import PromptStateCache, SavedState, model_identity, state_key
 
 CONSTRAINT_CACHE = 32  # compiled constraints kept (least recently used dropped first)
-PREFIX_MIN_TOKENS = 256  # a system prompt shorter than this is re-read rather than kept on disk
+PREFIX_MIN_TOKENS = 48  # a system prompt shorter than this is re-read rather than kept (a few ms of work)
 log = logging.getLogger(__name__)
 _DEFAULT: Any = object()
 class CheckedProcessor:
