@@ -86,10 +86,16 @@ def test_plan_through_the_server(served: Served, world: FakeWorld, tmp_path: Pat
 
 
 def test_chat_through_the_server(served: Served, world: FakeWorld, tmp_path: Path) -> None:
-    proc = localgpt("chat", cwd=tmp_path, server=served.url, stdin="draw a red square\n/quit\n")
+    proc = localgpt("chat", cwd=tmp_path, server=served.url,
+                    stdin="draw a red square\nnow caption it\n/files\n/quit\n")
     assert proc.returncode == 0, proc.stderr
-    assert "Using the localgpt server" in proc.stderr and ANSWER in proc.stdout
-    assert list((tmp_path / "runs").rglob("*.png"))
+    assert "Using the localgpt server" in proc.stderr and proc.stdout.count(ANSWER) == 2
+    (drawing,) = (tmp_path / "runs").rglob("*.png")
+    # the second turn used the first turn's drawing: the server read its own copy, sent by id, not uploaded
+    second = world.planner_prompts[-1][-1]["content"]
+    assert "/runs/" in second.split("\nFiles: ")[1] and "image-to-text" in proc.stderr
+    assert not list((world.tmp / "data" / "uploads").glob("u-*"))
+    assert str(drawing.resolve()) in proc.stderr  # /files lists the local copy
 
 
 def test_local_no_server_or_own_planner_run_in_process(served: Served, world: FakeWorld, tmp_path: Path) -> None:
