@@ -303,11 +303,10 @@ class LlamaCppLLM:
             if state is None:
                 self._llama.reset()
                 self._llama.eval(tokens)
-                state = self._llama.save_state()
-                state.scores = state.scores[-1:].copy()
+                saved = SavedState(tokens=list(tokens), state=self._context_bytes(), seed=int(self._llama._seed))
+                state = self._state_of(saved)
                 if self.prompt_state is not None:
-                    self.prompt_state.save(key, SavedState(tokens=list(tokens), state=bytes(state.llama_state),
-                                                           seed=int(state.seed)))
+                    self.prompt_state.save(key, saved)
             self._prefixes[key] = state
             while len(self._prefixes) > 4:
                 self._prefixes.popitem(last=False)
@@ -323,6 +322,21 @@ class LlamaCppLLM:
             self._llama.reset()
             return "failed"
         return how
+
+    def _context_bytes(self) -> bytes:
+        """llama.cpp's state of the context (its KV cache), read directly: ``Llama.save_state`` would also
+        copy a logits row per evaluated token (hundreds of MB for a long prompt), which is never needed."""
+        import ctypes
+
+        import llama_cpp
+
+        ctx = self._llama._ctx.ctx
+        size = int(llama_cpp.llama_state_get_size(ctx))
+        buffer = (ctypes.c_uint8 * size)()
+        written = int(llama_cpp.llama_state_get_data(ctx, buffer, size))
+        if written > size:
+            raise LocalGPTError("llama.cpp wrote more state than it announced", "update llama-cpp-python")
+        return bytes(memoryview(buffer)[:written])
 
     def _state_of(self, saved: SavedState) -> Any:
         """A llama_cpp state from a saved one (the token array padded to the context, one zero logits row:
