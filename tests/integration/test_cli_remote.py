@@ -131,3 +131,15 @@ def test_a_loading_server_is_waited_for(world: FakeWorld, tmp_path: Path) -> Non
 def test_a_server_error_is_one_clear_line(served: Served, tmp_path: Path) -> None:
     proc = localgpt("run", "read it", "--file", "nothing.wav", cwd=tmp_path, server=served.url)
     assert proc.returncode == 1 and proc.stderr.count("error:") == 1 and "Traceback" not in proc.stderr
+
+
+def test_the_plan_route_refuses_bad_bodies_with_a_hint(served: Served) -> None:
+    import httpx
+
+    empty = httpx.post(served.url + "/v1/plan", json={"messages": []})
+    assert empty.status_code == 422 and "error" in empty.json()
+    unknown = httpx.post(served.url + "/v1/plan", json={"messages": [{"role": "user", "content": "caption it"}],
+                                                        "files": ["u-" + "0" * 32 + ".png"]})
+    assert 400 <= unknown.status_code < 500 and unknown.json()["error"]["hint"]
+    good = httpx.post(served.url + "/v1/plan", json={"messages": [{"role": "user", "content": "draw a cat"}]})
+    assert good.status_code == 200 and good.json()["tasks"][0]["task"] == "text-to-image"
