@@ -101,10 +101,11 @@ def eval_child(spec: dict[str, Any]) -> dict[str, Any]:
     try:
         msgs = Planner(llm).messages(QUICK, [])
         llm.generate(msgs[:1] + [{"role": "user", "content": "Say OK."}], max_tokens=1)  # load, warm up
+        before = llm.stats.prompt_tokens_evaluated
         start = time.perf_counter()
         llm.generate(msgs, max_tokens=1)
         seconds = time.perf_counter() - start
-        return {"seconds": seconds, "tokens": llm.stats.prompt_tokens_evaluated}
+        return {"seconds": seconds, "tokens": llm.stats.prompt_tokens_evaluated - before}
     finally:
         llm.close()
 
@@ -221,8 +222,16 @@ def main() -> None:
     report: dict[str, Any] = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "planner": args.planner,
                               "threads": args.threads, "requests": {n: REQUESTS[n][0] for n in names}, "runs": []}
 
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    out_path = Path(args.out) if args.out else REPO / "bench" / "results" / f"latency-{stamp}.json"
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+
+    def save() -> None:  # after every run, so a run stopped by a time limit keeps what it measured
+        out_path.write_text(json.dumps(report, indent=1))
+
     def record(entry: dict[str, Any]) -> None:
         report["runs"].append(entry)
+        save()
         t = entry.get("timings", {})
         print(f"{entry['mode']:9} {entry['request']:6} total {entry['wall']:6.1f} s  "
               + "  ".join(f"{k} {v:.1f}" for k, v in t.items()) + (f"  prefix {entry.get('prefix')}"
@@ -264,13 +273,11 @@ def main() -> None:
             row = {"n_batch": n_batch, "n_ubatch": n_ubatch, "flash_attn": flash, **out,
                    "tokens_per_s": out["tokens"] / out["seconds"]}
             report["eval"].append(row)
+            save()
             print(f"eval n_batch {n_batch:5} n_ubatch {n_ubatch:5} flash {flash!s:5}: {row['tokens']} tokens "
                   f"in {row['seconds']:.2f} s ({row['tokens_per_s']:.0f} tok/s)", flush=True)
 
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    out_path = Path(args.out) if args.out else REPO / "bench" / "results" / f"latency-{stamp}.json"
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_text(json.dumps(report, indent=1))
+    save()
     print(f"wrote {out_path}")
 
 
