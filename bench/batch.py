@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
 
 from localgpt.batch.inputs import Item, read_items  # noqa: E402
 from localgpt.batch.runner import run_batch  # noqa: E402

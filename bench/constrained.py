@@ -35,7 +35,6 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
 
 from localgpt.llm.llamacpp import LlamaCppLLM  # noqa: E402
 from localgpt.planning.planner import Planner  # noqa: E402
@@ -121,7 +120,7 @@ def measure_compile(model: Path, backend: str, threads: int, timeout: float, mem
 
     env = dict(os.environ, RAYON_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads),
                NUMBA_NUM_THREADS=str(threads))
-    cmd = [sys.executable, __file__, "--compile-child", str(model), backend, "--threads", str(threads)]
+    cmd = [sys.executable, "-m", "bench.constrained", "--compile-child", str(model), backend, "--threads", str(threads)]
     result: dict[str, Any] = {"backend": backend, "timeout_s": timeout, "memory_cap_gb": memory_gb}
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         start = time.perf_counter()

@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
 
 SENTENCE = "The quick brown fox jumps over the lazy dog"
 SPOKEN = "Local models answer requests without sending anything over the network."
@@ -87,7 +86,7 @@ def run_worker(model_id: str, args: argparse.Namespace, files: dict[str, str], k
     """Measure ``model_id`` in a fresh Python process."""
     task, raw = CASES[model_id]
     inputs = {k: v.format(**files) for k, v in raw.items()}
-    cmd = [sys.executable, __file__, "--worker", model_id, "--store", str(args.store), "--threads",
+    cmd = [sys.executable, "-m", "bench.experts", "--worker", model_id, "--store", str(args.store), "--threads",
            str(args.threads), "--repeat", str(args.repeat), "--inputs", json.dumps(inputs)]
     if keep is not None:
         cmd += ["--keep", str(keep)]

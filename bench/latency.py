@@ -1,9 +1,9 @@
 """Latency of a request, end to end: a cold process (prompt state on disk off, then on) and a warm server
 reached through the CLI; plus the prompt's tokens by part and prompt evaluation under llama.cpp settings.
 
-    python bench/latency.py                                   # every request, every mode
-    python bench/latency.py --requests quick --modes cold-off,cold-on,server
-    python bench/latency.py --modes eval                      # n_batch / n_ubatch / flash attention only
+    python -m bench.latency                                   # every request, every mode
+    python -m bench.latency --requests quick --modes cold-off,cold-on,server
+    python -m bench.latency --modes eval                      # n_batch / n_ubatch / flash attention only
 
 Modes (all in one run, so the ratios compare like with like):
 

@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
 # PyTorch's OpenMP threads otherwise spin at every barrier; on a shared, busy CPU that multiplies its
 # latency (MiniLM batch 1: 126 ms instead of 24 ms here). Must be set before torch is imported.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -81,8 +80,7 @@ def bert_base_folder(work: Path) -> Path:
     import torch
     from transformers import BertConfig, BertForSequenceClassification
 
-    sys.path.insert(0, str(REPO / "tests"))
-    from tests.helpers import build_tokenizer
+    from localgpt.testing import build_tokenizer
 
     folder = work / "bert-base-cls"
     folder.mkdir(parents=True)
@@ -204,7 +202,7 @@ def main() -> int:
     import optimum.version
     import torch
 
-    result = {"command": "python bench/onnx_text.py " + " ".join(sys.argv[1:]),
+    result = {"command": "python -m bench.onnx_text " + " ".join(sys.argv[1:]),
               "machine": {"cpu": platform.processor() or platform.machine(), "threads": args.threads,
                           "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
                           "load_average_1m_after": os.getloadavg()[0],

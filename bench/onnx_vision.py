@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))  # localgpt from this checkout
 
 
 def build_vit(folder: Path, quick: bool) -> None:
@@ -150,8 +149,8 @@ def bench_model(name: str, work: Path, image: Path, threads: int, repeat: int, q
         for fmt in order:
             spec = {"model": name, "format": fmt, "folder": str(folders[fmt]), "task": task, "threads": threads,
                     "pipeline": pipeline_task, "image": str(image), "repeat": max(1, repeat // 2)}
-            done = subprocess.run([sys.executable, __file__, "--worker", json.dumps(spec)], capture_output=True,
-                                  text=True, check=True)
+            done = subprocess.run([sys.executable, "-m", "bench.onnx_vision", "--worker", json.dumps(spec)],
+                                  cwd=REPO, capture_output=True, text=True, check=True)
             runs[fmt].append(json.loads(done.stdout.strip().splitlines()[-1]))
     for fmt, results in runs.items():
         row[f"{fmt}_runtime"] = results[0]["runtime"]

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
 
 from localgpt.config import Settings  # noqa: E402
 from localgpt.errors import LocalGPTError  # noqa: E402

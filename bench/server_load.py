@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import resource
 import statistics
 import sys
@@ -21,7 +22,6 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tests"))
 
 
 def rss_mb() -> float:
@@ -73,8 +73,9 @@ def real_memory(total: int) -> dict[str, float]:
     from localgpt.pipeline import Pipeline
     from localgpt.server import create_app
     from localgpt.store.catalog import Catalog
-    from localgpt.testing import FakeLLM
-    from tests.helpers import Served, store_dir
+    from localgpt.testing import FakeLLM, Served
+
+    store = Path(os.environ.get("LOCALGPT_TEST_STORE", REPO / "model_store"))
 
     plan = json.dumps([{"id": 0, "task": "text-to-speech", "dep": [-1], "args": {"text": "good morning"}}])
 
@@ -82,11 +83,11 @@ def real_memory(total: int) -> dict[str, float]:
         return plan if schema is not None else "Done."
 
     def factory(settings: Settings) -> Pipeline:
-        return Pipeline(settings, FakeLLM([reply] * (4 * total + 10)), Catalog(store_dir()))
+        return Pipeline(settings, FakeLLM([reply] * (4 * total + 10)), Catalog(store))
 
     out: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        served = Served(create_app(Settings(store=store_dir(), data_dir=Path(tmp), demo_similarity="words"), factory))
+        served = Served(create_app(Settings(store=store, data_dir=Path(tmp), demo_similarity="words"), factory))
         try:
             served.wait_ready()
             with httpx.Client(base_url=served.url, timeout=120) as http:
@@ -114,7 +115,7 @@ def main() -> int:
 
     import httpx
 
-    from tests.helpers import FakeWorld, serve
+    from localgpt.testing import FakeWorld, serve
 
     with tempfile.TemporaryDirectory() as tmp:
         world = FakeWorld(Path(tmp))

@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
 
 from localgpt import tasks as registry  # noqa: E402
 from localgpt.errors import LocalGPTError, PlanError  # noqa: E402

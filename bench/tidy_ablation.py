@@ -25,15 +25,11 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-import taskbench as tb  # noqa: E402
-
-import localgpt.planning.mend as mend  # noqa: E402
-import localgpt.planning.planner as planner  # noqa: E402
-import localgpt.planning.tidy as tidy  # noqa: E402
-from localgpt.planning.references import renumber  # noqa: E402
+import localgpt.planning.mend as mend
+import localgpt.planning.planner as planner
+import localgpt.planning.tidy as tidy
+from bench import taskbench as tb
+from localgpt.planning.references import renumber
 
 
 def _renumber(tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -7,11 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
-import socket
 import threading
-import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -21,13 +17,22 @@ from urllib.parse import unquote, urlparse
 import httpx
 import pytest
 
-from localgpt.config import Settings
-from localgpt.experts.base import ExpertContext
-from localgpt.llm import Message
-from localgpt.pipeline import Pipeline
-from localgpt.runtime.pool import ModelPool
-from localgpt.store.catalog import Catalog
-from localgpt.testing import FakeExpert, FakeLLM, Recorder, fake_factory, install
+from localgpt.testing import (
+    ANSWER,
+    FAKE_MODELS,
+    WORDS,
+    ChoppyLLM,
+    FakeWorld,
+    Served,
+    build_tokenizer,
+    free_port,
+    plan_for,
+    serve,
+)
+
+# the fakes behind a server moved to localgpt.testing (the benchmarks use them too); the tests take them from here
+__all__ = ["ANSWER", "FAKE_MODELS", "WORDS", "ChoppyLLM", "FakeWorld", "Served", "build_tokenizer", "free_port",
+           "plan_for", "serve"]
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -42,30 +47,6 @@ def missing(reason: str) -> None:
     if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
         pytest.fail(f"required for CI but absent: {reason}")
     pytest.skip(reason)
-
-
-SENTENCE_WORDS = ("the quick brown fox jumps over lazy dog a man is playing guitar on stage i really enjoyed this "
-                  "film acting was wonderful worst service have ever had where nearest train station two kittens "
-                  "are sleeping warm blanket please translate sentence into french ok")
-WORDS = tuple(SENTENCE_WORDS.split(" "))
-
-
-def build_tokenizer(folder: Path) -> Any:
-    """A word-level BERT-style fast tokenizer ([CLS] ... [SEP]) saved into ``folder``."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
-
-    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    vocab = {w: i for i, w in enumerate(specials + sorted(set(WORDS)))}
-    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
-    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Whitespace(), pre_tokenizers.Punctuation()])
-    tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-        special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])])
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
-                                   sep_token="[SEP]", mask_token="[MASK]", model_max_length=64)
-    fast.save_pretrained(str(folder))
-    return fast
 
 
 def build_tiny_bert(folder: Path, kind: str = "classifier", seed: int = 0, vocab_size: int | None = None) -> Path:
@@ -223,152 +204,6 @@ class HubServer:
     def __exit__(self, *exc: object) -> None:
         self.server.shutdown()
         self.server.server_close()
-
-
-ANSWER = "The models finished the work."
-FAKE_MODELS = {"draw-fake": ["text-to-image"], "caption-fake": ["image-to-text"],
-               "tts-fake": ["text-to-speech"], "asr-fake": ["automatic-speech-recognition"]}
-IMAGE_FILE = re.compile(r"\S+\.(?:png|jpg)")
-
-
-
-
-def plan_for(request: str, files: list[str]) -> list[dict[str, Any]]:
-    """The plan the fake planner writes: keywords of the request pick the tasks."""
-    image = next((f for f in files if IMAGE_FILE.fullmatch(f)), None)
-    tasks: list[dict[str, Any]] = []
-    if "caption" in request and "draw" in request and image:
-        tasks.append({"id": 0, "task": "image-to-text", "dep": [-1], "args": {"image": image}})
-        tasks.append({"id": 1, "task": "text-to-image", "dep": [0], "args": {"text": "<resource>-0"}})
-    elif "draw" in request:
-        tasks.append({"id": 0, "task": "text-to-image", "dep": [-1], "args": {"text": "a red square"}})
-        if "caption it" in request:
-            tasks.append({"id": 1, "task": "image-to-text", "dep": [0], "args": {"image": "<resource>-0"}})
-    elif "caption" in request and image:
-        tasks.append({"id": 0, "task": "image-to-text", "dep": [-1], "args": {"image": image}})
-    elif "depth" in request and image:
-        tasks.append({"id": 0, "task": "depth-estimation", "dep": [-1], "args": {"image": image}})
-    elif "outside" in request:
-        path = request.split("outside ")[1].split()[0]
-        tasks.append({"id": 0, "task": "image-to-text", "dep": [-1], "args": {"image": path}})
-    else:
-        tasks.append({"id": 0, "task": "text-to-speech", "dep": [-1], "args": {"text": "hello"}})
-    return tasks
-
-
-class FakeWorld:
-    """A store of fake models and a pipeline factory whose FakeLLM plans by keywords.
-
-    ``release`` gates requests that contain the word "wait"; ``load_gate`` (when set) blocks the
-    factory itself, as slow model loading does.
-    """
-
-    def __init__(self, tmp: Path, expert: type[FakeExpert] = FakeExpert,
-                 options: dict[str, dict[str, Any]] | None = None) -> None:
-        self.tmp = tmp
-        self.store = tmp / "store"
-        self.store.mkdir(parents=True)
-        for model_id, tasks in FAKE_MODELS.items():
-            install(self.store, model_id, tasks, **(options or {}).get(model_id, {}))
-        self.recorder = Recorder()
-        self.expert = expert
-        self.release = threading.Event()
-        self.load_gate: threading.Event | None = None
-        self.llms: list[FakeLLM] = []
-        self.planner_prompts: list[list[Message]] = []
-
-    def settings(self, **overrides: Any) -> Settings:
-        values: dict[str, Any] = {"store": self.store, "data_dir": self.tmp / "data", "task_timeout": 20,
-                                  "runs_dir": self.tmp / "elsewhere", "concurrency": 2, "queue_size": 4}
-        return Settings(**(values | overrides))
-
-    def brain(self, messages: Sequence[Message], schema: dict[str, Any] | None) -> str:
-        system = messages[0]["content"]
-        if system.startswith("You are localgpt, an assistant that answered"):
-            if "where" in messages[-1]["content"]:  # quote a produced file's path, as a real LLM may
-                path = re.search(r'"(/[^"]+\.png)"', messages[-1]["content"])
-                return f"{ANSWER} It is at {path.group(1) if path else '?'}, enjoy."
-            return ANSWER
-        if schema is not None and "reason" in schema.get("properties", {}):
-            return json.dumps({"id": schema["properties"]["id"]["enum"][0], "reason": "it fits"})
-        if system.startswith("You are the planner"):
-            self.planner_prompts.append([dict(m) for m in messages])  # type: ignore[misc]
-            prompt = messages[-1]["content"]
-            request = prompt.split("\n")[0].removeprefix("Request: ")
-            listed = prompt.split("\nFiles: ", 1)[1]
-            files = [] if listed == "none" else listed.split(", ")
-            if "wait" in request:
-                self.release.wait(30)
-            plan = plan_for(request, files)
-            if schema is not None and "steps" in schema.get("properties", {}):  # the decomposing planner
-                steps = [f"Step {i}: run {t['task']}" for i, t in enumerate(plan, 1)]
-                return json.dumps({"steps": steps, "tasks": plan})
-            return json.dumps(plan)
-        raise AssertionError(f"unexpected LLM call: {messages[-1]['content'][:80]}")
-
-    def factory(self, settings: Settings) -> Pipeline:
-        if self.load_gate is not None:
-            self.load_gate.wait(30)
-        llm = ChoppyLLM([self.brain] * 5000)
-        self.llms.append(llm)
-        ctx = ExpertContext(settings=settings, llm=llm, extra={"recorder": self.recorder})
-        pool = ModelPool(ctx, 1 << 30, factory=fake_factory(ctx, {"fake": self.expert}))
-        return Pipeline(settings, llm, Catalog(settings.store), pool)
-
-
-class ChoppyLLM(FakeLLM):
-    """FakeLLM streaming in 5-character pieces (so words, and paths, are split across tokens)."""
-
-    def generate(self, messages: Sequence[Message], **kwargs: Any) -> str:
-        on_token = kwargs.pop("on_token", None)
-        text = super().generate(messages, **kwargs)
-        if on_token is not None:
-            for i in range(0, len(text), 5):
-                on_token(text[i:i + 5])
-        return text
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Served:
-    """A real uvicorn server for an app, in a thread, on a free loopback port."""
-
-    def __init__(self, app: Any) -> None:
-        import uvicorn
-
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + 20
-        while not self.server.started:
-            assert self.thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-            time.sleep(0.02)
-
-    def wait_ready(self, timeout: float = 20) -> None:
-        deadline = time.monotonic() + timeout
-        while httpx.get(self.url + "/health").status_code != 200:
-            assert time.monotonic() < deadline, "the server never became ready"
-            time.sleep(0.02)
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
-
-
-def serve(world: FakeWorld, **overrides: Any) -> Served:
-    """A started, ready server for ``world``."""
-    from localgpt.server import create_app
-
-    served = Served(create_app(world.settings(**overrides), world.factory))
-    if world.load_gate is None:
-        served.wait_ready()
-    return served
 
 
 def sse_chunks(response: httpx.Response) -> list[Any]:

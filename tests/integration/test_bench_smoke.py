@@ -20,13 +20,13 @@ pytestmark = pytest.mark.slow
 
 def run_script(*args: str) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, LOCALGPT_STORE=str(store_dir()))
-    return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=900, env=env)
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=900, env=env, cwd=REPO)
 
 
 def test_constrained_smoke(tmp_path: Path, real_card: Callable[[str], ModelCard]) -> None:
     card = real_card("smollm2-135m-instruct")
     out = tmp_path / "constrained.json"
-    proc = run_script(str(REPO / "bench" / "constrained.py"), "--model", str(card.file("model.gguf")),
+    proc = run_script("-m", "bench.constrained", "--model", str(card.file("model.gguf")),
                       "--n", "2", "--backend", "llguidance", "--out", str(out))
     assert proc.returncode == 0, proc.stderr[-2000:]
     doc = json.loads(out.read_text())
@@ -40,7 +40,7 @@ def test_pipeline_smoke(tmp_path: Path, real_card: Callable[[str], ModelCard]) -
     for model_id in ("smollm2-135m-instruct", "piper-en-us-joe-medium", "whisper-tiny-en", "all-minilm-l6-v2-int8"):
         real_card(model_id)
     out = tmp_path / "pipeline.json"
-    proc = run_script(str(REPO / "bench" / "pipeline.py"), "--planner", "smollm2-135m-instruct", "--quick",
+    proc = run_script("-m", "bench.pipeline", "--planner", "smollm2-135m-instruct", "--quick",
                       "--out", str(out), "--runs-dir", str(tmp_path / "runs"))
     assert proc.returncode == 0, proc.stderr[-2000:]
     doc = json.loads(out.read_text())

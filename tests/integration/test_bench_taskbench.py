@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -10,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from bench import taskbench as tb
 from localgpt.errors import PlanError
 from localgpt.planning.demo_file import as_reference
 from localgpt.planning.planner import Planner
@@ -18,11 +18,6 @@ from localgpt.testing import FakeLLM
 from tests.helpers import missing
 
 REPO = Path(__file__).resolve().parents[2]
-spec = importlib.util.spec_from_file_location("taskbench", REPO / "bench" / "taskbench.py")
-assert spec and spec.loader
-tb = importlib.util.module_from_spec(spec)
-sys.modules["taskbench"] = tb
-spec.loader.exec_module(tb)
 
 
 def rec(rid: str, nodes: list[dict], kind: str = "chain") -> dict:
@@ -191,9 +186,9 @@ def test_smoke_run_with_smollm2(tmp_path, real_card):
         missing(f"TaskBench data not found at {tb.DEFAULT_DATA}")
     name = "smoke-test-taskbench"
     proc = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "taskbench.py"), "--model", str(card.file("model.gguf")),
+        [sys.executable, "-m", "bench.taskbench", "--model", str(card.file("model.gguf")),
          "--limit", "3", "--name", name, "--threads", "2", "--out-dir", str(tmp_path)],
-        capture_output=True, text=True, timeout=600)
+        capture_output=True, text=True, timeout=600, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-2000:]
     doc = json.loads((tmp_path / f"{name}.json").read_text())
     assert doc["metrics"]["all"]["records"] == 3
@@ -201,7 +196,7 @@ def test_smoke_run_with_smollm2(tmp_path, real_card):
     lines = (tmp_path / f"{name}.predictions.jsonl").read_text().splitlines()
     assert len(lines) == 3 and all("task_nodes" in json.loads(x) for x in lines)
     assert "node_f1" in proc.stdout
-    again = subprocess.run(proc.args + ["--resume"], capture_output=True, text=True, timeout=600)
+    again = subprocess.run(proc.args + ["--resume"], capture_output=True, text=True, timeout=600, cwd=REPO)
     assert again.returncode == 0 and "resuming: 3 record(s)" in again.stderr
     assert "[1/3]" not in again.stderr  # nothing planned twice
     assert json.loads((tmp_path / f"{name}.json").read_text())["metrics"] == doc["metrics"]
@@ -211,9 +206,9 @@ def test_smoke_run_with_smollm2(tmp_path, real_card):
     # empty plan with the reason, and the run goes on to the next one; a CPU build of llama.cpp takes
     # --n-gpu-layers and ignores it
     small = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "taskbench.py"), "--model", str(card.file("model.gguf")),
+        [sys.executable, "-m", "bench.taskbench", "--model", str(card.file("model.gguf")),
          "--limit", "2", "--name", "small", "--n-ctx", "512", "--n-gpu-layers", "-1", "--out-dir", str(tmp_path)],
-        capture_output=True, text=True, timeout=600)
+        capture_output=True, text=True, timeout=600, cwd=REPO)
     assert small.returncode == 0, small.stderr[-2000:]
     assert small.stderr.count(" ERR ") == 2 and "2 record(s) got no reply from the LLM" in small.stderr
     failed = json.loads((tmp_path / "small.json").read_text())
@@ -342,10 +337,7 @@ def test_negative_type_shortlist_is_a_clear_error(capsys):
 def test_tidy_ablation_replays_the_stored_run(tmp_path: Path) -> None:
     if not tb.DEFAULT_DATA.exists():
         missing(f"TaskBench data not found at {tb.DEFAULT_DATA}")
-    ablation_spec = importlib.util.spec_from_file_location("tidy_ablation", REPO / "bench" / "tidy_ablation.py")
-    assert ablation_spec and ablation_spec.loader
-    tidy_ablation = importlib.util.module_from_spec(ablation_spec)
-    ablation_spec.loader.exec_module(tidy_ablation)
+    from bench import tidy_ablation
     out = tmp_path / "ablation.json"
     assert tidy_ablation.main(["--runs", "full-dev-positional", "--out", str(out)]) == 0
     rows = {r["configuration"]: r for r in json.loads(out.read_text())["rows"]}
