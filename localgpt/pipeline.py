@@ -282,6 +282,8 @@ class Pipeline:
                 answer = self.responder.fallback(results, reason=str(exc))
                 on_token(answer)
             timings["respond"] = time.perf_counter() - start
+            if self.responder.first_token_seconds is not None:  # time to the answer's first token
+                timings["first_token"] = self.responder.first_token_seconds
 
         result = RunResult(request=request, plan=plan, selections=selections, results=results, answer=answer,
                            files=produced_files(results), run_dir=str(out.path), timings=timings,

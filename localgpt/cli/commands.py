@@ -108,13 +108,31 @@ def _short(value: str, limit: int = 80) -> str:
 # --- the commands ---
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def open_pipeline(args: argparse.Namespace, settings: Any, quiet: bool = False) -> Any:
+    """The pipeline a request runs on: a running localgpt server's when one answers (unless ``--local``,
+    ``--planner``, ``--store`` or ``--demos`` is given, or the command was handed a pipeline factory), else
+    one loaded in this process."""
+    factory = getattr(args, "pipeline_factory", None)  # tests inject a FakeLLM pipeline
+    # --planner, --store and --demos describe a pipeline in this process; a server has its own
+    own = any(getattr(args, name, None) for name in ("planner", "store", "demos"))
+    if not getattr(args, "local", False) and factory is None and not own:
+        from localgpt.cli.remote import connect
+
+        say = (lambda _: None) if quiet else _err
+        remote = connect(settings, say)
+        if remote is not None:
+            say(f"Using the localgpt server at {remote.url} (--local runs here instead)")
+            return remote
     from localgpt.pipeline import Pipeline
 
-    settings = settings_from(args)
-    if not args.json:
+    if not quiet:
         _err(f"Loading planner {settings.planner} ...")
-    pipe = Pipeline.from_settings(settings)
+    return (factory or Pipeline.from_settings)(settings)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+    pipe = open_pipeline(args, settings, quiet=args.json)
     if pipe.demo_file and not args.json:
         _err(f"Planning with {pipe.demo_file.summary()}")
     try:
@@ -132,10 +150,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from localgpt.pipeline import Pipeline
-
     settings = settings_from(args)
-    pipe = Pipeline.from_settings(settings)
+    pipe = open_pipeline(args, settings, quiet=True)
     if pipe.demo_file:
         _err(f"Planning with {pipe.demo_file.summary()}")
     try:
@@ -242,12 +258,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_chat(args: argparse.Namespace) -> int:
     from localgpt.cli.chat import ChatSession
-    from localgpt.pipeline import Pipeline
 
     settings = settings_from(args)
-    factory = getattr(args, "pipeline_factory", None) or Pipeline.from_settings  # tests inject a FakeLLM pipeline
-    _err(f"Loading planner {settings.planner} ...")
-    pipe = factory(settings)
+    pipe = open_pipeline(args, settings)
     try:
         return ChatSession(pipe, args.file).loop(sys.stdin, _err, ProgressPrinter)
     finally:

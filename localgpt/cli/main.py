@@ -48,6 +48,8 @@ SHARED_OPTIONS = (
         help="never let another task stand in for one no installed model serves (default: LOCALGPT_SUBSTITUTES)"),
 )
 JSON = opt("--json", action="store_true")
+LOCAL = opt("--local", action="store_true",
+            help="run in this process even when a localgpt server answers on LOCALGPT_SERVER")
 RUNS_DIR = opt("--runs-dir", help="folder for produced files (default: ./runs)")
 
 
@@ -75,13 +77,13 @@ MODELS = (
 COMMANDS = (
     Command("run", "plan, run and answer a request", commands.cmd_run, (
         opt("request"), _file("a file the request uses"),
-        opt("--json", action="store_true", help="print the whole structured result as JSON"), RUNS_DIR),
+        opt("--json", action="store_true", help="print the whole structured result as JSON"), RUNS_DIR, LOCAL),
         description=f"Example: localgpt run \"{commands.EXAMPLE}\""),
     Command("plan", "plan a request without running it", commands.cmd_plan, (
         opt("request"), _file("a file (need not exist)"),
         opt("--json", group="shape", action="store_true", help="print the validated plan as JSON"),
         opt("--as-demo", group="shape", action="store_true",
-            help="print the plan as one line of a demo file (--demos), to keep once you have checked it"))),
+            help="print the plan as one line of a demo file (--demos), to keep once you have checked it"), LOCAL)),
     Command("models", "list, verify, pull, export, bundle, import or remove models", subcommands=MODELS),
     Command("tasks", "every task type, its inputs and installed models", commands.cmd_tasks, (JSON,)),
     Command("batch", "run many requests from a JSONL file or a folder; resumable", commands.cmd_batch, (
@@ -108,7 +110,7 @@ COMMANDS = (
         opt("--data-dir", help="uploads and produced files (default: LOCALGPT_DATA_DIR or ./data)")),
         description="Example: localgpt serve --port 8000, then open http://127.0.0.1:8000/"),
     Command("chat", "a conversation in the terminal; later turns see earlier answers and files", commands.cmd_chat,
-            (_file("a file to start with"), RUNS_DIR)),
+            (_file("a file to start with"), RUNS_DIR, LOCAL)),
 )
 
 

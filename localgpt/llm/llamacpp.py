@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import threading
 import time
 from collections import OrderedDict
@@ -14,8 +15,12 @@ from typing import Any
 
 from localgpt.errors import ConfigError, LocalGPTError
 from localgpt.llm.base import LLMStats, Message, TokenCallback, schema_key, schema_label
+from localgpt.llm.prompt_state import PromptStateCache, SavedState, model_identity, state_key
 
 CONSTRAINT_CACHE = 32  # compiled constraints kept (least recently used dropped first)
+PREFIX_MIN_TOKENS = 48  # a system prompt shorter than this is re-read rather than kept (a few ms of work)
+log = logging.getLogger(__name__)
+_DEFAULT: Any = object()
 class CheckedProcessor:
     """Wraps a logits processor so that an error inside it is not lost.
 
@@ -74,6 +79,10 @@ class LlamaCppLLM:
     (llama.cpp contexts are not thread-safe). With ``prompt_cache_mb`` > 0 the model's state after
     each call is kept in RAM and the longest matching prompt prefix is reused, so a fixed system
     prompt is evaluated once rather than on every request (prompt evaluation dominates on a CPU).
+    With a ``prompt_state`` disk cache (by default the one ``LOCALGPT_PROMPT_CACHE_DIR`` /
+    ``LOCALGPT_PROMPT_CACHE_DISK_MB`` describe; None: off), the evaluated state of a long system prompt
+    is also saved to disk and loaded by the next process instead of being evaluated again
+    (:mod:`localgpt.llm.prompt_state`). ``n_batch``, ``n_ubatch`` and ``flash_attn`` go to llama.cpp.
 
     Example::
 
@@ -91,6 +100,10 @@ class LlamaCppLLM:
         backend: str = "llguidance",
         seed: int = 0,
         prompt_cache_mb: int = 512,
+        prompt_state: PromptStateCache | None = _DEFAULT,
+        n_batch: int = 512,
+        n_ubatch: int = 512,
+        flash_attn: bool = False,
     ) -> None:
         self.path = Path(path)
         if not self.path.is_file():
@@ -104,6 +117,13 @@ class LlamaCppLLM:
         self.backend = backend
         self.seed = seed
         self.prompt_cache_mb = prompt_cache_mb
+        self.prompt_state = PromptStateCache.from_env() if prompt_state is _DEFAULT else prompt_state
+        self.n_batch = n_batch
+        self.n_ubatch = n_ubatch
+        self.flash_attn = flash_attn
+        self.prefix_events: list[str] = []  # per call: "disk", "memory", "evaluated" or "" (no prefix state)
+        self._prefixes: OrderedDict[str, Any] = OrderedDict()  # state key -> llama_cpp.LlamaState
+        self._formatter: Any = None
         self.stats = LLMStats()
         self._lock = threading.RLock()
         self._llama: Any = None
@@ -130,6 +150,9 @@ class LlamaCppLLM:
                 n_threads_batch=self.n_threads,
                 n_gpu_layers=self.n_gpu_layers,
                 seed=self.seed,
+                n_batch=self.n_batch,
+                n_ubatch=self.n_ubatch,
+                flash_attn=self.flash_attn,
                 verbose=False,
             )
         except (ValueError, RuntimeError) as exc:
@@ -193,6 +216,7 @@ class LlamaCppLLM:
             start = time.perf_counter()
             self._perf_reset()
             try:
+                self.prefix_events.append(self._load_prefix(messages))
                 if on_token is None:
                     text = gen(prompt, **kwargs)
                 else:
@@ -217,6 +241,121 @@ class LlamaCppLLM:
             self.stats.completion_tokens += self.count_tokens(text)
             return str(text)
 
+    # --- the system prompt's evaluated state, kept in this process and on disk ---
+
+    def prefix_text(self, messages: Sequence[Message]) -> str | None:
+        """The text the chat template writes for the system message alone, which every chat starting
+        with that message starts with; None without a system message or when the template does not
+        render it as a prefix."""
+        if not messages or messages[0].get("role") != "system":
+            return None
+        if self._formatter is None:
+            from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+            template = self._llama.metadata.get("tokenizer.chat_template")
+            if not template:
+                self._formatter = False
+            else:
+                def text_of(token: int) -> str:
+                    return str(self._llama._model.token_get_text(token)) if token != -1 else ""
+
+                self._formatter = Jinja2ChatFormatter(template=template, eos_token=text_of(self._llama.token_eos()),
+                                                      bos_token=text_of(self._llama.token_bos()),
+                                                      add_generation_prompt=False)
+        if not self._formatter:
+            return None
+        first = [{"role": "system", "content": messages[0]["content"]}]
+        try:
+            prefix = self._formatter(messages=first).prompt
+            whole = self._formatter(messages=[*first, {"role": "user", "content": "?"}]).prompt
+        except Exception:  # a template that refuses this shape (jinja raise_exception): no prefix state
+            return None
+        return prefix if prefix and whole.startswith(prefix) else None
+
+    def _state_settings(self) -> dict[str, Any]:
+        """What, besides the model and the text, an evaluated state depends on."""
+        return {"n_ctx": self.n_ctx, "flash_attn": self.flash_attn, "n_gpu_layers": self.n_gpu_layers,
+                "type_k": int(self._llama.context_params.type_k), "type_v": int(self._llama.context_params.type_v)}
+
+    def _load_prefix(self, messages: Sequence[Message]) -> str:
+        """Put the evaluated state of the chat's system prompt into the context before the call, from
+        this process's memory, from the disk cache, or by evaluating it (and saving it). Only a prefix
+        of the prompt's tokens is ever loaded, and llama.cpp keeps only as much of it as matches the real
+        prompt, so a state never changes a reply. What happened, for the counters."""
+        if self.prompt_state is None and self.prompt_cache_mb <= 0:
+            return ""
+        text = self.prefix_text(messages)
+        if text is None:
+            return ""
+        tokens = self._llama.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+        if len(tokens) < PREFIX_MIN_TOKENS or len(tokens) >= self.n_ctx:
+            return ""
+        key = state_key(self._identity(), text, self._state_settings())
+        how = "memory"
+        state = self._prefixes.get(key)
+        if state is None:
+            saved = self.prompt_state.load(key) if self.prompt_state is not None else None
+            if saved is not None and saved.tokens != tokens:
+                log.warning("prompt state %s holds other tokens than its prompt; it will be rebuilt", key[:12])
+                saved = None
+            how = "disk" if saved is not None else "evaluated"
+            state = self._state_of(saved) if saved is not None else None
+            if state is None:
+                self._llama.reset()
+                self._llama.eval(tokens)
+                saved = SavedState(tokens=list(tokens), state=self._context_bytes(), seed=int(self._llama._seed))
+                state = self._state_of(saved)
+                if self.prompt_state is not None:
+                    self.prompt_state.save(key, saved)
+            self._prefixes[key] = state
+            while len(self._prefixes) > 4:
+                self._prefixes.popitem(last=False)
+        else:
+            self._prefixes.move_to_end(key)
+        try:
+            self._llama.load_state(state)
+        except RuntimeError as exc:  # a state this build cannot take: drop it, evaluate as usual
+            log.warning("prompt state %s could not be loaded (%s); evaluating the prompt", key[:12], exc)
+            self._prefixes.pop(key, None)
+            if self.prompt_state is not None:
+                self.prompt_state.path(key).unlink(missing_ok=True)
+            self._llama.reset()
+            return "failed"
+        return how
+
+    def _context_bytes(self) -> bytes:
+        """llama.cpp's state of the context (its KV cache), read directly: ``Llama.save_state`` would also
+        copy a logits row per evaluated token (hundreds of MB for a long prompt), which is never needed."""
+        import ctypes
+
+        import llama_cpp
+
+        ctx = self._llama._ctx.ctx
+        size = int(llama_cpp.llama_state_get_size(ctx))
+        buffer = (ctypes.c_uint8 * size)()
+        written = int(llama_cpp.llama_state_get_data(ctx, buffer, size))
+        if written > size:
+            raise LocalGPTError("llama.cpp wrote more state than it announced", "update llama-cpp-python")
+        return bytes(memoryview(buffer)[:written])
+
+    def _state_of(self, saved: SavedState) -> Any:
+        """A llama_cpp state from a saved one (the token array padded to the context, one zero logits row:
+        the call evaluates at least one token after the prefix, which writes the logits it samples from)."""
+        import llama_cpp
+        import numpy as np
+
+        ids = np.zeros(self.n_ctx, dtype=np.intc)
+        ids[: len(saved.tokens)] = saved.tokens
+        scores = np.zeros((1, self._llama.n_vocab()), dtype=np.single)
+        return llama_cpp.LlamaState(input_ids=ids, scores=scores, n_tokens=len(saved.tokens),
+                                    llama_state=saved.state, llama_state_size=len(saved.state), seed=saved.seed)
+
+    def _identity(self) -> str:
+        identity: str | None = getattr(self, "_identity_value", None)
+        if identity is None:
+            identity = self._identity_value = model_identity(self.path)
+        return identity
+
     def _perf_reset(self) -> None:
         """Zero llama.cpp's counters for the coming call."""
         import llama_cpp
@@ -239,6 +378,8 @@ class LlamaCppLLM:
         """Free the model."""
         with self._lock:
             self._generators.clear()
+            self._prefixes.clear()
+            self._formatter = None
             if self._llama is not None:
                 self._llama.close()
             self._llama = None

@@ -7,12 +7,14 @@ file is always named whatever the LLM writes.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Sequence
 
 from localgpt.llm import FREE_TEXT_REPEAT_PENALTY, LLM, Message, TokenCallback, context_budget, trim_history
 from localgpt.schema import TaskResult
 
 RESULT_TEXT_MAX = 1500  # characters of one task's text shown to the responder
+ANSWER_BASE_TOKENS = 160  # an answer's room beyond quoting the results (what was done, what failed)
 
 
 def produced_files(results: Sequence[TaskResult]) -> list[str]:
@@ -60,6 +62,12 @@ def results_for_prompt(results: Sequence[TaskResult], limit: int = RESULT_TEXT_M
 class Responder:
     """Answers the user from the results of a run.
 
+    The answer streams; its length is capped by what the results can need (quoting every result in full
+    plus :data:`ANSWER_BASE_TOKENS`, never more than ``max_tokens``), and after each answer
+    :attr:`first_token_seconds` holds the time from the call to its first streamed token (None when no
+    token came) and :attr:`answer_budget` the cap used. The prompt is the request and the results only:
+    never the plan's prompt.
+
     Example::
 
         answer = Responder(llm).respond("read 'hi' aloud", results, on_token=print)
@@ -68,6 +76,8 @@ class Responder:
     def __init__(self, llm: LLM, max_tokens: int = 400) -> None:
         self.llm = llm
         self.max_tokens = max_tokens
+        self.first_token_seconds: float | None = None
+        self.answer_budget = max_tokens
 
     def messages(self, request: str, results: Sequence[TaskResult], history: Sequence[Message] = ()) -> list[Message]:
         """The chat sent to the LLM for the answer."""
@@ -91,6 +101,11 @@ class Responder:
         msgs.append({"role": "user", "content": user})
         return msgs
 
+    def budget(self, user: str) -> int:
+        """Tokens the answer may take: enough to quote the whole of ``user`` (the request and the
+        results) plus :data:`ANSWER_BASE_TOKENS`, at most ``max_tokens``."""
+        return min(self.max_tokens, ANSWER_BASE_TOKENS + self.llm.count_tokens(user))
+
     @staticmethod
     def fallback(results: Sequence[TaskResult], reason: str) -> str:
         """An answer written by code from the results, for when the LLM cannot write one."""
@@ -106,8 +121,19 @@ class Responder:
     def respond(self, request: str, results: Sequence[TaskResult], history: Sequence[Message] = (),
                 on_token: TokenCallback | None = None) -> str:
         """The answer text, streamed to ``on_token``, ending with the list of produced files."""
-        answer = self.llm.generate(self.messages(request, results, history), max_tokens=self.max_tokens,
-                                   on_token=on_token, repeat_penalty=FREE_TEXT_REPEAT_PENALTY).strip()
+        start = time.perf_counter()
+        self.first_token_seconds = None
+
+        def first(token: str) -> None:
+            if token and self.first_token_seconds is None:
+                self.first_token_seconds = time.perf_counter() - start
+            if on_token is not None:
+                on_token(token)
+
+        messages = self.messages(request, results, history)
+        self.answer_budget = self.budget(messages[-1]["content"])
+        answer = self.llm.generate(messages, max_tokens=self.answer_budget, on_token=first,
+                                   repeat_penalty=FREE_TEXT_REPEAT_PENALTY).strip()
         tail = notes_section(results) + files_section(results)
         if tail:
             if on_token is not None:

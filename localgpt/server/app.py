@@ -97,6 +97,12 @@ class MessagesBody(BaseModel):
     files: list[FileId] = Field(default_factory=list)
 
 
+class PlanBody(MessagesBody):
+    """A plan-only request; ``file_names`` are names the plan may use (not read, need not exist)."""
+
+    file_names: list[str] = Field(default_factory=list)
+
+
 class ChatBody(MessagesBody):
     """An OpenAI chat-completions request; sampling options are accepted and ignored."""
 
@@ -775,6 +781,15 @@ def create_app(settings: Settings, pipeline_factory: PipelineFactory | None = No
         request, history, files = state.prepare(body)
         plan = await state.run(lambda p, _: p.plan(request, files, history), files)
         scrubbed: list[dict[str, Any]] = state.files.scrub([_hugginggpt_task(t) for t in plan.tasks])
+        return scrubbed
+
+    @app.post("/v1/plan", responses=documented(*PIPELINE_ERRORS))
+    async def plan(body: PlanBody) -> dict[str, Any]:
+        """The validated plan (steps and tasks) as ``localgpt plan --json`` prints it; nothing runs."""
+        request, history, files = state.prepare(body)
+        names = [str(f) for f in files] + body.file_names
+        planned = await state.run(lambda p, _: p.plan(request, names, history), files)
+        scrubbed: dict[str, Any] = state.files.scrub(planned.model_dump(mode="json"))
         return scrubbed
 
     @app.post("/results", responses=documented(*PIPELINE_ERRORS))

@@ -358,7 +358,7 @@ def test_failing_items_become_error_records(tmp_path: Path) -> None:
     fine = rec["fine"]
     assert fine["status"] == "done" and fine["planned"] and fine["answer"].startswith(ANSWER)
     assert fine["plan"][0]["task"] == "text-to-speech" and fine["models"] == {"0": "tts-fake", "1": "asr-fake"}
-    assert set(fine["timings"]) == {"plan", "select", "execute", "respond", "total"}
+    assert set(fine["timings"]) == {"plan", "select", "execute", "respond", "first_token", "total"}
 
 
 # ---- throughput: fixed plans, the concurrency limit, grouping -----------------------------------

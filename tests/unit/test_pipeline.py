@@ -103,8 +103,9 @@ def test_run_end_to_end(full: tuple[Setup, Path]) -> None:
 
     assert result.answer.startswith(ANSWER)
     assert result.answer.endswith(f"Files produced:\n- {audio}\n- {image}")
-    assert set(result.timings) == {"plan", "select", "execute", "respond"}
+    assert set(result.timings) == {"plan", "select", "execute", "respond", "first_token"}
     assert all(v >= 0 for v in result.timings.values())
+    assert result.timings["first_token"] <= result.timings["respond"]
     assert result.llm_calls == 3 == len(s.llm.calls)  # plan, choice between captioners, answer
 
     # the planner saw the user's file; the responder saw every result

@@ -23,9 +23,9 @@ from hypothesis import strategies as st
 from localgpt import tasks as registry
 from localgpt.errors import InputError, PlanError
 from localgpt.planning.mend import salvage_plan
+from localgpt.planning.passes import apply_passes
 from localgpt.planning.planner import accept_reply
 from localgpt.planning.references import references, renumber
-from localgpt.planning.tidy import tidy_plan
 from localgpt.planning.validate import validate_plan
 from localgpt.schema import Plan
 from localgpt.server.files import FileStore
@@ -97,9 +97,9 @@ def test_mending_and_tidying_keep_a_valid_plan_valid(reply: Any, request: str, f
         return
     if plan.tasks:  # (an empty plan is valid; mending refuses it: nothing to keep)
         revalidates(salvage_plan(reply, request, files), request, files)  # mending a valid plan keeps it valid
-    tidied = tidy_plan(plan, request, files)
+    tidied = apply_passes(plan, request, files)[0]
     revalidates(tidied, request, files)
-    assert dump(tidy_plan(tidied, request, files)) == dump(tidied)  # tidying is idempotent
+    assert dump(apply_passes(tidied, request, files)[0]) == dump(tidied)  # the passes are idempotent
 
 
 @PROFILE

@@ -1,0 +1,74 @@
+"""The responder: time to its first streamed token, an answer no longer than the results need, a prompt of
+its own (never the planner's)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from localgpt.llm import Message
+from localgpt.runtime.responder import ANSWER_BASE_TOKENS, Responder
+from localgpt.schema import TaskResult
+from localgpt.testing import FakeLLM
+
+
+class SlowStart(FakeLLM):
+    """Reads its prompt for ``delay`` seconds, then streams words ``gap`` seconds apart; records max_tokens."""
+
+    def __init__(self, delay: float, gap: float) -> None:
+        super().__init__(default="Done: the audio is ready .")
+        self.delay, self.gap = delay, gap
+        self.max_tokens: list[int] = []
+
+    def generate(self, messages: Sequence[Message], **kwargs: Any) -> str:
+        self.max_tokens.append(kwargs["max_tokens"])
+        on_token = kwargs.pop("on_token", None)
+        time.sleep(self.delay)
+
+        def paced(token: str) -> None:
+            if on_token is not None:
+                on_token(token)
+            time.sleep(self.gap)
+
+        return super().generate(messages, on_token=paced, **kwargs)
+
+
+RESULTS = [TaskResult(id=0, task="text-to-speech", status="done", model="tts", outputs={"audio": "/r/a.wav"})]
+
+
+def test_time_to_first_token_is_measured_and_tokens_stream() -> None:
+    llm = SlowStart(delay=0.2, gap=0.1)
+    responder = Responder(llm)
+    seen: list[tuple[float, str]] = []
+    start = time.perf_counter()
+    answer = responder.respond("say hi", RESULTS, on_token=lambda t: seen.append((time.perf_counter() - start, t)))
+    total = time.perf_counter() - start
+    first = responder.first_token_seconds
+    assert first is not None and 0.2 <= first < 0.3 and first < total - 0.3
+    assert seen[0][0] < seen[-2][0] - 0.3  # the words arrived one by one, not at the end
+    assert answer.startswith("Done: the audio is ready") and answer.endswith("- /r/a.wav")
+
+
+def test_no_token_means_no_first_token_time() -> None:
+    responder = Responder(FakeLLM(default=""))
+    responder.respond("say hi", [])
+    assert responder.first_token_seconds is None
+
+
+def test_the_answer_is_no_longer_than_the_results_need() -> None:
+    llm = SlowStart(delay=0, gap=0)
+    responder = Responder(llm, max_tokens=400)
+    responder.respond("say hi", RESULTS)
+    user = responder.messages("say hi", RESULTS)[-1]["content"]
+    assert llm.max_tokens[-1] == responder.answer_budget == ANSWER_BASE_TOKENS + llm.count_tokens(user) < 400
+    long = [TaskResult(id=0, task="automatic-speech-recognition", status="done", model="asr",
+                       outputs={"text": "word " * 1000})]
+    responder.respond("transcribe it", long)
+    assert llm.max_tokens[-1] == 400  # never above the limit
+
+
+def test_the_prompt_is_the_request_and_results_only() -> None:
+    msgs = Responder(FakeLLM()).messages("say hi", RESULTS)
+    assert [m["role"] for m in msgs] == ["system", "user"]
+    assert "planner" not in msgs[0]["content"] and msgs[1]["content"].startswith("Request: say hi\nResults:")
