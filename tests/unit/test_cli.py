@@ -51,7 +51,8 @@ def test_import_is_light(tmp_path: Path) -> None:
         import localgpt, localgpt.cli.main, localgpt.cli.models, localgpt.pipeline, localgpt.planning.planner
         import localgpt.runtime.executor
         import localgpt.store.catalog, localgpt.runtime.pool, localgpt.runtime.selector, localgpt.runtime.responder
-        import localgpt.experts, localgpt.planning.mend, localgpt.planning.tidy, localgpt.batch.runner
+        import localgpt.experts, localgpt.planning.mend, localgpt.planning.passes, localgpt.batch.runner
+        import localgpt.llm.http, localgpt.cli.remote
     """) + FIND_HEAVY, tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert heavy_loaded(proc.stdout) == []

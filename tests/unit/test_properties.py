@@ -102,6 +102,8 @@ def test_mending_and_tidying_keep_a_valid_plan_valid(reply: Any, request: str, f
     assert dump(apply_passes(tidied, request, files)[0]) == dump(tidied)  # the passes are idempotent
 
 
+@pytest.mark.xfail(strict=False, reason="known bug, issue 24: mending twice can turn question answering over an "
+                   "output that is also an image into visual QA (see the counterexample test below)")
 @PROFILE
 @given(reply=plan_shaped, request=st.sampled_from(REQUESTS), files=st.lists(st.sampled_from(FILES), max_size=2))
 def test_mending_is_idempotent(reply: Any, request: str, files: list[str]) -> None:
