@@ -1,9 +1,9 @@
 #!/usr/bin/env python
 """Batch throughput with the real shipped models: a fixed TTS → ASR plan per item, no planning, no answer.
 
-    python bench/batch.py                      # 100 items; local threads (1, 2 workers) and Ray (1, 2 workers)
-    python bench/batch.py --items 20           # shorter, for a busy machine
-    python bench/batch.py --configs local-1,local-2
+    python -m bench.batch                      # 100 items; local threads (1, 2 workers) and Ray (1, 2 workers)
+    python -m bench.batch --items 20           # shorter, for a busy machine
+    python -m bench.batch --configs local-1,local-2
 
 Each item reads a sentence aloud with Piper and transcribes it with Whisper tiny.en. For every
 configuration: items per minute over the whole run (start-up included: building the pipeline,

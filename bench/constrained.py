@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """What the JSON-schema constraint costs, and what it buys, for the planner LLMs.
 
-    python bench/constrained.py                                  # both shipped planners
-    python bench/constrained.py --model model_store/smollm2-135m-instruct/model.gguf --n 3
+    python -m bench.constrained                                  # both shipped planners
+    python -m bench.constrained --model model_store/smollm2-135m-instruct/model.gguf --n 3
 
 For each model:
   * constraint build time for the production plan schema, per backend (llguidance, outlines_core):

@@ -6,7 +6,7 @@ Each row runs a fresh ``localgpt serve`` app (uvicorn on 127.0.0.1, ``concurrenc
 ``--per-row`` requests of test_llm_real's 50 varied requests to its plan-only route (``POST /tasks``) from N
 clients at once, after one warm-up request. Demos are picked by word overlap (no embedding model in the loop).
 
-    flock /tmp/llm.lock python bench/engine_throughput.py [--clients 1 2 4] [--per-row 8] \
+    flock /tmp/llm.lock python -m bench.engine_throughput [--clients 1 2 4] [--per-row 8] \
         [--out bench/results/engine-throughput.json] [--engine-url http://127.0.0.1:8080/v1#MODEL]
 """
 
@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import sys
 import tempfile
 import threading
 import time
@@ -25,10 +24,6 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
-# run as a script, bench/ comes first on the path, and its requests/ folder would shadow the requests package
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != REPO / "bench"]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
 
 
 def serve(settings: Any) -> tuple[Any, str]:
@@ -96,8 +91,8 @@ def main() -> int:
     parser.add_argument("--out", default=str(REPO / "bench" / "results" / "engine-throughput.json"))
     args = parser.parse_args()
 
+    from bench.varied_requests import REQUESTS
     from localgpt.config import Settings
-    from tests.integration.test_llm_real import REQUESTS
 
     store = Path(args.store)
     gguf = store / args.model / "model.gguf"

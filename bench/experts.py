@@ -1,9 +1,9 @@
 #!/usr/bin/env python
 """Per-task latency of the shipped real expert models on this machine: cold load and warm run.
 
-    python bench/experts.py                     # every shipped expert installed in the store
-    python bench/experts.py --repeat 10 --threads 1
-    python bench/experts.py --only spacy-en-core-web-sm fasttext-lid-176
+    python -m bench.experts                     # every shipped expert installed in the store
+    python -m bench.experts --repeat 10 --threads 1
+    python -m bench.experts --only spacy-en-core-web-sm fasttext-lid-176
 
 Each model runs in a fresh Python process, so *cold load* is what a first request pays: importing
 its runtime library (onnxruntime, spaCy, ctranslate2...) plus loading the weights. *first run* is

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 import traceback
@@ -25,10 +24,6 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
-# run as a script, bench/ comes first on the path, and its requests/ folder would shadow the requests package
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != REPO / "bench"]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
 
 Row = dict[str, Any]
 
@@ -46,9 +41,9 @@ def check_llm(gguf: Path, n_requests: int) -> Row:
     import jsonschema
     import llama_cpp
 
+    from bench.varied_requests import REQUESTS
     from localgpt.llm.llamacpp import LlamaCppLLM
     from localgpt.planning.planner import Planner
-    from tests.integration.test_llm_real import REQUESTS
 
     offload = bool(llama_cpp.llama_supports_gpu_offload())
     llm = LlamaCppLLM(gguf, n_gpu_layers=-1, n_threads=8, prompt_cache_mb=0)

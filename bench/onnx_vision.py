@@ -1,10 +1,10 @@
 #!/usr/bin/env python
 """PyTorch vs ONNX Runtime latency for two vision models built from config, through localgpt's transformers expert.
 
-    python bench/onnx_vision.py                     # ViT-Base classifier (224 px) and SegFormer-B0 segmenter (512 px)
-    python bench/onnx_vision.py --repeat 20 --threads 1
-    python bench/onnx_vision.py --quick             # tiny configs, for a smoke run
-    python bench/onnx_vision.py --lite0             # EfficientNet-Lite0 (real weights): PyTorch vs ONNX fp32 vs int8
+    python -m bench.onnx_vision                     # ViT-Base classifier (224 px) and SegFormer-B0 segmenter (512 px)
+    python -m bench.onnx_vision --repeat 20 --threads 1
+    python -m bench.onnx_vision --quick             # tiny configs, for a smoke run
+    python -m bench.onnx_vision --lite0             # EfficientNet-Lite0 (real weights): PyTorch vs ONNX fp32 vs int8
 
 Both models get random weights of the real architecture and size (nothing is downloaded). Each is saved
 with ``save_pretrained``, exported to ONNX with optimum (``ORTModelFor….from_pretrained(export=True)``),

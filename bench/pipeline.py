@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Pipeline efficiency with the real shipped models.
 
-    python bench/pipeline.py                       # default planner (Qwen2.5-Coder-1.5B)
-    python bench/pipeline.py --planner smollm2-135m-instruct --quick
+    python -m bench.pipeline                       # default planner (Qwen2.5-Coder-1.5B)
+    python -m bench.pipeline --planner smollm2-135m-instruct --quick
 
 For a set of typical multi-task requests: LLM calls per request, seconds per stage (plan, select,
 execute, respond), and localgpt's own overhead (wall time minus time inside the LLM and the

@@ -5,7 +5,7 @@ The pipeline behind the server is the tests' fake one (FakeLLM planning a text-t
 expert writing a WAV), so what is measured is HTTP, admission, the thread hand-off, file ids and JSON,
 plus the pipeline's own bookkeeping; not model time.
 
-    python bench/server_load.py [--requests 200] [--slots 4] [--out bench/results/server-load.json]
+    python -m bench.server_load [--requests 200] [--slots 4] [--out bench/results/server-load.json]
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
 #!/usr/bin/env python
 """Planning quality on TaskBench (Hugging Face tools domain): localgpt's real planner, scored.
 
-    python bench/taskbench.py                                  # default planner, whole dev file
-    python bench/taskbench.py --data other.jsonl               # records the planner has never seen
-    python bench/taskbench.py --model model_store/smollm2-135m-instruct/model.gguf --limit 3
-    python bench/taskbench.py --limit 60 --no-decompose --n-demos 4   # ablations on a sample
+    python -m bench.taskbench                                  # default planner, whole dev file
+    python -m bench.taskbench --data other.jsonl               # records the planner has never seen
+    python -m bench.taskbench --model model_store/smollm2-135m-instruct/model.gguf --limit 3
+    python -m bench.taskbench --limit 60 --no-decompose --n-demos 4   # ablations on a sample
 
 Writes ``<name>.predictions.jsonl`` (TaskBench's format: ``{"id", "task_nodes": [{"task",
 "arguments"}]}`` with ``<node-j>`` references) and ``<name>.json`` (metrics by single / chain /

@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Ablations of the plan passes and of mending's "make what the request asks for", on a stored TaskBench run.
 
-    python bench/tidy_ablation.py                        # full-dev-fresh (today's default run)
-    python bench/tidy_ablation.py --runs full-dev-positional full-dev-mend
+    python -m bench.tidy_ablation                        # full-dev-fresh (today's default run)
+    python -m bench.tidy_ablation --runs full-dev-positional full-dev-mend
 
 Each row replays a run's stored replies (``raw`` in ``<name>.meta.jsonl``) through today's
 ``accept``, as ``taskbench.py --rescore`` does, with one piece switched off; no model is called.

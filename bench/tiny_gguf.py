@@ -4,7 +4,7 @@ are copied from a real GGUF; the weights are random (2 layers of width 64, f16):
 the plan constraint every reply is still a valid plan, which is what the check is about.
 
     pip install gguf   # the gguf package of llama.cpp (pure Python)
-    python bench/tiny_gguf.py model_store/smollm2-135m-instruct/model.gguf .gpu/tiny.gguf   # ~6.5 MB
+    python -m bench.tiny_gguf model_store/smollm2-135m-instruct/model.gguf .gpu/tiny.gguf   # ~6.5 MB
 """
 
 from __future__ import annotations

@@ -21,6 +21,7 @@ import jsonschema
 import pytest
 
 from bench.engine_server import LlamaServer
+from bench.varied_requests import REQUESTS
 from localgpt.config import Settings
 from localgpt.llm.engine_schema import for_gbnf, grammar_for
 from localgpt.llm.http import HTTPLLM
@@ -31,7 +32,6 @@ from localgpt.runtime.selector import Selector
 from localgpt.schema import Plan
 from tests import helpers
 from tests.integration.test_e2e_real import PLAN, REQUEST, SMOLLM, normalise
-from tests.integration.test_llm_real import REQUESTS
 
 pytestmark = [pytest.mark.slow]
 
