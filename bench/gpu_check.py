@@ -106,7 +106,7 @@ def check_diffusers(tmp: Path) -> Row:
     from localgpt.experts import expert_class
     from localgpt.experts.base import ExpertContext
     from localgpt.runtime.runs import RunDir
-    from tests.integration.test_diffusers import build_sd
+    from localgpt.testing import build_sd
 
     card = build_sd(tmp / "store")
     settings = Settings(store=tmp / "store", runs_dir=tmp / "runs", threads=4, device="cuda")

@@ -7,7 +7,6 @@ run through :class:`DiffusersExpert` with 2 steps on 32-48 px images.
 from __future__ import annotations
 
 import importlib
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,16 @@ from localgpt.runtime.media import sniff_kind
 from localgpt.runtime.runs import RunDir
 from localgpt.schema import ModelCard
 from localgpt.tasks import Kind
+from localgpt.testing import (
+    TEXT_DIM,
+    build_sd,
+    save_model,
+    sd_parts,
+    tiny_controlnet,
+    tiny_tokenizer,
+    tiny_unet,
+    tiny_vae,
+)
 
 
 class _Lazy:
@@ -45,84 +54,6 @@ Image = _Lazy("PIL.Image")
 def _libraries() -> None:
     for name in ("torch", "diffusers", "transformers", "PIL"):
         pytest.importorskip(name)
-
-TEXT_DIM = 16  # hidden size of the tiny text encoder = the UNets' cross-attention size
-
-
-def tiny_tokenizer(folder: Path) -> Any:
-    """A CLIP BPE tokenizer over single letters (vocab.json + merges.txt written here)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    symbols = list("abcdefghijklmnopqrstuvwxyz0123456789.,'!?")
-    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
-    for s in symbols:
-        vocab[s] = len(vocab)
-        vocab[s + "</w>"] = len(vocab)
-    for merged in ("th", "the</w>"):
-        vocab[merged] = len(vocab)
-    (folder / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
-    (folder / "merges.txt").write_text("#version: 0.2\nt h\nth e</w>\n", encoding="utf-8")
-    tok = transformers.CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=16)
-    return tok
-
-
-def tiny_text_encoder(vocab_size: int) -> Any:
-    config = transformers.CLIPTextConfig(
-        vocab_size=vocab_size, hidden_size=TEXT_DIM, intermediate_size=32, num_attention_heads=2,
-        num_hidden_layers=1, max_position_embeddings=16, projection_dim=TEXT_DIM,
-        bos_token_id=0, eos_token_id=1, pad_token_id=1)
-    torch.manual_seed(0)
-    return transformers.CLIPTextModel(config).eval()
-
-
-def tiny_vae() -> Any:
-    return diffusers.AutoencoderKL(
-        block_out_channels=(8, 16), in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1,
-        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
-        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"), norm_num_groups=8, sample_size=32)
-
-
-def tiny_unet(in_channels: int = 4) -> Any:
-    return diffusers.UNet2DConditionModel(
-        block_out_channels=(8, 16), layers_per_block=1, sample_size=16, in_channels=in_channels, out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=TEXT_DIM, attention_head_dim=4, norm_num_groups=8)
-
-
-def tiny_controlnet() -> Any:
-    return diffusers.ControlNetModel(
-        block_out_channels=(8, 16), layers_per_block=1, in_channels=4, cross_attention_dim=TEXT_DIM,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), attention_head_dim=4, norm_num_groups=8,
-        conditioning_embedding_out_channels=(4, 8))
-
-
-def sd_parts(folder: Path) -> dict[str, Any]:
-    """The shared parts of a tiny Stable Diffusion pipeline (a 2x VAE: 32 px images, 16 px latents)."""
-    torch.manual_seed(0)
-    tok = tiny_tokenizer(folder / "tok")
-    return {"vae": tiny_vae(), "text_encoder": tiny_text_encoder(len(tok)), "tokenizer": tok,
-            "scheduler": diffusers.DDIMScheduler(num_train_timesteps=100, clip_sample=False, steps_offset=1)}
-
-
-def save_model(root: Path, model_id: str, pipe: Any, tasks: list[str], **options: Any) -> ModelCard:
-    """Save ``pipe`` into ``root/model_id`` and return its card (also written as model.json)."""
-    from localgpt.store.catalog import Catalog
-
-    folder = root / (model_id + ".partial")
-    pipe.save_pretrained(str(folder))
-    card = ModelCard(id=model_id, tasks=tasks, backend="diffusers", format="pytorch",
-                     description=f"tiny random {options.get('pipeline_class')} for tests", license="apache-2.0",
-                     options={"steps": 2, "guidance": 2.0, **options})
-    return Catalog(root).add(card, folder)
-
-
-def build_sd(root: Path) -> ModelCard:
-    parts = sd_parts(root / "sd-src")
-    torch.manual_seed(1)
-    pipe = diffusers.StableDiffusionPipeline(unet=tiny_unet(), safety_checker=None, feature_extractor=None,
-                                             requires_safety_checker=False, **parts)
-    return save_model(root, "tiny-sd", pipe, ["text-to-image", "image-to-image"],
-                      pipeline_class="StableDiffusionPipeline", width=48, height=32)
-
 
 def build_pix2pix(root: Path) -> ModelCard:
     parts = sd_parts(root / "p2p-src")
