@@ -19,6 +19,12 @@ from localgpt.schema import ModelCard
 from tests.helpers import missing, store_dir
 
 
+@pytest.fixture(autouse=True)
+def _prompt_state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test its own prompt-state disk cache: none reads a state another test saved (or the user's)."""
+    monkeypatch.setenv("LOCALGPT_PROMPT_CACHE_DIR", str(tmp_path / "prompt-state"))
+
+
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     """Settings whose runs go to a temp folder and whose store is the test store."""

@@ -199,7 +199,7 @@ def test_file_that_is_not_gguf_is_a_config_error(tmp_path: Path, content: bytes)
 
 def test_prompt_prefix_is_evaluated_once_and_reused() -> None:
     """With the prompt cache, a second plan re-evaluates only what differs from the first prompt."""
-    cached = LlamaCppLLM(model_path(), n_threads=2, prompt_cache_mb=256)
+    cached = LlamaCppLLM(model_path(), n_threads=2, prompt_cache_mb=256, prompt_state=None)  # RAM cache only
     planner = Planner(cached, n_demos=0)
     system_tokens = cached.count_tokens(planner.system_prompt())
     first = planner.messages("Read 'good morning' aloud", [])
@@ -212,7 +212,7 @@ def test_prompt_prefix_is_evaluated_once_and_reused() -> None:
     assert evaluated_second < evaluated_first - system_tokens // 2, (evaluated_first, evaluated_second)
     cached.close()
 
-    plain = LlamaCppLLM(model_path(), n_threads=2, prompt_cache_mb=0)
+    plain = LlamaCppLLM(model_path(), n_threads=2, prompt_cache_mb=0, prompt_state=None)  # no cache at all
     plain.generate(first, schema=planner.schema, max_tokens=planner.max_tokens())
     before = plain.stats.prompt_tokens_evaluated
     plain.generate(second, schema=planner.schema, max_tokens=planner.max_tokens())

@@ -13,7 +13,7 @@ import pytest
 from localgpt.llm import Message
 from localgpt.llm.llamacpp import LlamaCppLLM
 from localgpt.llm.prompt_state import PromptStateCache
-from localgpt.planning.planner import Planner
+from localgpt.planning.planner import Planner, PlannerOptions
 from localgpt.testing import FakeLLM
 from tests import helpers
 
@@ -33,7 +33,7 @@ REQUEST = "Transcribe talk.wav, then read the transcript aloud."
 
 
 def chat(decompose: bool = True, request: str = REQUEST) -> list[Message]:
-    planner = Planner(FakeLLM([]), decompose=decompose)
+    planner = Planner(FakeLLM([]), options=PlannerOptions(decompose=decompose))
     return [{"role": "system", "content": planner.system_prompt()},
             {"role": "user", "content": planner.user_prompt(request, ["talk.wav"])}]
 
