@@ -31,8 +31,8 @@ def serve(settings: Any) -> tuple[Any, str]:
     import httpx
     import uvicorn
 
-    from bench.engine_server import free_port
     from localgpt.server import create_app
+    from localgpt.testing import free_port
 
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))

@@ -37,6 +37,8 @@ import wave
 from pathlib import Path
 from typing import Any
 
+from localgpt.testing import free_port
+
 REPO = Path(__file__).resolve().parent.parent
 QUICK = "Say 'the quick brown fox' aloud, then transcribe the audio and tell me if the transcript matches"
 REQUESTS: dict[str, tuple[str, list[str]]] = {
@@ -123,12 +125,6 @@ def spawn(mode: str, spec: dict[str, Any], env: dict[str, str], timeout: float) 
 
 # --- the server mode ---
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 TIMINGS = re.compile(r"timings: (.*)\)")

@@ -21,7 +21,6 @@ import io
 import json
 import math
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -30,6 +29,8 @@ import time
 import wave
 from pathlib import Path
 from typing import Any
+
+from localgpt.testing import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 KEY = "soak-key"
@@ -49,10 +50,6 @@ REQUESTS: list[tuple[str, str, tuple[str, ...]]] = [
 ]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def rss_mb(pid: int) -> float:
