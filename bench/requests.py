@@ -107,9 +107,11 @@ def load_requests(folder: Path = DATA) -> list[dict[str, Any]]:
 
 def choose(items: Sequence[dict[str, Any]], half: str = "tuning", lang: str | None = None,
            limit: int | None = None) -> list[dict[str, Any]]:
-    """The requests of ``half`` (``all``: both) and ``lang``; with ``limit``, that many taken in
-    turn from each shape (in :data:`SHAPES` order), so a small sample still has every shape."""
-    chosen = [i for i in items if (half == "all" or half_of(i["id"]) == half) and (lang is None or i["lang"] == lang)]
+    """The requests of ``half`` (``all``: both) and ``lang`` (one code or several joined by commas);
+    with ``limit``, that many taken in turn from each shape (in :data:`SHAPES` order), so a small
+    sample still has every shape."""
+    langs = None if lang is None else set(lang.split(","))
+    chosen = [i for i in items if (half == "all" or half_of(i["id"]) == half) and (langs is None or i["lang"] in langs)]
     if limit is None or limit >= len(chosen):
         return chosen
     queues = [[i for i in chosen if i["shape"] == s] for s in SHAPES]
@@ -597,7 +599,7 @@ def main(argv: Iterable[str] | None = None) -> int:
                    help="which half to plan (default tuning); locked and all need --report")
     p.add_argument("--report", action="store_true",
                    help="this run is the report of the locked half (recorded in the JSON); never use it to choose")
-    p.add_argument("--lang", help="only the requests of this language (en, zh, de, ...)")
+    p.add_argument("--lang", help="only the requests of this language (en, zh, de, ...; several joined by commas: zh,ja)")
     p.add_argument("--limit", type=int, help="plan only this many requests, taken in turn from each shape")
     p.add_argument("--planner", help="controller LLM: a model id of the store or a GGUF path (default: the settings')")
     p.add_argument("--store", help="the model store (default: the settings', LOCALGPT_STORE)")

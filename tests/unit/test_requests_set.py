@@ -107,6 +107,7 @@ def test_a_limited_sample_takes_every_shape() -> None:
     sample = rq.choose(ITEMS, "tuning", limit=5)
     assert len(sample) == 5 and {i["shape"] for i in sample} == set(rq.SHAPES)
     assert {i["lang"] for i in rq.choose(ITEMS, "all", lang="ja")} == {"ja"}
+    assert {i["lang"] for i in rq.choose(ITEMS, "all", lang="ja,zh")} == {"ja", "zh"}
 
 
 # ---------------------------------------------------------------- the metrics on hand-made cases
