@@ -345,7 +345,8 @@ def plan_one(pipe: Any, item: dict[str, Any]) -> tuple[list[dict[str, Any]] | No
     info: dict[str, Any] = {}
     try:
         attempt = pipe.planner.attempt(item["request"], item["files"])
-        info.update(mended=attempt.salvaged, raw=list(attempt.raws), passes=list(attempt.passes))
+        info.update(mended=attempt.salvaged, raw=list(attempt.raws), passes=list(attempt.passes),
+                    prompt_tokens=attempt.prompt_tokens, generated_tokens=attempt.generated_tokens)
         if attempt.plan is not None:
             tasks = [t.model_dump() for t in attempt.plan.tasks]
         else:
@@ -599,7 +600,8 @@ def main(argv: Iterable[str] | None = None) -> int:
                    help="which half to plan (default tuning); locked and all need --report")
     p.add_argument("--report", action="store_true",
                    help="this run is the report of the locked half (recorded in the JSON); never use it to choose")
-    p.add_argument("--lang", help="only the requests of this language (en, zh, de, ...; several joined by commas: zh,ja)")
+    p.add_argument("--lang",
+                   help="only the requests of this language (en, zh, de, ...; several joined by commas: zh,ja)")
     p.add_argument("--limit", type=int, help="plan only this many requests, taken in turn from each shape")
     p.add_argument("--planner", help="controller LLM: a model id of the store or a GGUF path (default: the settings')")
     p.add_argument("--store", help="the model store (default: the settings', LOCALGPT_STORE)")

@@ -434,9 +434,11 @@ def run(args: argparse.Namespace, records: list[dict[str, Any]],
             failure, llm_failed = None, False
             raws: tuple[str, ...] = ()
             salvaged = False
+            usage: dict[str, int] = {}
             try:
                 attempt = planner.attempt(rec["user_request"], files)
                 raws, salvaged = attempt.raws, attempt.salvaged
+                usage = {"prompt_tokens": attempt.prompt_tokens, "generated_tokens": attempt.generated_tokens}
                 if attempt.plan is None:
                     assert attempt.error is not None
                     raise attempt.error
@@ -463,7 +465,7 @@ def run(args: argparse.Namespace, records: list[dict[str, Any]],
             pred = to_taskbench(rid, plan_tasks)
             preds[rid] = pred
             meta[rid] = {"parsed": parsed, "valid": valid, "salvaged": salvaged, "seconds": seconds,
-                         "tokens": llm.stats.completion_tokens - tokens_before, "raw": list(raws)}
+                         "tokens": llm.stats.completion_tokens - tokens_before, **usage, "raw": list(raws)}
             if failure is not None and not valid:
                 meta[rid]["error"] = failure
             if llm_failed:

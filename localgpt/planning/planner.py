@@ -12,7 +12,7 @@ from typing import Any
 from localgpt import tasks as registry
 from localgpt.config import DEFAULT_MAX_TASKS
 from localgpt.errors import PlanError
-from localgpt.llm import LLM, Message, context_budget, trim_history
+from localgpt.llm import LLM, Completion, Message, complete, context_budget, trim_history
 from localgpt.planning.demos import DEMOS, Demo
 from localgpt.planning.language import detect, lexicon
 from localgpt.planning.mend import salvage_plan
@@ -81,7 +81,9 @@ class PlannerOptions:
 class PlanAttempt:
     """One planning of a request: the plan (None when no valid plan could be made, with ``error``
     saying why), every reply of the LLM in order (first, repair, samples), whether the plan kept was
-    mended, the seconds it took and the passes that changed it."""
+    mended, the seconds it took, the passes that changed it, and the tokens of the LLM calls that made
+    it, summed over every reply in ``raws``: their prompts' (``prompt_tokens``) and the tokens they
+    generated (``generated_tokens``)."""
 
     plan: Plan | None
     raws: tuple[str, ...] = ()
@@ -89,6 +91,8 @@ class PlanAttempt:
     seconds: float = 0.0
     passes: tuple[str, ...] = ()
     error: PlanError | None = field(default=None, compare=False)
+    prompt_tokens: int = 0
+    generated_tokens: int = 0
 
 
 class Planner:
@@ -261,13 +265,19 @@ class Planner:
         if not request.strip():
             raise PlanError("the request is empty", "say what you want done")
         start = time.perf_counter()
-        raws: list[str] = []
+        replies: list[Completion] = []  # this call's own, never kept on the planner
+
+        def done(plan: Plan | None, salvaged: bool = False, passes: tuple[str, ...] = (),
+                 failure: PlanError | None = None) -> PlanAttempt:
+            return PlanAttempt(plan, tuple(r.text for r in replies), salvaged, time.perf_counter() - start, passes,
+                               failure, sum(r.prompt_tokens for r in replies),
+                               sum(r.completion_tokens for r in replies))
+
         msgs = first = self.messages(request, files, history)
         error: PlanError | None = None
         schema = self.schema_for(request)
         for _ in range(2 if self.options.repair else 1):
-            raw = self.llm.generate(msgs, schema=schema, max_tokens=self.max_tokens())
-            raws.append(raw)
+            raw = self._ask(replies, msgs, schema)
             try:
                 accepted = self._accept(raw, request, files)
             except PlanError as exc:
@@ -277,31 +287,35 @@ class Planner:
                     {"role": "user", "content": f"That plan is invalid: {exc.message}. Reply with a corrected plan."},
                 ]
                 continue
-            accepted = self._consensus(accepted, first, schema, request, files, raws)
-            return PlanAttempt(accepted.plan, tuple(raws), accepted.mended, time.perf_counter() - start,
-                               accepted.passes)
+            accepted = self._consensus(accepted, first, schema, request, files, replies)
+            return done(accepted.plan, accepted.mended, accepted.passes)
         assert error is not None
-        failure = PlanError(f"could not make a valid plan: {error.message}",
-                            "rephrase the request, or name the files it uses", raw=error.raw)
-        return PlanAttempt(None, tuple(raws), False, time.perf_counter() - start, (), failure)
+        return done(None, failure=PlanError(f"could not make a valid plan: {error.message}",
+                                            "rephrase the request, or name the files it uses", raw=error.raw))
+
+    def _ask(self, replies: list[Completion], msgs: list[Message], schema: dict[str, Any] | None,
+             **kwargs: Any) -> str:
+        """The LLM's reply to ``msgs`` under ``schema``, appended with its tokens to ``replies``."""
+        reply = complete(self.llm, msgs, schema=schema, max_tokens=self.max_tokens(), **kwargs)
+        replies.append(reply)
+        return reply.text
 
     def _accept(self, raw: str, request: str, files: Sequence[str]) -> Accepted:
         return accept(raw, request, files, self.max_tasks, self.specs, salvage=self.options.salvage,
                       passes=self.options.passes)
 
     def _consensus(self, accepted: Accepted, msgs: list[Message], schema: dict[str, Any] | None, request: str,
-                   files: Sequence[str], raws: list[str]) -> Accepted:
+                   files: Sequence[str], replies: list[Completion]) -> Accepted:
         """Self-consistency (``samples`` > 0): ``accepted`` or one of ``samples`` replies sampled at
         ``sample_temperature`` (each validated, or mended), whichever agrees most with all the others
         (:func:`plan_agreement`); ``accepted`` wins a tie. Samples that cannot be made valid do not vote.
-        Each sampled reply is appended to ``raws``."""
+        Each sampled reply is appended to ``replies``."""
         if self.options.samples <= 0:
             return accepted
         candidates = [accepted]
         for k in range(self.options.samples):
-            raw = self.llm.generate(msgs, schema=schema, max_tokens=self.max_tokens(),
-                                    temperature=self.options.sample_temperature, seed=SAMPLE_SEED + k)
-            raws.append(raw)
+            raw = self._ask(replies, msgs, schema, temperature=self.options.sample_temperature,
+                            seed=SAMPLE_SEED + k)
             try:
                 candidates.append(self._accept(raw, request, files))
             except PlanError:

@@ -564,3 +564,27 @@ def test_type_shortlist_is_off_by_default_and_with_few_demos() -> None:
     demos.append(Demo("sum up this text", (), (t(0, "summarization", {"text": "x"}),)))
     lone = Planner(FakeLLM(), demos=demos, specs=offered, options=PlannerOptions(type_shortlist=2))
     assert lone.shortlist("read text 9 aloud") == offered
+
+
+def _tokens(llm: FakeLLM, raws: tuple[str, ...]) -> tuple[int, int]:
+    """The prompt and generated tokens of every call ``llm`` saw, as its tokenizer counts them."""
+    prompt = sum(llm.count_tokens(m["content"]) + MESSAGE_OVERHEAD for c in llm.calls for m in c.messages)
+    return prompt, sum(llm.count_tokens(r) for r in raws)
+
+
+@pytest.mark.parametrize("replies, options", [
+    ([json.dumps(TTS_PLAN)], PlannerOptions()),
+    ([json.dumps(LOST_PLAN), json.dumps(TTS_PLAN)], PlannerOptions()),  # first try and repair
+    ([json.dumps(TTS_PLAN), json.dumps(TTS_ASR), "not json"], PlannerOptions(samples=2)),  # and samples
+    (["not json", "not json either"], PlannerOptions()),  # no plan: the tokens are still counted
+])
+def test_an_attempt_counts_the_tokens_of_every_call_that_made_it(replies: list[str],
+                                                                 options: PlannerOptions) -> None:
+    llm = FakeLLM(replies)
+    attempt = Planner(llm, options=options).attempt("say hello aloud, then transcribe it")
+    assert len(llm.calls) == len(replies) and attempt.raws == tuple(replies)
+    prompt, generated = _tokens(llm, attempt.raws)
+    assert (attempt.prompt_tokens, attempt.generated_tokens) == (prompt, generated)
+    assert prompt > 100 * len(replies) and generated > 0
+    again = Planner(FakeLLM(replies), options=options).attempt("say hello aloud, then transcribe it")
+    assert (again.prompt_tokens, again.generated_tokens) == (prompt, generated)  # per call: nothing carried over
