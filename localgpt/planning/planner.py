@@ -19,7 +19,7 @@ from localgpt.planning.mend import salvage_plan
 from localgpt.planning.passes import PASSES, Pass, apply_passes
 from localgpt.planning.quotes import outside_quotes
 from localgpt.planning.retrieval import Similarity, word_overlap
-from localgpt.planning.schema import STEP_MAX, plan_schema
+from localgpt.planning.schema import STEP_MAX, plan_schema, steps_kept_schema
 from localgpt.planning.validate import validate_plan
 from localgpt.schema import Plan
 from localgpt.tasks import TaskSpec
@@ -61,7 +61,10 @@ class PlannerOptions:
     - ``demo_diversity``: maximal marginal relevance among the demos (0: the most similar ones);
     - ``type_shortlist``: admit only the task types of the K most similar demos (0: all);
     - ``fixed_demos``: show the first ``n_demos`` demos whatever the request;
-    - ``passes``: the passes run over every accepted plan (:data:`PASSES`).
+    - ``passes``: the passes run over every accepted plan (:data:`PASSES`);
+    - ``step_repair``: when decomposing under the constraint, a plan with fewer tasks than the steps the
+      LLM wrote gets one focused repair (:meth:`Planner.repair_steps`). Off until measured to help
+      (docs/planning.md).
     """
 
     repair: bool = True
@@ -75,6 +78,7 @@ class PlannerOptions:
     type_shortlist: int = 0
     fixed_demos: bool = False
     passes: tuple[tuple[str, Pass], ...] = PASSES
+    step_repair: bool = False
 
 
 @dataclass(frozen=True)
@@ -83,7 +87,8 @@ class PlanAttempt:
     saying why), every reply of the LLM in order (first, repair, samples), whether the plan kept was
     mended, the seconds it took, the passes that changed it, and the tokens of the LLM calls that made
     it, summed over every reply in ``raws``: their prompts' (``prompt_tokens``) and the tokens they
-    generated (``generated_tokens``)."""
+    generated (``generated_tokens``). ``step_repair``: a step repair was asked for (its reply is the last
+    of ``raws``); ``step_repair_kept``: its plan replaced the one before (:meth:`Planner.repair_steps`)."""
 
     plan: Plan | None
     raws: tuple[str, ...] = ()
@@ -93,6 +98,8 @@ class PlanAttempt:
     error: PlanError | None = field(default=None, compare=False)
     prompt_tokens: int = 0
     generated_tokens: int = 0
+    step_repair: bool = False
+    step_repair_kept: bool = False
 
 
 class Planner:
@@ -268,10 +275,10 @@ class Planner:
         replies: list[Completion] = []  # this call's own, never kept on the planner
 
         def done(plan: Plan | None, salvaged: bool = False, passes: tuple[str, ...] = (),
-                 failure: PlanError | None = None) -> PlanAttempt:
+                 failure: PlanError | None = None, repaired: tuple[bool, bool] = (False, False)) -> PlanAttempt:
             return PlanAttempt(plan, tuple(r.text for r in replies), salvaged, time.perf_counter() - start, passes,
                                failure, sum(r.prompt_tokens for r in replies),
-                               sum(r.completion_tokens for r in replies))
+                               sum(r.completion_tokens for r in replies), *repaired)
 
         msgs = first = self.messages(request, files, history)
         error: PlanError | None = None
@@ -288,10 +295,36 @@ class Planner:
                 ]
                 continue
             accepted = self._consensus(accepted, first, schema, request, files, replies)
-            return done(accepted.plan, accepted.mended, accepted.passes)
+            asked = len(replies)
+            better = self.repair_steps(accepted, first, schema, request, files, replies)
+            return done(better.plan, better.mended, better.passes,
+                        repaired=(len(replies) > asked, better is not accepted))
         assert error is not None
         return done(None, failure=PlanError(f"could not make a valid plan: {error.message}",
                                             "rephrase the request, or name the files it uses", raw=error.raw))
+
+    def repair_steps(self, accepted: Accepted, msgs: list[Message], schema: dict[str, Any] | None, request: str,
+                     files: Sequence[str], replies: list[Completion]) -> Accepted:
+        """A step left without a task gets one focused repair (``step_repair``, when decomposing under the
+        constraint): when ``accepted`` has fewer tasks than the steps the LLM wrote (counted, so in any
+        language), the LLM is asked once more with the same messages, its reply conditioned on those
+        steps (the schema fixes them, :func:`steps_kept_schema`) and holding at least as many tasks as
+        steps. Its plan is kept only when the reply is a valid plan as it is (not mended) and has more
+        tasks, up to the number of steps, than ``accepted``; otherwise ``accepted`` stays. The reply is
+        appended to ``replies``."""
+        steps = accepted.plan.steps
+        wanted = min(len(steps), self.max_tasks)
+        if (not self.options.step_repair or not self.options.decompose or schema is None
+                or len(accepted.plan.tasks) >= wanted):
+            return accepted
+        raw = self._ask(replies, msgs, steps_kept_schema(schema, steps, wanted))
+        try:
+            repaired = accept(raw, request, files, self.max_tasks, self.specs, salvage=False,
+                              passes=self.options.passes)
+        except PlanError:
+            return accepted
+        covered = min(len(repaired.plan.tasks), wanted)
+        return repaired if covered > len(accepted.plan.tasks) else accepted
 
     def _ask(self, replies: list[Completion], msgs: list[Message], schema: dict[str, Any] | None,
              **kwargs: Any) -> str:
