@@ -22,6 +22,7 @@ The set is split once into a tuning half and a locked half by the SHA-256 of eac
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import random
@@ -332,7 +333,10 @@ def make_pipeline(args: argparse.Namespace) -> Any:
         overrides["store"] = Path(args.store)
     if args.threads is not None:
         overrides["threads"] = args.threads
-    return Pipeline.from_settings(Settings.load(**overrides))
+    pipe = Pipeline.from_settings(Settings.load(**overrides))
+    if getattr(args, "step_repair", False):  # (set once, before any request is planned)
+        pipe.planner.options = dataclasses.replace(pipe.planner.options, step_repair=True)
+    return pipe
 
 
 def plan_one(pipe: Any, item: dict[str, Any]) -> tuple[list[dict[str, Any]] | None, dict[str, Any]]:
@@ -345,7 +349,9 @@ def plan_one(pipe: Any, item: dict[str, Any]) -> tuple[list[dict[str, Any]] | No
     info: dict[str, Any] = {}
     try:
         attempt = pipe.planner.attempt(item["request"], item["files"])
-        info.update(mended=attempt.salvaged, raw=list(attempt.raws), passes=list(attempt.passes))
+        info.update(mended=attempt.salvaged, raw=list(attempt.raws), passes=list(attempt.passes),
+                    prompt_tokens=attempt.prompt_tokens, generated_tokens=attempt.generated_tokens,
+                    step_repair=attempt.step_repair, step_repair_kept=attempt.step_repair_kept)
         if attempt.plan is not None:
             tasks = [t.model_dump() for t in attempt.plan.tasks]
         else:
@@ -421,7 +427,8 @@ def run(args: argparse.Namespace, items: list[dict[str, Any]]) -> dict[str, Any]
         "planner": str(pipe.settings.planner),
         "settings": {"store": str(pipe.settings.store), "threads": pipe.settings.threads, "n_ctx": pipe.settings.n_ctx,
                      "max_tasks": pipe.settings.max_tasks, "demo_similarity": pipe.settings.demo_similarity,
-                     "plan_tasks": pipe.settings.plan_tasks, "lang": args.lang, "limit": args.limit},
+                     "plan_tasks": pipe.settings.plan_tasks, "lang": args.lang, "limit": args.limit,
+                     "step_repair": pipe.planner.options.step_repair},
         "data": str(Path(args.data)),
         "split": "sha256(id), low bit of the last byte: 0 tuning, 1 locked",
         "metrics": score(chosen, plans, meta),
@@ -599,11 +606,14 @@ def main(argv: Iterable[str] | None = None) -> int:
                    help="which half to plan (default tuning); locked and all need --report")
     p.add_argument("--report", action="store_true",
                    help="this run is the report of the locked half (recorded in the JSON); never use it to choose")
-    p.add_argument("--lang", help="only the requests of this language (en, zh, de, ...; several joined by commas: zh,ja)")
+    p.add_argument("--lang",
+                   help="only the requests of this language (en, zh, de, ...; several joined by commas: zh,ja)")
     p.add_argument("--limit", type=int, help="plan only this many requests, taken in turn from each shape")
     p.add_argument("--planner", help="controller LLM: a model id of the store or a GGUF path (default: the settings')")
     p.add_argument("--store", help="the model store (default: the settings', LOCALGPT_STORE)")
     p.add_argument("--threads", type=int, help="LLM threads (default: the settings')")
+    p.add_argument("--step-repair", action="store_true",
+                   help="the planner's step repair on (PlannerOptions.step_repair; off by default)")
     p.add_argument("--name", help="file name stem of the outputs")
     p.add_argument("--resume", action="store_true", help="keep the requests an interrupted run of --name planned")
     p.add_argument("--out-dir", default=str(RESULTS), help="where the outputs go (default: bench/results)")

@@ -406,7 +406,8 @@ def run(args: argparse.Namespace, records: list[dict[str, Any]],
                              decompose=not args.no_decompose, constrained=not args.no_constraint,
                              step_floor=not args.no_step_floor, samples=args.samples,
                              sample_temperature=args.sample_temperature, demo_diversity=args.demo_diversity,
-                             type_shortlist=args.type_shortlist, fixed_demos=args.demos == "fixed")
+                             type_shortlist=args.type_shortlist, fixed_demos=args.demos == "fixed",
+                             step_repair=args.step_repair)
     base = Planner(llm, max_tasks=8, n_demos=0 if args.demos == "none" else args.n_demos,
                    specs=specs, similarity=make_similarity(args), options=options)
     name = args.name or f"taskbench-{Path(args.model).parent.name}"
@@ -434,9 +435,12 @@ def run(args: argparse.Namespace, records: list[dict[str, Any]],
             failure, llm_failed = None, False
             raws: tuple[str, ...] = ()
             salvaged = False
+            usage: dict[str, Any] = {}
             try:
                 attempt = planner.attempt(rec["user_request"], files)
                 raws, salvaged = attempt.raws, attempt.salvaged
+                usage = {"prompt_tokens": attempt.prompt_tokens, "generated_tokens": attempt.generated_tokens,
+                         "step_repair": attempt.step_repair, "step_repair_kept": attempt.step_repair_kept}
                 if attempt.plan is None:
                     assert attempt.error is not None
                     raise attempt.error
@@ -463,7 +467,7 @@ def run(args: argparse.Namespace, records: list[dict[str, Any]],
             pred = to_taskbench(rid, plan_tasks)
             preds[rid] = pred
             meta[rid] = {"parsed": parsed, "valid": valid, "salvaged": salvaged, "seconds": seconds,
-                         "tokens": llm.stats.completion_tokens - tokens_before, "raw": list(raws)}
+                         "tokens": llm.stats.completion_tokens - tokens_before, **usage, "raw": list(raws)}
             if failure is not None and not valid:
                 meta[rid]["error"] = failure
             if llm_failed:
@@ -490,7 +494,7 @@ def run(args: argparse.Namespace, records: list[dict[str, Any]],
                      "n_gpu_layers": args.n_gpu_layers,
                      "similarity": args.similarity, "decompose": not args.no_decompose,
                      "samples": args.samples, "sample_temperature": args.sample_temperature,
-                     "step_floor": not args.no_step_floor, "files": args.files,
+                     "step_floor": not args.no_step_floor, "step_repair": args.step_repair, "files": args.files,
                      "demo_diversity": args.demo_diversity, "tasks": args.tasks,
                      "offered": [spec.name for spec in base.specs],
                      "type_shortlist": args.type_shortlist,
@@ -600,6 +604,8 @@ def main(argv: Iterable[str] | None = None) -> int:
                    help="ablation: the planner writes its tasks straight away, without the steps first")
     p.add_argument("--no-step-floor", action="store_true",
                    help="ablation: no floor of two steps for a request that reads as several actions")
+    p.add_argument("--step-repair", action="store_true",
+                   help="one focused repair when the plan has fewer tasks than the steps the LLM wrote")
     p.add_argument("--samples", type=int, default=0,
                    help="self-consistency: sample K more plans and keep the one they agree on most (default 0)")
     p.add_argument("--sample-temperature", type=float, default=0.7, help="temperature of those samples")

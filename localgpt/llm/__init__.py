@@ -5,14 +5,17 @@ from localgpt.llm.base import (
     FREE_TEXT_REPEAT_PENALTY,
     LLM,
     MESSAGE_OVERHEAD,
+    Completion,
     LLMStats,
     Message,
     TokenCallback,
+    complete,
     context_budget,
+    prompt_tokens,
     schema_key,
     schema_label,
     trim_history,
 )
 
-__all__ = ["FREE_TEXT_REPEAT_PENALTY", "LLM", "MESSAGE_OVERHEAD", "LLMStats", "Message", "TokenCallback",
-           "context_budget", "schema_key", "schema_label", "trim_history"]
+__all__ = ["FREE_TEXT_REPEAT_PENALTY", "LLM", "MESSAGE_OVERHEAD", "Completion", "LLMStats", "Message", "TokenCallback",
+           "complete", "context_budget", "prompt_tokens", "schema_key", "schema_label", "trim_history"]

@@ -17,6 +17,8 @@ TokenCallback = Callable[[str], None]
 # constrained replies (plans, model choices) are decoded without it.
 FREE_TEXT_REPEAT_PENALTY = 1.1
 
+MESSAGE_OVERHEAD = 8  # tokens a chat template adds around one message's content (role, separators)
+
 
 class LLM(Protocol):
     """What localgpt needs from a language model."""
@@ -46,6 +48,42 @@ class LLM(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class Completion:
+    """One reply of the LLM and what it took: the tokens of the prompt and the tokens generated.
+
+    An engine that knows its own counts has a ``complete`` method (the arguments of ``generate``) that
+    returns one; :func:`complete` calls it, or counts with ``count_tokens`` for an engine without one.
+    It is returned per call, never kept on the engine, so engines shared between threads stay so."""
+
+    text: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+def prompt_tokens(llm: LLM, messages: Sequence[Message]) -> int:
+    """The tokens of a chat as ``llm`` counts them, each message with :data:`MESSAGE_OVERHEAD`."""
+    return sum(llm.count_tokens(m["content"]) + MESSAGE_OVERHEAD for m in messages)
+
+
+def complete(llm: LLM, messages: Sequence[Message], **kwargs: Any) -> Completion:
+    """``llm``'s reply to ``messages`` (the keyword arguments of :meth:`LLM.generate`) and its token
+    counts: the engine's own, when it has a ``complete`` method, else counted with ``count_tokens``.
+
+    Example::
+
+        reply = complete(llm, [{"role": "user", "content": "Say hi"}], max_tokens=8)
+        reply.text, reply.prompt_tokens, reply.completion_tokens
+    """
+    method = getattr(llm, "complete", None)
+    if callable(method):
+        done = method(messages, **kwargs)
+        assert isinstance(done, Completion)
+        return done
+    text = llm.generate(messages, **kwargs)
+    return Completion(text, prompt_tokens(llm, messages), llm.count_tokens(text))
+
+
 @dataclass
 class LLMStats:
     """Counters an LLM keeps: calls, tokens, decode time and constraint build times."""
@@ -70,7 +108,6 @@ def schema_label(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8")).hexdigest()[:12] + " " + key[:60]
 
 
-MESSAGE_OVERHEAD = 8  # tokens a chat template adds around one message's content (role, separators)
 
 
 def context_budget(llm: LLM, reply_tokens: int, messages: Sequence[Message] = (), text: str = "",

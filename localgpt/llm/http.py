@@ -21,7 +21,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from localgpt.errors import ConfigError, LocalGPTError
-from localgpt.llm.base import LLMStats, Message, TokenCallback
+from localgpt.llm.base import Completion, LLMStats, Message, TokenCallback, prompt_tokens
 from localgpt.llm.engine_schema import ENGINES, FIX_HINTS, constraint_fields
 
 log = logging.getLogger(__name__)
@@ -294,24 +294,45 @@ class HTTPLLM:
         """Reply to ``messages``; see :class:`LLM`. With ``schema`` the engine constrains the reply and it is
         checked here: a reply cut at ``max_tokens`` is asked again once with the room the context has left,
         and a complete reply that breaks the schema is an :class:`EngineError`."""
+        return self.complete(messages, schema=schema, max_tokens=max_tokens, temperature=temperature,
+                             on_token=on_token, seed=seed, repeat_penalty=repeat_penalty).text
+
+    def complete(
+        self,
+        messages: Sequence[Message],
+        *,
+        schema: dict[str, Any] | None = None,
+        max_tokens: int = 512,
+        temperature: float = 0.0,
+        on_token: TokenCallback | None = None,
+        seed: int | None = None,
+        repeat_penalty: float = 1.0,
+    ) -> Completion:
+        """:meth:`generate`'s reply with its tokens, as the engine reports them (its ``usage``), summed over
+        both requests when a cut reply was asked again; counted here when the engine reports none."""
         self.probe()
         start = time.perf_counter()
         text, finish, usage = self._complete(messages, schema, max_tokens, temperature, on_token, seed,
                                              repeat_penalty)
+        used = [usage]
         if schema is not None and finish == "length":
             room = self.n_ctx - sum(self.count_tokens(m["content"]) + 8 for m in messages) - 16
             if room > max_tokens:  # a long reply in a language the vocabulary spells in many tokens
                 log.info("constrained reply cut at %d tokens; asking again with %d", max_tokens, room)
                 text, finish, usage = self._complete(messages, schema, room, temperature, on_token, seed,
                                                      repeat_penalty)
+                used.append(usage)
         if schema is not None and finish != "length":
             self._validate(text, schema)
+        prompt = sum(int(u.get("prompt_tokens") or 0) for u in used)
+        generated = sum(int(u.get("completion_tokens") or 0) for u in used)
         self.stats.decode_seconds += time.perf_counter() - start
         self.stats.calls += 1
-        self.stats.prompt_tokens += int(usage.get("prompt_tokens") or 0)
-        self.stats.prompt_tokens_evaluated += int(usage.get("prompt_tokens") or 0)
-        self.stats.completion_tokens += int(usage.get("completion_tokens") or 0)
-        return text
+        self.stats.prompt_tokens += prompt
+        self.stats.prompt_tokens_evaluated += prompt
+        self.stats.completion_tokens += generated
+        return Completion(text, prompt or prompt_tokens(self, messages) * len(used),
+                          generated or self.count_tokens(text))
 
     def _validate(self, text: str, schema: dict[str, Any]) -> None:
         import jsonschema

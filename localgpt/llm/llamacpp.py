@@ -14,7 +14,15 @@ from pathlib import Path
 from typing import Any
 
 from localgpt.errors import ConfigError, LocalGPTError
-from localgpt.llm.base import LLMStats, Message, TokenCallback, schema_key, schema_label
+from localgpt.llm.base import (
+    MESSAGE_OVERHEAD,
+    Completion,
+    LLMStats,
+    Message,
+    TokenCallback,
+    schema_key,
+    schema_label,
+)
 from localgpt.llm.prompt_state import PromptStateCache, SavedState, model_identity, state_key
 
 CONSTRAINT_CACHE = 32  # compiled constraints kept (least recently used dropped first)
@@ -204,6 +212,23 @@ class LlamaCppLLM:
         repeat_penalty: float = 1.0,
     ) -> str:
         """Reply to ``messages``; see :class:`LLM`."""
+        return self.complete(messages, schema=schema, max_tokens=max_tokens, temperature=temperature,
+                             on_token=on_token, seed=seed, repeat_penalty=repeat_penalty).text
+
+    def complete(
+        self,
+        messages: Sequence[Message],
+        *,
+        schema: dict[str, Any] | None = None,
+        max_tokens: int = 512,
+        temperature: float = 0.0,
+        on_token: TokenCallback | None = None,
+        seed: int | None = None,
+        repeat_penalty: float = 1.0,
+    ) -> Completion:
+        """:meth:`generate`'s reply with its tokens: the prompt's (the messages in this model's vocabulary,
+        each with :data:`MESSAGE_OVERHEAD`, whether evaluated or taken from a cached state) and the
+        reply's."""
         from outlines.inputs import Chat
 
         with self._lock:
@@ -236,10 +261,12 @@ class LlamaCppLLM:
                                     f"try the other constraint backend (now {self.backend})") from failure
             self.stats.decode_seconds += time.perf_counter() - start
             self.stats.calls += 1
-            self.stats.prompt_tokens += sum(self.count_tokens(m["content"]) for m in messages)
+            contents = sum(self.count_tokens(m["content"]) for m in messages)
+            generated = self.count_tokens(text)
+            self.stats.prompt_tokens += contents
             self.stats.prompt_tokens_evaluated += self._perf_prompt_tokens()
-            self.stats.completion_tokens += self.count_tokens(text)
-            return str(text)
+            self.stats.completion_tokens += generated
+            return Completion(str(text), contents + MESSAGE_OVERHEAD * len(messages), generated)
 
     # --- the system prompt's evaluated state, kept in this process and on disk ---
 

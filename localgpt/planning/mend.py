@@ -127,12 +127,15 @@ class _Mender:
             return None
         return self.convert(text, Kind.TEXT, kind)
 
-    def is_image(self, value: Any) -> bool:
-        """Whether ``value`` is an image: a file name of that kind, or a reference to an image output."""
+    def is_image(self, value: Any, *, mended: bool = False) -> bool:
+        """Whether ``value`` is an image: a file name of that kind, or a reference to an image output.
+        A reference names a task of the raw plan (mapped through :attr:`id_map`), or with ``mended`` a
+        task of the mended plan (an argument already made sound)."""
         if not isinstance(value, str):
             return False
         if is_pure_reference(value):
-            new = self.id_map.get(references(value)[0])
+            old = references(value)[0]
+            new = (old if old < len(self.out) else None) if mended else self.id_map.get(old)
             return new is not None and Kind.IMAGE in self.produces(new)
         return _media_file(value) is Kind.IMAGE
 
@@ -160,12 +163,30 @@ class _Mender:
                 args, image = {**args, "context": picture}, "context"
         if image is None:
             return item
+        return self._turn(item, args, image)
+
+    def _turn(self, item: dict[str, Any], args: dict[str, Any], image: str) -> dict[str, Any]:
+        """``item`` as visual (or document) question answering over ``args[image]``, asking the other of
+        context and question; ``item`` itself when that other is empty or the type is not offered."""
         other = args.get("question" if image == "context" else "context")
         name = image_question_type(self.context, other)
         if name not in self.known or not isinstance(other, str) or not other.strip():
             return item
         spec = self.known[name]
         return {**item, "task": name, "args": {spec.inputs[0].name: args[image], spec.inputs[1].name: other}}
+
+    def ask_filled_image(self, name: str, fixed: dict[str, str]) -> tuple[str, dict[str, str]]:
+        """The type and arguments of a task just made sound: a question answering whose context or question
+        came out as an image (an argument filled with, or kept as, an output that is also an image: object
+        detection's) asks the image, as :meth:`ask_image` would on that mended task. Without this a second
+        mending would turn it, and mending would not be idempotent."""
+        if name != "question-answering":
+            return name, fixed
+        image = next((k for k in ("context", "question") if self.is_image(fixed.get(k), mended=True)), None)
+        if image is None:
+            return name, fixed
+        turned = self._turn({"task": name, "args": fixed}, fixed, image)
+        return turned["task"], turned["args"]
 
     def add(self, item: Any) -> None:
         """Add one task of the raw plan if it can be made sound; drop it otherwise."""
@@ -196,8 +217,9 @@ class _Mender:
                     return
                 continue
             fixed[inp.name] = new
+        name, fixed = self.ask_filled_image(spec.name, fixed)
         self.id_map[old_id] = len(self.out)
-        self.out.append({"id": len(self.out), "task": spec.name, "dep": [-1], "args": fixed})
+        self.out.append({"id": len(self.out), "task": name, "dep": [-1], "args": fixed})
 
 
 def salvage_plan(raw: Any, request: str = "", files: Sequence[str] = (), max_tasks: int = MAX_TASKS_LIMIT,

@@ -12,14 +12,14 @@ from typing import Any
 from localgpt import tasks as registry
 from localgpt.config import DEFAULT_MAX_TASKS
 from localgpt.errors import PlanError
-from localgpt.llm import LLM, Message, context_budget, trim_history
+from localgpt.llm import LLM, Completion, Message, complete, context_budget, trim_history
 from localgpt.planning.demos import DEMOS, Demo
 from localgpt.planning.language import detect, lexicon
 from localgpt.planning.mend import salvage_plan
 from localgpt.planning.passes import PASSES, Pass, apply_passes
 from localgpt.planning.quotes import outside_quotes
 from localgpt.planning.retrieval import Similarity, word_overlap
-from localgpt.planning.schema import STEP_MAX, plan_schema
+from localgpt.planning.schema import STEP_MAX, plan_schema, steps_kept_schema
 from localgpt.planning.validate import validate_plan
 from localgpt.schema import Plan
 from localgpt.tasks import TaskSpec
@@ -61,7 +61,10 @@ class PlannerOptions:
     - ``demo_diversity``: maximal marginal relevance among the demos (0: the most similar ones);
     - ``type_shortlist``: admit only the task types of the K most similar demos (0: all);
     - ``fixed_demos``: show the first ``n_demos`` demos whatever the request;
-    - ``passes``: the passes run over every accepted plan (:data:`PASSES`).
+    - ``passes``: the passes run over every accepted plan (:data:`PASSES`);
+    - ``step_repair``: when decomposing under the constraint, a plan with fewer tasks than the steps the
+      LLM wrote gets one focused repair (:meth:`Planner.repair_steps`). Off until measured to help
+      (docs/planning.md).
     """
 
     repair: bool = True
@@ -75,13 +78,17 @@ class PlannerOptions:
     type_shortlist: int = 0
     fixed_demos: bool = False
     passes: tuple[tuple[str, Pass], ...] = PASSES
+    step_repair: bool = False
 
 
 @dataclass(frozen=True)
 class PlanAttempt:
     """One planning of a request: the plan (None when no valid plan could be made, with ``error``
     saying why), every reply of the LLM in order (first, repair, samples), whether the plan kept was
-    mended, the seconds it took and the passes that changed it."""
+    mended, the seconds it took, the passes that changed it, and the tokens of the LLM calls that made
+    it, summed over every reply in ``raws``: their prompts' (``prompt_tokens``) and the tokens they
+    generated (``generated_tokens``). ``step_repair``: a step repair was asked for (its reply is the last
+    of ``raws``); ``step_repair_kept``: its plan replaced the one before (:meth:`Planner.repair_steps`)."""
 
     plan: Plan | None
     raws: tuple[str, ...] = ()
@@ -89,6 +96,10 @@ class PlanAttempt:
     seconds: float = 0.0
     passes: tuple[str, ...] = ()
     error: PlanError | None = field(default=None, compare=False)
+    prompt_tokens: int = 0
+    generated_tokens: int = 0
+    step_repair: bool = False
+    step_repair_kept: bool = False
 
 
 class Planner:
@@ -261,13 +272,19 @@ class Planner:
         if not request.strip():
             raise PlanError("the request is empty", "say what you want done")
         start = time.perf_counter()
-        raws: list[str] = []
+        replies: list[Completion] = []  # this call's own, never kept on the planner
+
+        def done(plan: Plan | None, salvaged: bool = False, passes: tuple[str, ...] = (),
+                 failure: PlanError | None = None, repaired: tuple[bool, bool] = (False, False)) -> PlanAttempt:
+            return PlanAttempt(plan, tuple(r.text for r in replies), salvaged, time.perf_counter() - start, passes,
+                               failure, sum(r.prompt_tokens for r in replies),
+                               sum(r.completion_tokens for r in replies), *repaired)
+
         msgs = first = self.messages(request, files, history)
         error: PlanError | None = None
         schema = self.schema_for(request)
         for _ in range(2 if self.options.repair else 1):
-            raw = self.llm.generate(msgs, schema=schema, max_tokens=self.max_tokens())
-            raws.append(raw)
+            raw = self._ask(replies, msgs, schema)
             try:
                 accepted = self._accept(raw, request, files)
             except PlanError as exc:
@@ -277,31 +294,61 @@ class Planner:
                     {"role": "user", "content": f"That plan is invalid: {exc.message}. Reply with a corrected plan."},
                 ]
                 continue
-            accepted = self._consensus(accepted, first, schema, request, files, raws)
-            return PlanAttempt(accepted.plan, tuple(raws), accepted.mended, time.perf_counter() - start,
-                               accepted.passes)
+            accepted = self._consensus(accepted, first, schema, request, files, replies)
+            asked = len(replies)
+            better = self.repair_steps(accepted, first, schema, request, files, replies)
+            return done(better.plan, better.mended, better.passes,
+                        repaired=(len(replies) > asked, better is not accepted))
         assert error is not None
-        failure = PlanError(f"could not make a valid plan: {error.message}",
-                            "rephrase the request, or name the files it uses", raw=error.raw)
-        return PlanAttempt(None, tuple(raws), False, time.perf_counter() - start, (), failure)
+        return done(None, failure=PlanError(f"could not make a valid plan: {error.message}",
+                                            "rephrase the request, or name the files it uses", raw=error.raw))
+
+    def repair_steps(self, accepted: Accepted, msgs: list[Message], schema: dict[str, Any] | None, request: str,
+                     files: Sequence[str], replies: list[Completion]) -> Accepted:
+        """A step left without a task gets one focused repair (``step_repair``, when decomposing under the
+        constraint): when ``accepted`` has fewer tasks than the steps the LLM wrote (counted, so in any
+        language), the LLM is asked once more with the same messages, its reply conditioned on those
+        steps (the schema fixes them, :func:`steps_kept_schema`) and holding at least as many tasks as
+        steps. Its plan is kept only when the reply is a valid plan as it is (not mended) and has more
+        tasks, up to the number of steps, than ``accepted``; otherwise ``accepted`` stays. The reply is
+        appended to ``replies``."""
+        steps = accepted.plan.steps
+        wanted = min(len(steps), self.max_tasks)
+        if (not self.options.step_repair or not self.options.decompose or schema is None
+                or len(accepted.plan.tasks) >= wanted):
+            return accepted
+        raw = self._ask(replies, msgs, steps_kept_schema(schema, steps, wanted))
+        try:
+            repaired = accept(raw, request, files, self.max_tasks, self.specs, salvage=False,
+                              passes=self.options.passes)
+        except PlanError:
+            return accepted
+        covered = min(len(repaired.plan.tasks), wanted)
+        return repaired if covered > len(accepted.plan.tasks) else accepted
+
+    def _ask(self, replies: list[Completion], msgs: list[Message], schema: dict[str, Any] | None,
+             **kwargs: Any) -> str:
+        """The LLM's reply to ``msgs`` under ``schema``, appended with its tokens to ``replies``."""
+        reply = complete(self.llm, msgs, schema=schema, max_tokens=self.max_tokens(), **kwargs)
+        replies.append(reply)
+        return reply.text
 
     def _accept(self, raw: str, request: str, files: Sequence[str]) -> Accepted:
         return accept(raw, request, files, self.max_tasks, self.specs, salvage=self.options.salvage,
                       passes=self.options.passes)
 
     def _consensus(self, accepted: Accepted, msgs: list[Message], schema: dict[str, Any] | None, request: str,
-                   files: Sequence[str], raws: list[str]) -> Accepted:
+                   files: Sequence[str], replies: list[Completion]) -> Accepted:
         """Self-consistency (``samples`` > 0): ``accepted`` or one of ``samples`` replies sampled at
         ``sample_temperature`` (each validated, or mended), whichever agrees most with all the others
         (:func:`plan_agreement`); ``accepted`` wins a tie. Samples that cannot be made valid do not vote.
-        Each sampled reply is appended to ``raws``."""
+        Each sampled reply is appended to ``replies``."""
         if self.options.samples <= 0:
             return accepted
         candidates = [accepted]
         for k in range(self.options.samples):
-            raw = self.llm.generate(msgs, schema=schema, max_tokens=self.max_tokens(),
-                                    temperature=self.options.sample_temperature, seed=SAMPLE_SEED + k)
-            raws.append(raw)
+            raw = self._ask(replies, msgs, schema, temperature=self.options.sample_temperature,
+                            seed=SAMPLE_SEED + k)
             try:
                 candidates.append(self._accept(raw, request, files))
             except PlanError:

@@ -98,3 +98,15 @@ def plan_schema(specs: Sequence[TaskSpec] = registry.TASKS, max_tasks: int = DEF
         "required": ["steps", "tasks"],
         "additionalProperties": False,
     }
+
+
+def steps_kept_schema(schema: dict[str, Any], steps: Sequence[str], min_tasks: int) -> dict[str, Any]:
+    """A decomposed plan's ``schema`` (:func:`plan_schema` with ``steps``) for a reply that writes exactly
+    ``steps`` again (each a ``const``, in order: the reply is conditioned on them) and then at least
+    ``min_tasks`` tasks (no more than the schema admits). Used by the planner's step repair."""
+    props = schema["properties"]
+    tasks = props["tasks"]
+    low = max(int(tasks.get("minItems", 1)), min(min_tasks, int(tasks.get("maxItems", min_tasks))))
+    fixed = {"type": "array", "prefixItems": [{"const": s} for s in steps], "items": False,
+             "minItems": len(steps), "maxItems": len(steps)}
+    return {**schema, "properties": {**props, "steps": fixed, "tasks": {**tasks, "minItems": low}}}

@@ -20,9 +20,10 @@ import pytest
 
 from bench.varied_requests import REQUESTS
 from localgpt.errors import ConfigError, LocalGPTError
-from localgpt.llm import FREE_TEXT_REPEAT_PENALTY, schema_key
+from localgpt.llm import FREE_TEXT_REPEAT_PENALTY, MESSAGE_OVERHEAD, complete, schema_key
 from localgpt.llm.llamacpp import LlamaCppLLM
 from localgpt.planning.planner import Planner
+from localgpt.planning.schema import steps_kept_schema
 from tests import helpers
 
 pytestmark = [
@@ -181,6 +182,31 @@ def test_stats_count_calls_and_tokens(llm: LlamaCppLLM) -> None:
     text = llm.generate(POEM, schema=ODD_SCHEMA, max_tokens=40)
     assert llm.stats.calls == calls + 1
     assert llm.stats.completion_tokens == completion + llm.count_tokens(text)
+
+
+def test_a_completion_counts_its_prompt_and_reply_tokens(llm: LlamaCppLLM) -> None:
+    reply = complete(llm, POEM, schema=ODD_SCHEMA, max_tokens=40)
+    assert json.loads(reply.text)["code"] in ("zq-alpha-7", "xv-omega-3")
+    assert reply.completion_tokens == llm.count_tokens(reply.text) > 0
+    assert reply.prompt_tokens == llm.count_tokens(POEM[0]["content"]) + MESSAGE_OVERHEAD
+
+
+def test_the_step_repair_schema_writes_the_steps_given_then_as_many_tasks() -> None:
+    """llguidance decodes the step repair's schema: the steps come back exactly as fixed (CJK and quotes
+    too), followed by at least as many tasks as steps (SmolLM2, on its own, writes one)."""
+    model = LlamaCppLLM(model_path(), n_threads=2, prompt_state=None)
+    try:
+        planner = Planner(model, n_demos=0)
+        steps = ["第一步：把“你好”翻译成英语", 'Step 2: read "it" aloud', "Step 3: transcribe the speech"]
+        assert planner.schema is not None
+        schema = steps_kept_schema(planner.schema, steps, len(steps))
+        raw = model.generate(planner.messages("把“你好”翻译成英语，读出来，再转写", []), schema=schema,
+                             max_tokens=planner.max_tokens())
+        reply = json.loads(raw)
+        jsonschema.validate(reply, schema)
+        assert reply["steps"] == steps and len(reply["tasks"]) >= 3
+    finally:
+        model.close()
 
 
 def test_missing_gguf_is_a_config_error(tmp_path: Path) -> None:

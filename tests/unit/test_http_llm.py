@@ -17,6 +17,7 @@ import pytest
 
 from localgpt.config import Settings
 from localgpt.errors import ConfigError
+from localgpt.llm import complete
 from localgpt.llm.engine_schema import GBNF, constraint_fields, for_gbnf, grammar_for, word_class_body
 from localgpt.llm.http import HTTPLLM, EngineError, estimate_tokens, is_engine_url, parse_engine_url
 from localgpt.pipeline import Pipeline, controller_name
@@ -216,6 +217,17 @@ def test_a_reply_cut_at_max_tokens_is_asked_again_with_the_room_left(engines: li
     assert llm.generate(CHAT, schema=ODD, max_tokens=10) == '{"code":"xv-omega-3"}'
     sent = [b["max_tokens"] for b in engine.bodies("/v1/chat/completions")]
     assert sent[0] == 10 and sent[1] > 1000 and cut["n"] == 1  # the room left in the engine's 3072 tokens
+    llm.close()
+
+
+def test_a_completion_carries_the_engines_usage_summed_over_a_reply_asked_again(engines: list[FakeEngine]) -> None:
+    engine = start(engines, "llama.cpp", reply=lambda body: '{"code":"xv-omega-3"}')
+    llm = HTTPLLM(engine.url + "/v1")
+    once = complete(llm, CHAT, schema=ODD, max_tokens=50)
+    assert (once.text, once.prompt_tokens, once.completion_tokens) == ('{"code":"xv-omega-3"}', 5, 3)
+    engine.post = _with_finish(engine, lambda body: "length" if body["max_tokens"] <= 10 else "stop")  # type: ignore[method-assign]
+    twice = llm.complete(CHAT, schema=ODD, max_tokens=10)  # cut, then asked again: two requests' usage
+    assert (twice.prompt_tokens, twice.completion_tokens) == (10, 6)
     llm.close()
 
 

@@ -564,3 +564,82 @@ def test_type_shortlist_is_off_by_default_and_with_few_demos() -> None:
     demos.append(Demo("sum up this text", (), (t(0, "summarization", {"text": "x"}),)))
     lone = Planner(FakeLLM(), demos=demos, specs=offered, options=PlannerOptions(type_shortlist=2))
     assert lone.shortlist("read text 9 aloud") == offered
+
+
+def _tokens(llm: FakeLLM, raws: tuple[str, ...]) -> tuple[int, int]:
+    """The prompt and generated tokens of every call ``llm`` saw, as its tokenizer counts them."""
+    prompt = sum(llm.count_tokens(m["content"]) + MESSAGE_OVERHEAD for c in llm.calls for m in c.messages)
+    return prompt, sum(llm.count_tokens(r) for r in raws)
+
+
+@pytest.mark.parametrize("replies, options", [
+    ([json.dumps(TTS_PLAN)], PlannerOptions()),
+    ([json.dumps(LOST_PLAN), json.dumps(TTS_PLAN)], PlannerOptions()),  # first try and repair
+    ([json.dumps(TTS_PLAN), json.dumps(TTS_ASR), "not json"], PlannerOptions(samples=2)),  # and samples
+    (["not json", "not json either"], PlannerOptions()),  # no plan: the tokens are still counted
+])
+def test_an_attempt_counts_the_tokens_of_every_call_that_made_it(replies: list[str],
+                                                                 options: PlannerOptions) -> None:
+    llm = FakeLLM(replies)
+    attempt = Planner(llm, options=options).attempt("say hello aloud, then transcribe it")
+    assert len(llm.calls) == len(replies) and attempt.raws == tuple(replies)
+    prompt, generated = _tokens(llm, attempt.raws)
+    assert (attempt.prompt_tokens, attempt.generated_tokens) == (prompt, generated)
+    assert prompt > 100 * len(replies) and generated > 0
+    again = Planner(FakeLLM(replies), options=options).attempt("say hello aloud, then transcribe it")
+    assert (again.prompt_tokens, again.generated_tokens) == (prompt, generated)  # per call: nothing carried over
+
+
+# --- the step repair: a step left without a task ---
+
+STEP_REQUEST = "把这段话翻译成英语，总结一下，再读出来：今天天气很好"  # (any language: the steps are only counted)
+THREE_STEPS = ["第一步：翻译成英语", "第二步：总结", "第三步：朗读"]
+TWO_TASKS = [t(0, "translation", {"text": "今天天气很好"}), t(1, "summarization", {"text": "<resource>-0"}, [0])]
+THREE_TASKS = [*TWO_TASKS, t(2, "text-to-speech", {"text": "<resource>-1"}, [1])]
+
+
+def _reply(steps: list[str], tasks: list[dict[str, Any]]) -> str:
+    return json.dumps({"steps": steps, "tasks": tasks}, ensure_ascii=False)
+
+
+def test_a_step_left_without_a_task_gets_one_repair_conditioned_on_the_steps() -> None:
+    import jsonschema
+
+    llm = FakeLLM([_reply(THREE_STEPS, TWO_TASKS), _reply(THREE_STEPS, THREE_TASKS)])
+    planner = Planner(llm, options=PlannerOptions(step_repair=True))
+    attempt = planner.attempt(STEP_REQUEST)
+    assert len(llm.calls) == 2 and attempt.step_repair and attempt.step_repair_kept
+    assert attempt.plan is not None
+    assert [x.task for x in attempt.plan.tasks] == ["translation", "summarization", "text-to-speech"]
+    first, repair = llm.calls
+    assert repair.messages == first.messages  # the same messages
+    schema = repair.schema
+    assert schema is not None and schema["properties"]["tasks"]["minItems"] == 3
+    jsonschema.validate(json.loads(_reply(THREE_STEPS, THREE_TASKS)), schema)
+    for wrong in (_reply(THREE_STEPS, TWO_TASKS), _reply(THREE_STEPS[:2] + ["别的"], THREE_TASKS)):
+        with pytest.raises(jsonschema.ValidationError):  # two tasks, or other steps: refused
+            jsonschema.validate(json.loads(wrong), schema)
+    assert attempt.raws == (_reply(THREE_STEPS, TWO_TASKS), _reply(THREE_STEPS, THREE_TASKS))
+
+
+def test_as_many_tasks_as_steps_asks_for_no_repair_and_the_switch_is_off_by_default() -> None:
+    llm = FakeLLM([_reply(THREE_STEPS, THREE_TASKS)])
+    attempt = Planner(llm, options=PlannerOptions(step_repair=True)).attempt(STEP_REQUEST)
+    assert len(llm.calls) == 1 and not attempt.step_repair and not attempt.step_repair_kept
+    llm = FakeLLM([_reply(THREE_STEPS, TWO_TASKS)])
+    attempt = Planner(llm).attempt(STEP_REQUEST)  # the default planner: no repair
+    assert len(llm.calls) == 1 and not attempt.step_repair and attempt.plan is not None
+    assert len(attempt.plan.tasks) == 2
+
+
+@pytest.mark.parametrize("bad", [
+    "not json",
+    _reply(THREE_STEPS, [*TWO_TASKS, t(2, "image-classification", {"image": "cat.png"})]),  # a file never given
+    _reply(THREE_STEPS, TWO_TASKS),  # no more tasks than before
+])
+def test_a_step_repair_that_is_invalid_or_covers_no_more_keeps_the_original(bad: str) -> None:
+    llm = FakeLLM([_reply(THREE_STEPS, TWO_TASKS), bad])
+    attempt = Planner(llm, options=PlannerOptions(step_repair=True)).attempt(STEP_REQUEST)
+    assert len(llm.calls) == 2 and attempt.step_repair and not attempt.step_repair_kept
+    assert attempt.plan is not None and [x.task for x in attempt.plan.tasks] == ["translation", "summarization"]
+    assert attempt.raws == (_reply(THREE_STEPS, TWO_TASKS), bad) and not attempt.salvaged

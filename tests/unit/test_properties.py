@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from localgpt import tasks as registry
 from localgpt.errors import InputError, PlanError
 from localgpt.planning.mend import salvage_plan
-from localgpt.planning.passes import apply_passes
+from localgpt.planning.passes import PASSES, apply_passes
 from localgpt.planning.planner import accept_reply
 from localgpt.planning.references import references, renumber
 from localgpt.planning.validate import validate_plan
@@ -102,8 +102,31 @@ def test_mending_and_tidying_keep_a_valid_plan_valid(reply: Any, request: str, f
     assert dump(apply_passes(tidied, request, files)[0]) == dump(tidied)  # the passes are idempotent
 
 
-@pytest.mark.xfail(strict=False, reason="known bug, issue 24: mending twice can turn question answering over an "
-                   "output that is also an image into visual QA (see the counterexample test below)")
+@pytest.mark.parametrize("name", [name for name, _ in PASSES])
+@PROFILE
+@given(reply=plan_shaped, request=st.sampled_from(REQUESTS), files=st.lists(st.sampled_from(FILES), max_size=2))
+def test_each_pass_keeps_a_valid_plan_valid_and_is_idempotent(name: str, reply: Any, request: str,
+                                                              files: list[str]) -> None:
+    """Every pass of PASSES on its own (not only the whole list): a valid plan (as validated, or as mended)
+    stays valid, and running the pass again on its result changes nothing."""
+    one = [(n, run) for n, run in PASSES if n == name]
+    for plan in _valid_plans(reply, request, files):
+        once = apply_passes(plan, request, files, passes=one)[0]
+        revalidates(once, request, files)
+        assert dump(apply_passes(once, request, files, passes=one)[0]) == dump(once)
+
+
+def _valid_plans(reply: Any, request: str, files: list[str]) -> list[Plan]:
+    """The plan ``reply`` is, when it is valid, and the plan mending makes of it, when mending keeps a task."""
+    plans = []
+    for make in (validate_plan, salvage_plan):
+        try:
+            plans.append(make(reply, request, files))
+        except PlanError:
+            continue
+    return plans
+
+
 @PROFILE
 @given(reply=plan_shaped, request=st.sampled_from(REQUESTS), files=st.lists(st.sampled_from(FILES), max_size=2))
 def test_mending_is_idempotent(reply: Any, request: str, files: list[str]) -> None:
@@ -188,12 +211,10 @@ def _store(factory: Any) -> FileStore:
     return _STORES[0]
 
 
-@pytest.mark.xfail(strict=True, reason="mending is not idempotent: the mender turns question answering about an "
-                   "image into visual QA (ask_image) before it fills lost arguments, so a context it fills with an "
-                   "output that is also an image is turned only by a second mending (planning/mend.py, _Mender.add)")
 def test_mending_twice_changes_nothing_counterexample() -> None:
     """The counterexample hypothesis found (LOCALGPT_PROPERTY_EXAMPLES=4000): a QA task with no arguments after an
-    object detection gets <resource>-1 (text and image) as question and context; mending again makes it VQA."""
+    object detection gets <resource>-1 (text and image) as question and context. Mending used to turn it into
+    VQA only the second time; now the filled task is turned at once (_Mender.ask_filled_image)."""
     reply = [{"id": -1, "task": "text-classification", "dep": [], "args": {}},
              {"id": 0, "task": "object-detection", "dep": [], "args": {}},
              {"id": 1, "task": "question-answering", "dep": [], "args": {}}]
@@ -201,3 +222,4 @@ def test_mending_twice_changes_nothing_counterexample() -> None:
     mended = salvage_plan(reply, request)
     revalidates(mended, request, [])  # valid, as the property requires
     assert dump(salvage_plan(dump(mended), request)) == dump(mended)
+    assert [t.task for t in mended.tasks] == ["text-classification", "object-detection", "visual-question-answering"]
