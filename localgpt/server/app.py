@@ -369,16 +369,21 @@ class ServerState:
     def warm(self, pipe: Pipeline) -> None:
         """Warm the planner (:meth:`Pipeline.warm`) while requests are already accepted; a failure is logged
         and shown by /health (``planner: failed``), and requests then meet the same error themselves."""
+        if self.closed:  # stopped while loading: nothing to warm for
+            return
         start = time.perf_counter()
         try:
             done = pipe.warm()
-        except LocalGPTError as exc:
-            self.planner, self.planner_reason = "failed", str(exc)
-            log.error("warming the planner failed: %s", exc)
-            return
         except Exception as exc:
-            self.planner, self.planner_reason = "failed", f"{type(exc).__name__}: {exc}"
-            log.exception("warming the planner failed")
+            if self.closed:  # the pipeline was closed under the warm-up: the server is stopping
+                return
+            self.planner = "failed"
+            if isinstance(exc, LocalGPTError):
+                self.planner_reason = str(exc)
+                log.error("warming the planner failed: %s", exc)
+            else:
+                self.planner_reason = f"{type(exc).__name__}: {exc}"
+                log.exception("warming the planner failed")
             return
         self.planner = "ready"
         states = ", ".join(f"{part} {how}" for part, how in done.items() if how)
