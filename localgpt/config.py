@@ -14,7 +14,7 @@ from localgpt.errors import ConfigError
 MAX_TASKS_LIMIT = 32  # the most tasks any plan may have (the ceiling of the max_tasks setting)
 DEFAULT_MAX_TASKS = 8  # the max_tasks setting's default: the most tasks the planner's schema admits
 # llama.cpp's prompt evaluation settings, chosen by bench/latency.py's eval mode (bench/README.md)
-FLASH_ATTN_DEFAULT = True
+FLASH_ATTN_DEFAULT = False  # on: Qwen prompt 0.84x, but SmolLM2 replies changed (docs/latency.md)
 N_BATCH_DEFAULT = 512
 N_UBATCH_DEFAULT = 512
 
