@@ -4,6 +4,7 @@ reached through the CLI; plus the prompt's tokens by part and prompt evaluation 
     python -m bench.latency                                   # every request, every mode
     python -m bench.latency --requests quick --modes cold-off,cold-on,server
     python -m bench.latency --modes eval                      # n_batch / n_ubatch / flash attention only
+    python -m bench.latency --modes eval --eval-settings 512:512:0,512:512:1  # n_batch:n_ubatch:flash
 
 Modes (all in one run, so the ratios compare like with like):
 
@@ -11,10 +12,16 @@ Modes (all in one run, so the ratios compare like with like):
   (``localgpt run --local`` does the same), the prompt state on disk turned off;
 - ``cold-on``: the same with the prompt state on disk (the folder primed once before, untimed), as every
   start after the first is;
-- ``server``: ``localgpt serve`` started once (its load time reported), then ``localgpt run`` in a fresh
-  process per request, handed to the server; the time is the client's wall time;
+- ``server``: ``localgpt serve`` started once (the seconds until ``/health`` is ok and until its planner is
+  warm are reported), then, once it is warm, ``localgpt run`` in a fresh process per request, handed to the
+  server, ``--server-rounds`` times over the list (round 1 is each request's first through the server, right
+  after the warm-up); the time is the client's wall time;
 - ``eval``: the planner's prompt for the Quick start request evaluated under several ``n_batch`` /
-  ``n_ubatch`` / flash-attention settings (a fresh process each).
+  ``n_ubatch`` / flash-attention settings (``--eval-settings``; a fresh process each), then a few tokens
+  generated: prompt and decoding speed from llama.cpp's own counters.
+
+The cold and server modes run under the settings' llama.cpp options (``LOCALGPT_FLASH_ATTN``,
+``LOCALGPT_N_BATCH``, ``LOCALGPT_N_UBATCH``, or ``--flash-attn`` / ``--n-batch`` / ``--n-ubatch`` here).
 
 Per request: plan, select, execute, respond and total seconds, time to the first answer token, the prompt's
 tokens by part (system, demos, request) and the tokens evaluated and generated (cold modes). Writes
@@ -48,7 +55,8 @@ REQUESTS: dict[str, tuple[str, list[str]]] = {
               "summarize the transcript in one sentence.", []),
     "multi": ("Transcribe first.wav and second.wav and tell me which one is longer.", ["first.wav", "second.wav"]),
 }
-EVAL_SETTINGS = [(512, 512, False), (512, 512, True), (256, 256, False), (2048, 512, False)]
+EVAL_DECODE_TOKENS = 32  # tokens the eval mode generates after the prompt, for the decoding speed
+EVAL_SETTINGS = "512:512:0,512:512:1,1024:512:1,1024:1024:1"  # n_batch:n_ubatch:flash attention (0/1)
 
 
 def tone(path: Path, seconds: float, hz: float) -> None:
@@ -103,11 +111,14 @@ def eval_child(spec: dict[str, Any]) -> dict[str, Any]:
     try:
         msgs = Planner(llm).messages(QUICK, [])
         llm.generate(msgs[:1] + [{"role": "user", "content": "Say OK."}], max_tokens=1)  # load, warm up
-        before = llm.stats.prompt_tokens_evaluated
         start = time.perf_counter()
-        llm.generate(msgs, max_tokens=1)
+        llm.generate(msgs, max_tokens=EVAL_DECODE_TOKENS)  # unconstrained: the decoding speed alone
         seconds = time.perf_counter() - start
-        return {"seconds": seconds, "tokens": llm.stats.prompt_tokens_evaluated - before}
+        import llama_cpp
+
+        perf = llama_cpp.llama_perf_context(llm._llama._ctx.ctx)
+        return {"seconds": seconds, "tokens": int(perf.n_p_eval), "prompt_seconds": perf.t_p_eval_ms / 1000,
+                "generated": int(perf.n_eval), "decode_seconds": perf.t_eval_ms / 1000}
     finally:
         llm.close()
 
@@ -159,7 +170,9 @@ def through_server(url: str, request: str, files: list[str], env: dict[str, str]
     return {"wall": wall, "client_first_answer": first, "timings": timings}
 
 
-def start_server(env: dict[str, str], cwd: Path) -> tuple[subprocess.Popen[bytes], str, float]:
+def start_server(env: dict[str, str], cwd: Path) -> tuple[subprocess.Popen[bytes], str, float, float]:
+    """``localgpt serve`` in a fresh process: the process, its address, and the seconds until ``/health`` is
+    ok (requests accepted) and until its planner is warm."""
     import urllib.request
 
     port = free_port()
@@ -169,11 +182,17 @@ def start_server(env: dict[str, str], cwd: Path) -> tuple[subprocess.Popen[bytes
                              "--data-dir", str(cwd / "data")], cwd=cwd, env=env,
                             stdout=subprocess.DEVNULL, stderr=open(cwd / "server.log", "wb"))  # noqa: SIM115
     deadline = time.monotonic() + 600
+    accepting: float | None = None
     while time.monotonic() < deadline:
         try:
             with urllib.request.urlopen(url + "/health", timeout=1) as reply:  # noqa: S310
-                if json.loads(reply.read()).get("status") == "ok":
-                    return proc, url, time.perf_counter() - start
+                health = json.loads(reply.read())
+            if health.get("status") == "ok" and accepting is None:
+                accepting = time.perf_counter() - start
+            if health.get("planner") == "failed":
+                raise RuntimeError(f"the server's planner failed to warm: {health.get('planner_reason')}")
+            if accepting is not None and health.get("planner", "ready") == "ready":
+                return proc, url, accepting, time.perf_counter() - start
         except OSError:
             pass
         if proc.poll() is not None:
@@ -193,6 +212,12 @@ def main() -> None:
     parser.add_argument("--planner", default="qwen2.5-coder-1.5b-instruct")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--timeout", type=float, default=600)
+    parser.add_argument("--server-rounds", type=int, default=2, help="times the server mode runs the list")
+    parser.add_argument("--eval-settings", default=EVAL_SETTINGS,
+                        help=f"the eval mode's n_batch:n_ubatch:flash (0/1), comma-separated (default {EVAL_SETTINGS})")
+    parser.add_argument("--flash-attn", choices=("0", "1"), help="cold and server modes: LOCALGPT_FLASH_ATTN")
+    parser.add_argument("--n-batch", type=int, help="cold and server modes: LOCALGPT_N_BATCH")
+    parser.add_argument("--n-ubatch", type=int, help="cold and server modes: LOCALGPT_N_UBATCH")
     parser.add_argument("--out", default=None)
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--eval-child", help=argparse.SUPPRESS)
@@ -215,8 +240,18 @@ def main() -> None:
             "LOCALGPT_THREADS": str(args.threads), "LOCALGPT_RUNS_DIR": str(work / "runs"),
             "LOCALGPT_PROMPT_CACHE_DIR": str(state_dir), "LOCALGPT_SERVER": "off"}
     settings = {"store": args.store, "planner": args.planner, "threads": args.threads, "runs_dir": str(work / "runs")}
+    for option, name in (("flash_attn", "FLASH_ATTN"), ("n_batch", "N_BATCH"), ("n_ubatch", "N_UBATCH")):
+        value = getattr(args, option)
+        if value is not None:
+            env[f"LOCALGPT_{name}"] = str(value)
+            settings[option] = value
+    from localgpt.config import Settings
+
+    llama = Settings.load(**settings)
     report: dict[str, Any] = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "planner": args.planner,
-                              "threads": args.threads, "requests": {n: REQUESTS[n][0] for n in names}, "runs": []}
+                              "threads": args.threads, "flash_attn": llama.flash_attn, "n_batch": llama.n_batch,
+                              "n_ubatch": llama.n_ubatch, "requests": {n: REQUESTS[n][0] for n in names},
+                              "runs": []}
 
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out_path = Path(args.out) if args.out else REPO / "bench" / "results" / f"latency-{stamp}.json"
@@ -229,7 +264,8 @@ def main() -> None:
         report["runs"].append(entry)
         save()
         t = entry.get("timings", {})
-        print(f"{entry['mode']:9} {entry['request']:6} total {entry['wall']:6.1f} s  "
+        label = entry["mode"] + (f"#{entry['round']}" if "round" in entry else "")
+        print(f"{label:9} {entry['request']:6} total {entry['wall']:6.1f} s  "
               + "  ".join(f"{k} {v:.1f}" for k, v in t.items()) + (f"  prefix {entry.get('prefix')}"
                                                                     if entry.get("prefix") else ""), flush=True)
 
@@ -248,13 +284,15 @@ def main() -> None:
             record({"mode": mode, "request": name, "wall": wall, **out})
 
     if "server" in modes:
-        server, url, load = start_server(env | {"LOCALGPT_PROMPT_CACHE_DISK_MB": "512"}, work)
-        report["server_load_seconds"] = load
+        server, url, load, warm = start_server(env | {"LOCALGPT_PROMPT_CACHE_DISK_MB": "512"}, work)
+        report["server_load_seconds"], report["server_warm_seconds"] = load, warm
+        print(f"server accepting after {load:.1f} s, planner warm after {warm:.1f} s", flush=True)
         try:
-            for name in names:
-                request, files = REQUESTS[name]
-                record({"mode": "server", "request": name, **through_server(url, request, files, env, work,
-                                                                             args.timeout)})
+            for turn in range(1, args.server_rounds + 1):
+                for name in names:
+                    request, files = REQUESTS[name]
+                    record({"mode": "server", "round": turn, "request": name,
+                            **through_server(url, request, files, env, work, args.timeout)})
             report["server_rss_mb"] = rss_mb(server.pid)
         finally:
             server.terminate()
@@ -263,15 +301,18 @@ def main() -> None:
     if "eval" in modes:
         gguf = str(Path(args.store) / args.planner / "model.gguf")
         report["eval"] = []
-        for n_batch, n_ubatch, flash in EVAL_SETTINGS:
+        for item in args.eval_settings.split(","):
+            n_batch, n_ubatch, flash = (int(x) for x in item.split(":"))
             out, _ = spawn("eval-child", {"gguf": gguf, "threads": args.threads, "n_batch": n_batch,
-                                          "n_ubatch": n_ubatch, "flash_attn": flash}, env, args.timeout)
-            row = {"n_batch": n_batch, "n_ubatch": n_ubatch, "flash_attn": flash, **out,
-                   "tokens_per_s": out["tokens"] / out["seconds"]}
+                                          "n_ubatch": n_ubatch, "flash_attn": bool(flash)}, env, args.timeout)
+            row = {"n_batch": n_batch, "n_ubatch": n_ubatch, "flash_attn": bool(flash), **out,
+                   "tokens_per_s": out["tokens"] / out["prompt_seconds"],
+                   "decode_tokens_per_s": out["generated"] / max(out["decode_seconds"], 1e-9)}
             report["eval"].append(row)
             save()
-            print(f"eval n_batch {n_batch:5} n_ubatch {n_ubatch:5} flash {flash!s:5}: {row['tokens']} tokens "
-                  f"in {row['seconds']:.2f} s ({row['tokens_per_s']:.0f} tok/s)", flush=True)
+            print(f"eval n_batch {n_batch:5} n_ubatch {n_ubatch:5} flash {bool(flash)!s:5}: {row['tokens']} tokens "
+                  f"in {row['prompt_seconds']:.2f} s ({row['tokens_per_s']:.0f} tok/s), {row['generated']} "
+                  f"generated at {row['decode_tokens_per_s']:.1f} tok/s", flush=True)
 
     save()
     print(f"wrote {out_path}")

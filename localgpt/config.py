@@ -13,6 +13,10 @@ from localgpt.errors import ConfigError
 
 MAX_TASKS_LIMIT = 32  # the most tasks any plan may have (the ceiling of the max_tasks setting)
 DEFAULT_MAX_TASKS = 8  # the max_tasks setting's default: the most tasks the planner's schema admits
+# llama.cpp's prompt evaluation settings, chosen by bench/latency.py's eval mode (bench/README.md)
+FLASH_ATTN_DEFAULT = False  # on: Qwen prompt 0.84x, but SmolLM2 replies changed (docs/latency.md)
+N_BATCH_DEFAULT = 512
+N_UBATCH_DEFAULT = 512
 
 
 def _default_store() -> Path:
@@ -60,6 +64,13 @@ class Settings(BaseSettings):
         default=None, description="LLM layers on the GPU; unset: all of them unless device is cpu (-1 = all)")
     device: str = Field(default="auto", pattern="^(auto|cpu|cuda)$")
     prompt_cache_mb: int = Field(default=512, ge=0, description="RAM for reusing LLM prompt prefixes; 0 turns it off")
+    # llama.cpp's prompt evaluation (defaults measured on 2 CPU cores with the starter planner: bench/README.md)
+    flash_attn: bool = Field(default=FLASH_ATTN_DEFAULT,
+                             description="llama.cpp's flash attention for the in-process planner LLM")
+    n_batch: int = Field(default=N_BATCH_DEFAULT, ge=1,
+                         description="prompt tokens llama.cpp submits per decode call (logical batch)")
+    n_ubatch: int = Field(default=N_UBATCH_DEFAULT, ge=1,
+                          description="prompt tokens llama.cpp computes at once (physical batch; at most n_batch)")
     max_workers: int = Field(default=4, ge=1, description="tasks run at once")
     task_timeout: float = Field(default=600.0, gt=0, description="seconds before a task is failed")
     max_tasks: int = Field(default=DEFAULT_MAX_TASKS, ge=1, le=MAX_TASKS_LIMIT,

@@ -42,6 +42,7 @@ Emit = Callable[[Event], None]
 REQUEST_MARGIN = 64  # tokens kept free beside the planner's prompt and reply (chat-template extras)
 MAX_CHARS_PER_TOKEN = 64  # a text longer than the limit times this (and than MIN_CHARS_TOKENIZED) is refused
 MIN_CHARS_TOKENIZED = 1_000_000  # without being tokenized: no tokenizer packs that much into one token
+WARM_REQUEST = "?"  # the request :meth:`Pipeline.warm` builds prompts for (only their fixed parts are kept)
 
 
 def resolve_planner(settings: Settings, override: str | None = None) -> tuple[str | None, Path]:
@@ -75,7 +76,9 @@ def controller_llm(settings: Settings, override: str | None = None) -> tuple[LLM
         return llm, model or (urlsplit(url).hostname or "engine")
     model_id, gguf = resolve_planner(settings, override)
     return LlamaCppLLM(gguf, n_ctx=settings.n_ctx, n_threads=settings.threads, n_gpu_layers=settings.gpu_layers(),
-                       prompt_cache_mb=settings.prompt_cache_mb, seed=settings.seed), model_id or gguf.stem
+                       prompt_cache_mb=settings.prompt_cache_mb, seed=settings.seed, flash_attn=settings.flash_attn,
+                       n_batch=settings.n_batch, n_ubatch=min(settings.n_ubatch, settings.n_batch)), \
+        model_id or gguf.stem
 
 
 def controller_name(settings: Settings) -> str:
@@ -314,6 +317,21 @@ class Pipeline:
         while (event := events.get()) is not None:
             yield event
         thread.join()
+
+    def warm(self) -> dict[str, str]:
+        """Do ahead of the first request what it would otherwise wait for: load the controller LLM, compile
+        the planner's constraint, put the evaluated state of the planner's and the responder's fixed
+        instructions into memory (from the disk prompt state, else evaluated once and saved), and embed the
+        demos when an embedding model picks them. Nothing is generated and no reply changes. Returns, per
+        part, what happened to its prompt state (:meth:`LlamaCppLLM.warm`); empty for an LLM with nothing
+        to warm in this process (an engine reached over HTTP)."""
+        warm = getattr(self.llm, "warm", None)
+        planned = self.planner.messages(WARM_REQUEST, [])  # chooses demos: the embedding model loads
+        if warm is None:
+            return {}
+        done = {"planner": str(warm(planned[:1], self.planner.schema))}
+        done["responder"] = str(warm(self.responder.messages(WARM_REQUEST, [])[:1]))
+        return done
 
     def close(self) -> None:
         """Unload the experts and the LLM."""

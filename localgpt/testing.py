@@ -11,7 +11,7 @@ import threading
 import time
 import zlib
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +40,7 @@ class FakeCall:
     temperature: float = 0.0
     seed: int | None = None
     repeat_penalty: float = 1.0
+    at: float = field(default_factory=time.monotonic)  # when it was made
 
 
 class FakeLLM:
@@ -47,7 +48,8 @@ class FakeLLM:
 
     A reply may be a string or a function of (messages, schema). When the script runs out,
     ``default`` is returned (or an error raised when it is None). Streaming sends the reply
-    word by word to ``on_token``.
+    word by word to ``on_token``. :meth:`warm` records its calls in ``warmed`` and, like a real
+    model's, keeps calls waiting until it is done (``warm_gate``, when set, holds it).
     """
 
     def __init__(self, replies: Iterable[Reply] = (), default: str | None = None, n_ctx: int = 4096) -> None:
@@ -56,7 +58,17 @@ class FakeLLM:
         self.n_ctx = n_ctx
         self.calls: list[FakeCall] = []
         self.stats = LLMStats()
+        self.warmed: list[FakeCall] = []
+        self.warm_gate: threading.Event | None = None
         self._lock = threading.Lock()
+
+    def warm(self, messages: Sequence[Message], schema: dict[str, Any] | None = None) -> str:
+        """Record a warm-up (after ``warm_gate`` is set, when there is one); calls wait for it."""
+        with self._lock:
+            if self.warm_gate is not None:
+                self.warm_gate.wait(30)
+            self.warmed.append(FakeCall([dict(m) for m in messages], schema))
+        return "evaluated"
 
     def generate(
         self,

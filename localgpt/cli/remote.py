@@ -84,6 +84,8 @@ def connect(settings: Settings, say: Say, wait: float = LOADING_WAIT) -> RemoteP
             time.sleep(0.5)
             status, body = _health(url, settings.api_key)
     if status == 200 and body.get("status") == "ok":
+        if body.get("planner") == "loading":  # accepted now; the request waits for the warm-up there
+            say(f"The localgpt server at {url} is still warming its planner; the request waits for it")
         return RemotePipeline(url, settings)
     if status in (401, 403):
         say(f"The localgpt server at {url} refused the API key; running here (set LOCALGPT_API_KEY to use it)")

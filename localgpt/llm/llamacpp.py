@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from localgpt.config import FLASH_ATTN_DEFAULT, N_BATCH_DEFAULT, N_UBATCH_DEFAULT
 from localgpt.errors import ConfigError, LocalGPTError
 from localgpt.llm.base import (
     MESSAGE_OVERHEAD,
@@ -90,7 +91,9 @@ class LlamaCppLLM:
     With a ``prompt_state`` disk cache (by default the one ``LOCALGPT_PROMPT_CACHE_DIR`` /
     ``LOCALGPT_PROMPT_CACHE_DISK_MB`` describe; None: off), the evaluated state of a long system prompt
     is also saved to disk and loaded by the next process instead of being evaluated again
-    (:mod:`localgpt.llm.prompt_state`). ``n_batch``, ``n_ubatch`` and ``flash_attn`` go to llama.cpp.
+    (:mod:`localgpt.llm.prompt_state`). ``n_batch``, ``n_ubatch`` and ``flash_attn`` go to llama.cpp (the
+    defaults are the settings', measured for prompt evaluation on a CPU). :meth:`warm` does the first call's
+    one-time work (load, constraint, system-prompt state) ahead of it.
 
     Example::
 
@@ -109,9 +112,9 @@ class LlamaCppLLM:
         seed: int = 0,
         prompt_cache_mb: int = 512,
         prompt_state: PromptStateCache | None = _DEFAULT,
-        n_batch: int = 512,
-        n_ubatch: int = 512,
-        flash_attn: bool = False,
+        n_batch: int = N_BATCH_DEFAULT,
+        n_ubatch: int = N_UBATCH_DEFAULT,
+        flash_attn: bool = FLASH_ATTN_DEFAULT,
     ) -> None:
         self.path = Path(path)
         if not self.path.is_file():
@@ -268,6 +271,19 @@ class LlamaCppLLM:
             self.stats.completion_tokens += generated
             return Completion(str(text), contents + MESSAGE_OVERHEAD * len(messages), generated)
 
+    def warm(self, messages: Sequence[Message], schema: dict[str, Any] | None = None) -> str:
+        """Do ahead of a chat that starts like ``messages`` (under ``schema``) the work its first call would
+        do once, generating nothing: load the model, compile the constraint, and put the evaluated state of
+        the system prompt into this process's memory (read from the disk cache, or evaluated and saved
+        there). Returns what happened to that state: "disk", "memory", "evaluated", "failed", or "" when
+        there is none to keep (no system message, a short one, or the caches off)."""
+        with self._lock:
+            self.constraint(schema)
+            try:
+                return self._load_prefix(messages)
+            finally:
+                self._llama.reset()
+
     # --- the system prompt's evaluated state, kept in this process and on disk ---
 
     def prefix_text(self, messages: Sequence[Message]) -> str | None:
@@ -300,9 +316,13 @@ class LlamaCppLLM:
         return prefix if prefix and whole.startswith(prefix) else None
 
     def _state_settings(self) -> dict[str, Any]:
-        """What, besides the model and the text, an evaluated state depends on."""
+        """What, besides the model and the text, an evaluated state depends on: its layout (flash attention
+        stores the V cache untransposed; the cache types) and its numbers (the batch sizes split the
+        evaluation differently, which may change the last bits of the KV cache)."""
+        params = self._llama.context_params
         return {"n_ctx": self.n_ctx, "flash_attn": self.flash_attn, "n_gpu_layers": self.n_gpu_layers,
-                "type_k": int(self._llama.context_params.type_k), "type_v": int(self._llama.context_params.type_v)}
+                "type_k": int(params.type_k), "type_v": int(params.type_v),
+                "n_batch": int(params.n_batch), "n_ubatch": int(params.n_ubatch)}
 
     def _load_prefix(self, messages: Sequence[Message]) -> str:
         """Put the evaluated state of the chat's system prompt into the context before the call, from

@@ -1,7 +1,11 @@
 """The FastAPI application: OpenAI-compatible chat, HuggingGPT's routes, files, health, models, the web page.
 
 The pipeline (LLM, catalog, model pool) is built in a background thread started by the lifespan, so
-``/health`` answers 503 while models load. Pipeline runs are blocking and go to a thread pool of
+``/health`` answers 503 while models load. Once it is built the server accepts requests, and the same thread
+warms the planner (:meth:`Pipeline.warm`: the LLM loaded, its constraint compiled, the planner's and the
+responder's system prompts evaluated or read from the disk prompt state); ``/health``'s ``planner`` says
+``loading`` until then and ``ready`` after, and a request that comes meanwhile waits for the LLM, never
+doing that work twice. Pipeline runs are blocking and go to a thread pool of
 ``settings.concurrency`` threads; up to ``settings.queue_size`` more requests wait, and beyond that a
 request gets 429 with ``Retry-After``. A request too long for the LLM's context window gets 413
 (``request_too_long``) before any LLM call. Each run has a folder with a record (``run.json``,
@@ -248,6 +252,8 @@ class ServerState:
         self.factory = factory
         self.pipeline: Pipeline | None = None
         self.reason = "loading models"
+        self.planner = "loading"  # the planner's warm-up: loading, ready or failed (planner_reason says why)
+        self.planner_reason: str | None = None
         self.gate: Gate | None = None
         self.threads: ThreadPoolExecutor | None = None
         self.closed = False
@@ -358,6 +364,31 @@ class ServerState:
             return
         self.pipeline = pipe
         self.reason = "ready"
+        self.warm(pipe)
+
+    def warm(self, pipe: Pipeline) -> None:
+        """Warm the planner (:meth:`Pipeline.warm`) while requests are already accepted; a failure is logged
+        and shown by /health (``planner: failed``), and requests then meet the same error themselves."""
+        if self.closed:  # stopped while loading: nothing to warm for
+            return
+        start = time.perf_counter()
+        try:
+            done = pipe.warm()
+        except Exception as exc:
+            if self.closed:  # the pipeline was closed under the warm-up: the server is stopping
+                return
+            self.planner = "failed"
+            if isinstance(exc, LocalGPTError):
+                self.planner_reason = str(exc)
+                log.error("warming the planner failed: %s", exc)
+            else:
+                self.planner_reason = f"{type(exc).__name__}: {exc}"
+                log.exception("warming the planner failed")
+            return
+        self.planner = "ready"
+        states = ", ".join(f"{part} {how}" for part, how in done.items() if how)
+        log.info("planner ready in %.1f s%s", time.perf_counter() - start,
+                 f" (prompt state: {states})" if states else "")
 
     def ready(self) -> Pipeline:
         """The pipeline, or :class:`NotReady`."""
@@ -609,9 +640,11 @@ def create_app(settings: Settings, pipeline_factory: PipelineFactory | None = No
         counts = {"running": gate.running, "waiting": gate.waiting} if gate else {}
         if state.pipeline is None:
             status = "failed" if state.reason.startswith("loading failed") else "loading"
-            return JSONResponse({"status": status, "reason": state.reason, **counts}, status_code=503,
-                                headers={"Retry-After": "5"})
-        return JSONResponse({"status": "ok", "version": __version__, **counts,
+            return JSONResponse({"status": status, "reason": state.reason, "planner": status, **counts},
+                                status_code=503, headers={"Retry-After": "5"})
+        planner = {"planner": state.planner} | ({"planner_reason": state.planner_reason} if state.planner_reason
+                                                else {})
+        return JSONResponse({"status": "ok", "version": __version__, **planner, **counts,
                              "concurrency": state.settings.concurrency, "queue_size": state.settings.queue_size})
 
     @app.get("/v1/models", responses=documented(401, 503))

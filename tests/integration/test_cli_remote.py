@@ -14,8 +14,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
+from localgpt.config import Settings
+from localgpt.pipeline import Pipeline
 from localgpt.testing import png_bytes
 from tests.helpers import ANSWER, REPO, FakeWorld, Served, free_port, serve
 
@@ -126,6 +129,40 @@ def test_a_loading_server_is_waited_for(world: FakeWorld, tmp_path: Path) -> Non
         server.stop()
     assert proc.returncode == 0, proc.stderr
     assert "is loading its models; waiting" in proc.stderr and ANSWER in proc.stdout
+
+
+def test_a_server_warming_its_planner_takes_the_request(world: FakeWorld, tmp_path: Path) -> None:
+    """A server that accepts requests while its planner warms up: the CLI hands the request over at once
+    (it does not run it here), and the request waits there for the warm-up."""
+    from localgpt.server import create_app
+
+    gate = threading.Event()
+
+    def factory(settings: Settings) -> Pipeline:
+        pipe = world.factory(settings)
+        pipe.llm.warm_gate = gate  # type: ignore[attr-defined]
+        return pipe
+
+    server = Served(create_app(world.settings(), factory))
+    try:
+        server.wait_ready()
+
+        def release_once_running() -> None:  # the warm-up ends only once the request is in
+            deadline = time.monotonic() + 60
+            while httpx.get(server.url + "/health").json()["running"] == 0 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            gate.set()
+
+        threading.Thread(target=release_once_running, daemon=True).start()
+        proc = localgpt("run", "draw a red square", cwd=tmp_path, server=server.url)
+    finally:
+        gate.set()
+        server.stop()
+    assert proc.returncode == 0, proc.stderr
+    assert "is still warming its planner" in proc.stderr and f"Using the localgpt server at {server.url}" in proc.stderr
+    assert ANSWER in proc.stdout and world.planner_prompts  # planned by the server, after its warm-up
+    llm = world.llms[0]
+    assert len(llm.warmed) == 2 and llm.warmed[0].at <= llm.calls[0].at
 
 
 def test_a_server_error_is_one_clear_line(served: Served, tmp_path: Path) -> None:

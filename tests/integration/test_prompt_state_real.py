@@ -101,3 +101,30 @@ def test_in_one_process_the_state_is_kept_in_memory(gguf: Path, fresh: str) -> N
     finally:
         llm.close()
     assert texts == [fresh, fresh] and llm.prefix_events == ["evaluated", "memory"]
+
+
+def test_warm_puts_the_state_in_memory_and_changes_no_reply(gguf: Path, fresh: str, tmp_path: Path) -> None:
+    """``warm`` does the first call's one-time work: the call after it finds the state in memory (evaluated
+    by the first process, read from disk by the next) and replies as without any state."""
+    cache = PromptStateCache(tmp_path, 1 << 30)
+    for expected in ("evaluated", "disk"):  # a first start, then a start after it (a new process)
+        llm = LlamaCppLLM(gguf, n_threads=2, prompt_state=cache, prompt_cache_mb=0)
+        try:
+            assert llm.warm(chat()[:1]) == expected and llm.stats.calls == 0
+            assert llm.generate(chat(), max_tokens=24) == fresh
+        finally:
+            llm.close()
+        assert llm.prefix_events == ["memory"]
+
+
+def test_flash_attention_has_its_own_state(gguf: Path, tmp_path: Path) -> None:
+    """A state evaluated without flash attention is never loaded into a context with it (the V cache's
+    layout differs): each setting has its own file."""
+    cache = PromptStateCache(tmp_path, 1 << 30)
+    for flash in (False, True, False):
+        llm = LlamaCppLLM(gguf, n_threads=2, prompt_state=cache, prompt_cache_mb=0, flash_attn=flash)
+        try:
+            llm.warm(chat()[:1])
+        finally:
+            llm.close()
+    assert len(list(tmp_path.glob("*.state"))) == 2

@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from localgpt.config import Settings
+from localgpt.errors import ConfigError
 from localgpt.pipeline import Pipeline
 from localgpt.store.catalog import Catalog
 from localgpt.testing import FakeExpert, FakeLLM, png_bytes, wav_bytes
@@ -333,7 +334,7 @@ def test_health_503_while_loading(tmp_path: Path) -> None:
     try:
         health = httpx.get(served.url + "/health")
         assert health.status_code == 503 and health.json() == {"status": "loading", "reason": "loading models",
-                                                               "running": 0, "waiting": 0}
+                                                               "planner": "loading", "running": 0, "waiting": 0}
         assert healthcheck_exit_code(served.url) != 0  # the images' health check sees "not ready"
         early = httpx.post(served.url + "/v1/chat/completions", json=chat("say hi"))
         assert early.status_code == 503 and early.json()["error"]["type"] == "not_ready"
@@ -345,8 +346,69 @@ def test_health_503_while_loading(tmp_path: Path) -> None:
         served.stop()
 
 
+def test_the_planner_is_warm_before_the_first_request(tmp_path: Path) -> None:
+    """Once built, the pipeline is warmed in the background (Pipeline.warm): /health says the planner is
+    loading, then ready; a request sent meanwhile is accepted and its LLM calls wait for the warm-up, which
+    got the planner's system prompt with its constraint and the responder's."""
+    from localgpt.server import create_app
+
+    world = FakeWorld(tmp_path)
+    gate = threading.Event()
+
+    def factory(settings: Settings) -> Pipeline:
+        pipe = world.factory(settings)
+        pipe.llm.warm_gate = gate  # type: ignore[attr-defined]
+        return pipe
+
+    served = Served(create_app(world.settings(), factory))
+    try:
+        served.wait_ready()
+        assert httpx.get(served.url + "/health").json()["planner"] == "loading"
+        with ThreadPoolExecutor(1) as pool:
+            early = pool.submit(httpx.post, served.url + "/v1/chat/completions", json=chat("say hi"), timeout=30)
+            time.sleep(0.3)
+            assert not early.done()  # accepted, waiting for the LLM
+            gate.set()
+            assert early.result().status_code == 200
+        wait_for(served.url, lambda h: h["planner"] == "ready")
+        llm = world.llms[0]
+        planner, responder = llm.warmed
+        assert planner.messages[0]["content"].startswith("You are the planner") and planner.schema is not None
+        assert responder.messages[0]["content"].startswith("You are localgpt, an assistant that answered")
+        assert all(len(w.messages) == 1 for w in llm.warmed)  # the fixed part only
+        assert llm.calls and planner.at <= llm.calls[0].at
+    finally:
+        gate.set()
+        served.stop()
+
+
+def test_a_failed_warm_up_is_reported_and_requests_still_answer(tmp_path: Path) -> None:
+    from localgpt.server import create_app
+
+    world = FakeWorld(tmp_path)
+
+    def factory(settings: Settings) -> Pipeline:
+        pipe = world.factory(settings)
+
+        def broken(messages: Any, schema: Any = None) -> str:
+            raise ConfigError("cannot load GGUF model 'x.gguf'", "is it a valid GGUF file?")
+
+        pipe.llm.warm = broken  # type: ignore[attr-defined]
+        return pipe
+
+    served = Served(create_app(world.settings(), factory))
+    try:
+        served.wait_ready()
+        wait_for(served.url, lambda h: h["planner"] != "loading")
+        health = httpx.get(served.url + "/health").json()
+        assert health["status"] == "ok" and health["planner"] == "failed"
+        assert "cannot load GGUF model" in health["planner_reason"]
+        assert httpx.post(served.url + "/v1/chat/completions", json=chat("say hi"), timeout=30).status_code == 200
+    finally:
+        served.stop()
+
+
 def test_health_reports_a_failed_load(tmp_path: Path) -> None:
-    from localgpt.errors import ConfigError
     from localgpt.server import create_app
 
     def broken(settings: Settings) -> Pipeline:
@@ -363,8 +425,8 @@ def test_health_reports_a_failed_load(tmp_path: Path) -> None:
         served.stop()
 
 
-def wait_for(url: str, check: Callable[[dict[str, Any]], bool]) -> None:
-    deadline = time.monotonic() + 10
+def wait_for(url: str, check: Callable[[dict[str, Any]], bool], timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
     while not check(httpx.get(url + "/health").json()):
         assert time.monotonic() < deadline, httpx.get(url + "/health").json()
         time.sleep(0.02)
@@ -511,6 +573,10 @@ def test_real_models_behind_the_server(settings: Settings, tmp_path: Path) -> No
     served = Served(create_app(settings))  # Pipeline.from_settings: the real planner, catalog and pool
     try:
         served.wait_ready(timeout=120)
+        wait_for(served.url, lambda h: h["planner"] != "loading", timeout=120)
+        assert httpx.get(served.url + "/health").json()["planner"] == "ready"
+        warmed = served.server.config.app.state.localgpt.pipeline.llm  # type: ignore[attr-defined]
+        assert warmed._llama is not None and len(warmed._prefixes) == 2  # loaded; planner and responder states
         with httpx.Client(base_url=served.url, timeout=300) as client:
             ids = [m["id"] for m in client.get("/v1/models").json()["data"]]
             assert {PIPER, WHISPER, "controller-llm"} <= set(ids)
