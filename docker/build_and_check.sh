@@ -110,8 +110,8 @@ run_and_check() {
     stage ""
 }
 if [ -n "${LOCALGPT_LLM_LOCK:-}" ]; then
+    stage "wait for $LOCALGPT_LLM_LOCK"
     exec 9>"$LOCALGPT_LLM_LOCK"
-    echo "waiting for $LOCALGPT_LLM_LOCK"
     flock 9
 fi
 run_and_check

@@ -1,9 +1,10 @@
 """The API checks of docker/build_and_check.sh, against a running localgpt container (standard library only).
 
     python3 docker/check_api.py URL KEY SENTENCE health   waits for GET /health == 200 (and checks the key is required)
-    python3 docker/check_api.py URL KEY SENTENCE speech   POST /results "Say SENTENCE aloud, then transcribe the audio":
-                                                          Piper speaks, whisper transcribes, the transcript holds
-                                                          SENTENCE; the WAV comes back from GET /v1/files/{id}
+    python3 docker/check_api.py URL KEY SENTENCE speech   POST /results "Say 'SENTENCE' aloud" (Piper), the WAV
+                                                          from GET /v1/files/{id}, uploaded by POST /v1/files,
+                                                          POST /results "Transcribe the speech in {id}." (whisper):
+                                                          the transcript holds SENTENCE
 Exit status 0 when the check holds; otherwise what was seen is printed and the status is 1.
 """
 
@@ -15,6 +16,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import uuid
 from typing import Any
 
 HEALTH_TIMEOUT = 600  # seconds: loading SmolLM2 and the catalog on a busy 2-core machine
@@ -64,35 +66,67 @@ def health(base: str, key: str) -> bool:
     return False
 
 
-def speech(base: str, key: str, sentence: str) -> bool:
-    request = f"Say '{sentence}' aloud, then transcribe the audio"
+def upload(base: str, key: str, name: str, content: bytes) -> tuple[int, bytes]:
+    """POST /v1/files with one file as multipart/form-data."""
+    boundary = uuid.uuid4().hex
+    body = (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{name}"\r\n'
+            f"Content-Type: application/octet-stream\r\n\r\n").encode() + content + f"\r\n--{boundary}--\r\n".encode()
+    request = urllib.request.Request(f"{base}/v1/files", data=body, method="POST")
+    request.add_header("Content-Type", f"multipart/form-data; boundary={boundary}")
+    request.add_header("Authorization", f"Bearer {key}")
+    try:
+        with urllib.request.urlopen(request, timeout=60) as reply:
+            return reply.status, reply.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def run(base: str, key: str, request: str, files: list[str], task: str) -> dict[str, Any] | None:
+    """POST /results; the finished result of the run's ``task`` task (printing every task), or None."""
     start = time.monotonic()
-    status, body = call(f"{base}/results", key, {"messages": [{"role": "user", "content": request}]},
+    status, body = call(f"{base}/results", key, {"messages": [{"role": "user", "content": request}], "files": files},
                         timeout=RUN_TIMEOUT)
     print(f"   POST /results {status} in {time.monotonic() - start:.0f}s: {request!r}")
     if status != 200:
         print(f"   {body.decode(errors='replace')[:2000]}")
-        return False
-    results: dict[str, Any] = json.loads(body)
-    by_task: dict[str, dict[str, Any]] = {}
-    for task_id, r in results.items():
+        return None
+    found = None
+    for task_id, r in json.loads(body).items():
         chosen = (r.get("choose model result") or {}).get("model")
         print(f"   task {task_id}: {r['task']['task']} by {chosen}: {r['status']} "
               f"{json.dumps(r['inference result'])[:200]}")
-        if r["status"] == "done":
-            by_task.setdefault(r["task"]["task"], r)
-    tts, asr = by_task.get("text-to-speech"), by_task.get("automatic-speech-recognition")
-    if tts is None or asr is None:
-        print("   the run has no finished text-to-speech and automatic-speech-recognition tasks")
-        return False
-    heard = words(asr["inference result"].get("text", ""))
-    if words(sentence) not in heard:
-        print(f"   the transcript {heard!r} does not hold {words(sentence)!r}")
+        if r["status"] == "done" and r["task"]["task"] == task and found is None:
+            found = r
+    if found is None:
+        print(f"   the run has no finished {task} task")
+    return found
+
+
+def speech(base: str, key: str, sentence: str) -> bool:
+    """Speech out of the container's TTS, fetched, uploaded, and transcribed by its ASR: two requests, each a
+    one-task plan, so a 135M planner that leaves out the second step of a chained request does not decide it."""
+    tts = run(base, key, f"Say '{sentence}' aloud", [], "text-to-speech")
+    if tts is None:
         return False
     audio_id = tts["inference result"].get("audio", "")
     status, wav = call(f"{base}/v1/files/{audio_id}", key, timeout=60)
     print(f"   GET /v1/files/{audio_id}: {status}, {len(wav)} bytes, {wav[:4]!r}")
-    return status == 200 and wav[:4] == b"RIFF" and len(wav) > 10_000
+    if status != 200 or wav[:4] != b"RIFF" or len(wav) < 10_000:
+        return False
+    status, body = upload(base, key, "speech.wav", wav)
+    print(f"   POST /v1/files {status}: {body.decode(errors='replace')[:200]}")
+    if status != 200:
+        return False
+    uploaded = json.loads(body)["id"]
+    asr = run(base, key, f"Transcribe the speech in {uploaded}.", [uploaded], "automatic-speech-recognition")
+    if asr is None:
+        return False
+    heard = words(asr["inference result"].get("text", ""))
+    print(f"   transcript: {heard!r}")
+    if words(sentence) not in heard:
+        print(f"   the transcript does not hold {words(sentence)!r}")
+        return False
+    return True
 
 
 def main(argv: list[str]) -> int:
