@@ -7,8 +7,9 @@
 #   2. build  podman build -f docker/Dockerfile.cpu --build-arg BASE=$BASE_IMAGE (host network: pip reaches PyPI)
 #   3. start  the image's own command (localgpt serve on 0.0.0.0:8000, API key required) with the model store
 #             mounted read-only on /models and SmolLM2 as planner; waits for GET /health == 200
-#   4. check  POST /results "Say '...' aloud, then transcribe the audio": Piper speaks, whisper transcribes, the
-#             transcript holds the sentence; the WAV comes back through GET /v1/files/{id}
+#   4. check  two one-task requests through the API: POST /results "Say '...' aloud" (Piper), its WAV fetched by
+#             GET /v1/files/{id} and uploaded by POST /v1/files, then "Transcribe the speech in ..." (whisper);
+#             the transcript must hold the sentence
 # It prints each stage's time and exits non-zero on the first failure (the container's log is printed then).
 #
 # Needs root (rootful podman). Settings (environment):
