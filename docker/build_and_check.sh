@@ -6,7 +6,7 @@
 #             PATH, so `python` and `pip` work as on python:3.11-slim), imported as $BASE_IMAGE
 #   2. build  podman build -f docker/Dockerfile.cpu --build-arg BASE=$BASE_IMAGE (host network: pip reaches PyPI)
 #   3. start  the image's own command (localgpt serve on 0.0.0.0:8000, API key required) with the model store
-#             mounted read-only on /models and SmolLM2 as planner; waits for GET /health == 200
+#             mounted read-only on /models and $PLANNER as planner; waits for GET /health == 200
 #   4. check  two one-task requests through the API: POST /results "Say '...' aloud" (Piper), its WAV fetched by
 #             GET /v1/files/{id} and uploaded by POST /v1/files, then "Transcribe the speech in ..." (whisper);
 #             the transcript must hold the sentence
@@ -17,6 +17,9 @@
 #   LOCALGPT_BOX_CACHE     keeps the debootstrap tarball between runs (default: ~/.cache/localgpt-box)
 #   DEBIAN_MIRROR          default http://deb.debian.org/debian
 #   LOCALGPT_LLM_LOCK      a lock file: the run stage (which loads a GGUF) holds it, for machines that share CPUs
+#   LOCALGPT_CHECK_PLANNER the container's planner (default qwen2.5-coder-1.5b-instruct, the starter planner;
+#                          smollm2-135m-instruct planned "Transcribe the speech in u-....wav." as TTS -> ASR of
+#                          its own "Hello world", so the check failed on the planner, not the container)
 #   KEEP=1                 leave the container running after the check
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,6 +34,7 @@ NAME=localgpt-cpu-check-$$
 PORT=${PORT:-18731}
 KEY=check-$RANDOM$RANDOM
 SENTENCE="the quick brown fox jumps over the lazy dog"
+PLANNER=${LOCALGPT_CHECK_PLANNER:-qwen2.5-coder-1.5b-instruct}
 SECONDS=0
 stage_name=""
 stage_t=0
@@ -41,7 +45,7 @@ stage() { # the previous stage's time, then the next stage's name
 }
 fail() { echo "FAIL: $*" >&2; exit 1; }
 [ "$(id -u)" = 0 ] || fail "run as root: rootful podman builds and runs the image"
-for model in piper-en-us-joe-medium whisper-tiny-en smollm2-135m-instruct; do
+for model in piper-en-us-joe-medium whisper-tiny-en "$PLANNER"; do
     [ -d "$STORE/$model" ] || fail "$model is not in $STORE: python download_models.py --profile test"
 done
 
@@ -101,7 +105,7 @@ run_and_check() {
     stage "start the container (store $STORE on /models, read-only)"
     trap '[ "${KEEP:-0}" = 1 ] || podman rm -f -v "$NAME" >/dev/null 2>&1 || true' EXIT
     "${PODMAN[@]}" run -d --name "$NAME" "${LIMITS[@]}" -p "127.0.0.1:$PORT:8000" \
-        -v "$STORE:/models:ro" -e LOCALGPT_API_KEY="$KEY" -e LOCALGPT_PLANNER=smollm2-135m-instruct \
+        -v "$STORE:/models:ro" -e LOCALGPT_API_KEY="$KEY" -e LOCALGPT_PLANNER="$PLANNER" \
         -e LOCALGPT_THREADS="${LOCALGPT_THREADS:-2}" "$IMAGE" >/dev/null
     python3 "$ROOT/docker/check_api.py" "http://127.0.0.1:$PORT" "$KEY" "$SENTENCE" "health" \
         || { podman logs --tail 60 "$NAME"; fail "/health"; }
