@@ -188,7 +188,9 @@ def kill_inputs(tmp: Path, n: int) -> tuple[Path, dict[str, str]]:
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_resume_after_random_kills(tmp_path: Path, seed: int) -> None:
     rng = random.Random(seed)
-    settings = make_settings(tmp_path, sleep=0.01)
+    # 0.1 s an item, two workers: ~1.2 s of work, so a test process descheduled for a few hundred
+    # milliseconds on a busy CI machine still finds the batch running when it means to kill it
+    settings = make_settings(tmp_path, sleep=0.05)
     inp, expected = kill_inputs(tmp_path, 24)
     out = tmp_path / "out.jsonl"
     driver = tmp_path / "driver.py"
