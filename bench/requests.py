@@ -336,6 +336,8 @@ def make_pipeline(args: argparse.Namespace) -> Any:
     pipe = Pipeline.from_settings(Settings.load(**overrides))
     if getattr(args, "step_repair", False):  # (set once, before any request is planned)
         pipe.planner.options = dataclasses.replace(pipe.planner.options, step_repair=True)
+    if getattr(args, "n_demos", None) is not None:  # an ablation: fewer (or more) demos than the product's
+        pipe.planner.n_demos = args.n_demos
     return pipe
 
 
@@ -428,7 +430,7 @@ def run(args: argparse.Namespace, items: list[dict[str, Any]]) -> dict[str, Any]
         "settings": {"store": str(pipe.settings.store), "threads": pipe.settings.threads, "n_ctx": pipe.settings.n_ctx,
                      "max_tasks": pipe.settings.max_tasks, "demo_similarity": pipe.settings.demo_similarity,
                      "plan_tasks": pipe.settings.plan_tasks, "lang": args.lang, "limit": args.limit,
-                     "step_repair": pipe.planner.options.step_repair},
+                     "step_repair": pipe.planner.options.step_repair, "n_demos": pipe.planner.n_demos},
         "data": str(Path(args.data)),
         "split": "sha256(id), low bit of the last byte: 0 tuning, 1 locked",
         "metrics": score(chosen, plans, meta),
@@ -614,6 +616,7 @@ def main(argv: Iterable[str] | None = None) -> int:
     p.add_argument("--threads", type=int, help="LLM threads (default: the settings')")
     p.add_argument("--step-repair", action="store_true",
                    help="the planner's step repair on (PlannerOptions.step_repair; off by default)")
+    p.add_argument("--n-demos", type=int, help="demos shown to the planner (default: the product's, 3)")
     p.add_argument("--name", help="file name stem of the outputs")
     p.add_argument("--resume", action="store_true", help="keep the requests an interrupted run of --name planned")
     p.add_argument("--out-dir", default=str(RESULTS), help="where the outputs go (default: bench/results)")

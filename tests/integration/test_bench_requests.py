@@ -27,10 +27,11 @@ def run_module(*args: str) -> subprocess.CompletedProcess[str]:
 def test_requests_scorer_smoke(tmp_path: Path, real_card: Callable[[str], ModelCard]) -> None:
     real_card("smollm2-135m-instruct")
     proc = run_module("--planner", "smollm2-135m-instruct", "--limit", "2", "--threads", "2",
-                      "--name", "smoke", "--out-dir", str(tmp_path))
+                      "--n-demos", "2", "--name", "smoke", "--out-dir", str(tmp_path))
     assert proc.returncode == 0, proc.stderr[-2000:]
     doc = json.loads((tmp_path / "smoke.json").read_text())
     assert doc["half"] == "tuning" and doc["report"] is False and doc["planner"] == "smollm2-135m-instruct"
+    assert doc["settings"]["n_demos"] == 2
     overall = doc["metrics"]["all"]
     assert overall["requests"] == 2 and overall["median_seconds"] > 0
     assert set(doc["metrics"]["by_shape"]) == {"single", "chain"}  # --limit takes shapes in turn

@@ -12,21 +12,19 @@ from __future__ import annotations
 import json
 import os
 import socket
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import pytest
 
 from bench.engine_server import LlamaServer
+from bench.engine_validity import plan_all
 from bench.varied_requests import REQUESTS
 from localgpt.config import Settings
 from localgpt.llm.engine_schema import for_gbnf, grammar_for
 from localgpt.llm.http import HTTPLLM
 from localgpt.pipeline import Pipeline
-from localgpt.planning.planner import Planner
 from localgpt.planning.schema import plan_schema
 from localgpt.runtime.selector import Selector
 from localgpt.schema import Plan
@@ -87,32 +85,17 @@ def test_the_plan_grammar_parses_in_llama_cpp(server: LlamaServer) -> None:
 
 def test_fifty_requests_through_the_engine_all_decode_to_valid_plans(llm: HTTPLLM) -> None:
     assert len(REQUESTS) == 50
-    planner = Planner(llm)
-    invalid: list[tuple[str, str, str]] = []
-    before = llm.stats.completion_tokens
-    start = time.perf_counter()
-    for i, (request, files) in enumerate(REQUESTS):
-        begin = time.perf_counter()
-        raw = llm.generate(planner.messages(request, files), schema=planner.schema, max_tokens=planner.max_tokens())
-        try:
-            jsonschema.validate(json.loads(raw), planner.schema)
-        except (json.JSONDecodeError, jsonschema.ValidationError) as exc:
-            invalid.append((request, raw, str(exc).splitlines()[0]))
-        verdict = "invalid" if invalid and invalid[-1][0] == request else "valid"
-        print(f"  {i:2d} {time.perf_counter() - begin:5.1f} s {verdict}", flush=True)
-    seconds = time.perf_counter() - start
+    result, invalid = plan_all(llm, list(REQUESTS))
     summary = {"engine": "llama-cpp-python server (python -m llama_cpp.server)", "model": SMOLLM,
                "constraint": "GBNF grammar written from plan_schema (engine_schema.GBNF), the request's 'grammar'",
-               "requests": len(REQUESTS), "valid": len(REQUESTS) - len(invalid),
-               "validity_rate": (len(REQUESTS) - len(invalid)) / len(REQUESTS), "seconds": round(seconds, 1),
-               "seconds_per_request": round(seconds / len(REQUESTS), 2),
-               "completion_tokens": llm.stats.completion_tokens - before, "threads": 2}
+               **result, "threads": 2}
     print("\nplanning through the engine:", json.dumps(summary))
     out = os.environ.get("LOCALGPT_BENCH_OUT")
     if out:
         Path(out).mkdir(parents=True, exist_ok=True)
         (Path(out) / "engine_validity.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    assert not invalid, f"{len(invalid)} replies broke the schema, first: {invalid[0]}"
+    assert result["valid"] == len(REQUESTS) and not invalid, \
+        f"{len(invalid)} replies broke the schema, first: {invalid[0]}"
 
 
 def test_an_answer_streams_from_the_engine(llm: HTTPLLM) -> None:
