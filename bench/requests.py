@@ -141,15 +141,24 @@ def quotes(request: str, files: Sequence[str] = ()) -> list[str]:
 
 # ---------------------------------------------------------------- plans as graphs
 
+def node_type(task: dict[str, Any]) -> str:
+    """The type a task is scored as: its own, except that the two types the LLM answers with
+    (:data:`LLM_ANSWERS`: text-generation and conversational) count as one, text-generation. Both are the
+    controller LLM given the text (experts/llm_text.py), so a joke planned as either is told the same way;
+    the issue's own words allow either ("plans a text-generation or conversational task")."""
+    name = str(task.get("task"))
+    return "text-generation" if name in LLM_ANSWERS else name
+
+
 def types(tasks: Sequence[dict[str, Any]]) -> Counter[str]:
-    """The multiset of task types of a plan."""
-    return Counter(str(t.get("task")) for t in tasks)
+    """The multiset of task types of a plan (as :func:`node_type` counts them)."""
+    return Counter(node_type(t) for t in tasks)
 
 
 def edges(tasks: Sequence[dict[str, Any]]) -> Counter[tuple[str, str]]:
     """The multiset of typed edges of a plan: (type of the dep, type of the task), one per dep."""
-    by_id = {t.get("id"): str(t.get("task")) for t in tasks}
-    return Counter((by_id[d], str(t.get("task"))) for t in tasks for d in t.get("dep", []) if d != -1 and d in by_id)
+    by_id = {t.get("id"): node_type(t) for t in tasks}
+    return Counter((by_id[d], node_type(t)) for t in tasks for d in t.get("dep", []) if d != -1 and d in by_id)
 
 
 def file_args(tasks: Sequence[dict[str, Any]]) -> Counter[tuple[str, str]]:

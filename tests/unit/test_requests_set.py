@@ -243,3 +243,16 @@ def test_runs_are_named_after_the_planner() -> None:
     assert rq.planner_label("qwen2.5-coder-1.5b-instruct") == "qwen2.5-coder-1.5b-instruct"
     assert rq.planner_label("model_store/smollm2-135m-instruct/model.gguf") == "smollm2-135m-instruct"
     assert rq.planner_label("/models/tiny-q4.gguf") == "tiny-q4"
+
+
+def test_text_generation_and_conversational_count_as_one_type_inside_a_plan() -> None:
+    # "tell a joke and draw a cat": the joke is the LLM's text either way (experts/llm_text.py runs both alike)
+    gold = {"id": "t-4", "lang": "en", "shape": "dag", "files": [], "request": "tell a joke and draw a cat",
+            "tasks": [task(0, "text-generation", text="a joke"), task(1, "text-to-image", text="a cat"),
+                      task(2, "text-to-speech", (0,), text="<resource>-0")]}
+    pred = [task(0, "conversational", text="tell a joke"), task(1, "text-to-image", text="a cat"),
+            task(2, "text-to-speech", (0,), text="<resource>-0")]
+    j = rq.judge(gold, pred)
+    assert j.nodes == (3, 0, 0) and j.edges == (1, 0, 0) and j.exact_set and j.exact_graph
+    other = [task(0, "summarization", text="a joke"), *pred[1:]]  # a type that is not the LLM's answer
+    assert rq.judge(gold, other).nodes == (2, 1, 1)
