@@ -18,7 +18,7 @@ from functools import cache
 from localgpt.planning.quotes import outside_quotes
 
 # Languages with a lexicon module (localgpt/planning/lexicon/<code>.py).
-LEXICONS = ("en", "de", "fr", "es", "pt", "zh", "ja", "ar")
+LEXICONS = ("en", "de", "fr", "es", "pt", "zh", "ja", "ar", "ru", "ko", "hi")
 _FILE = re.compile(r"[\w./\\~-]+\.[A-Za-z0-9]{2,5}\b")
 _WORD = re.compile(r"[^\W\d_]+")
 
@@ -36,7 +36,11 @@ class Lexicon:
     - ``original``: words by which a request speaks of the user's own file, not of what was made of it;
     - ``picture``: words naming an image or a scanned document;
     - ``makers`` and ``media``: verbs of making, and for each media kind (``image``, ``video``,
-      ``audio``) the nouns naming it: a maker a few words before such a noun asks for one to be made.
+      ``audio``) the nouns naming it: a maker a few words before such a noun asks for one to be made
+      (after it, in a language whose verb comes last: ``verb_last``, as in Japanese, Korean and Hindi).
+
+    Texts and entries are compared in Unicode NFC, so a letter written precomposed or with a combining
+    mark (Devanagari's nukta: "ज़" either way) matches itself.
     """
 
     code: str
@@ -48,21 +52,25 @@ class Lexicon:
     picture: tuple[str, ...] = ()
     makers: tuple[str, ...] = ()
     media: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    verb_last: bool = False
 
     @property
     def spaced(self) -> bool:
-        """Whether the language separates its words with spaces (and matching goes by words)."""
-        return self.code not in ("zh", "ja", "ar")
+        """Whether matching goes by whole words: not in a language that does not space its words (Chinese,
+        Japanese) nor in one that joins particles or clitics to them (Arabic, Korean, Hindi's postpositions
+        and inflected verbs), where an entry matches anywhere."""
+        return self.code not in ("zh", "ja", "ar", "ko", "hi")
 
     def found(self, text: str, entries: Iterable[str], *, prefix: bool = False) -> list[str]:
         """The entries that occur in ``text`` (each once, in the order given); with ``prefix``, every
         entry matches as the start of a word."""
-        text = text.casefold()
+        text = _fold(text)
         return [e for e in dict.fromkeys(entries) if _matcher(e, self.spaced, prefix).search(text)]
 
     def chain_words(self, text: str) -> int:
         """How many times words that chain actions occur in ``text``."""
-        return sum(len(_matcher(e, self.spaced, False).findall(text.casefold())) for e in dict.fromkeys(self.chain))
+        text = _fold(text)
+        return sum(len(_matcher(e, self.spaced, False).findall(text)) for e in dict.fromkeys(self.chain))
 
     def evidence(self, text: str) -> set[str]:
         """The task types ``text`` holds a word for."""
@@ -71,26 +79,36 @@ class Lexicon:
     def made(self, text: str) -> set[str]:
         """The media kinds ``text`` asks to be made: a verb of making followed, within three words (eight
         characters where words are not spaced), by a noun of that kind ("generate a new image",
-        "画一张图片", "erstelle ein Bild")."""
-        text = text.casefold()
+        "画一张图片", "erstelle ein Bild"); in a ``verb_last`` language also such a noun followed by the
+        verb ("猫の画像を作って", "고양이 그림도 그려 줘", "हाथी की तस्वीर बनाओ")."""
+        text = _fold(text)
         if not self.makers:
             return set()
-        verbs = "|".join(re.escape(m.rstrip("*").casefold()) for m in self.makers)
+        verbs = "|".join(re.escape(_fold(m.rstrip("*"))) for m in self.makers)
         kinds = set()
         for kind, nouns in self.media.items():
-            names = "|".join(re.escape(n.casefold()) for n in nouns)
+            names = "|".join(re.escape(_fold(n)) for n in nouns)
             if self.spaced:
-                pattern = rf"(?<![^\W_])(?:{verbs})[^\W_]*\s+(?:[^\s]+\s+){{0,3}}?(?:{names})"
+                patterns = [rf"(?<![^\W_])(?:{verbs})[^\W_]*\s+(?:[^\s]+\s+){{0,3}}?(?:{names})"]
+                if self.verb_last:
+                    patterns.append(rf"(?:{names})[^\s]*\s+(?:[^\s]+\s+){{0,3}}?(?:{verbs})")
             else:
-                pattern = rf"(?:{verbs}).{{0,8}}?(?:{names})"
-            if re.search(pattern, text):
+                patterns = [rf"(?:{verbs}).{{0,8}}?(?:{names})"]
+                if self.verb_last:
+                    patterns.append(rf"(?:{names}).{{0,8}}?(?:{verbs})")
+            if any(re.search(p, text) for p in patterns):
                 kinds.add(kind)
         return kinds
 
 
+def _fold(text: str) -> str:
+    """``text`` as lexicons compare it: case-folded, in Unicode NFC."""
+    return unicodedata.normalize("NFC", text.casefold())
+
+
 @cache
 def _matcher(entry: str, spaced: bool, prefix: bool) -> re.Pattern[str]:
-    word = entry.rstrip("*").casefold()
+    word = _fold(entry.rstrip("*"))
     if not spaced:
         return re.compile(re.escape(word))
     end = "" if prefix or entry.endswith("*") else r"(?![^\W_])"

@@ -74,7 +74,7 @@ def test_every_lexicon_loads_with_the_same_interface() -> None:
     for code in LEXICONS:
         words = lexicon(code)
         assert words.code == code and words.chain and words.actions and words.tasks and words.common
-    assert lexicon("ko") is NONE and not NONE.evidence("무엇이든") and NONE.chain_words("그리고 그리고") == 0
+    assert lexicon("th") is NONE and not NONE.evidence("อะไรก็ได้") and NONE.chain_words("แล้ว แล้ว") == 0
 
 
 def test_a_lexicon_matches_whole_words_stems_and_unspaced_scripts() -> None:
@@ -88,6 +88,31 @@ def test_a_lexicon_matches_whole_words_stems_and_unspaced_scripts() -> None:
     assert lexicon("de").made("Erstelle ein Bild von einem Hund") == {"image"}
     assert lexicon("en").made("make the audio clearer") == set()  # a change, not a new recording
     assert lexicon("zh").made("生成一张猫的图片") == {"image"}
+
+
+@pytest.mark.parametrize(("request_text", "kinds"), [
+    ("冗談を一つ言って、それから猫の画像を作って", {"image"}),  # the verb after its noun
+    ("この画像を描写して", set()),  # 描写 describes, it draws nothing
+    ("농담 하나 해 주고 고양이 그림도 그려 줘", {"image"}),
+    ("사진 cafe.jpg 설명해 줘", set()),
+    ("एक चुटकुला सुनाओ और एक हाथी की तस्वीर बनाओ", {"image"}),
+    ("इस तस्वीर का वर्णन करो", set()),
+    ("Расскажи анекдот и сделай видео, как кот играет на пианино", {"video"}),
+    ("Опиши картинку dacha.jpg", set()),
+])
+def test_made_reads_the_verb_after_its_noun_where_the_verb_comes_last(request_text: str, kinds: set[str]) -> None:
+    assert lexicon(detect(request_text)).made(request_text) == kinds
+
+
+def test_korean_and_hindi_match_inside_words_and_any_form_of_a_letter() -> None:
+    ko, hi = lexicon("ko"), lexicon("hi")
+    assert not ko.spaced and not hi.spaced
+    assert "text-to-speech" in ko.evidence("“오늘 회의는 취소되었습니다”를 읽어 줘")  # 읽어 inside the words
+    assert "document-question-answering" in ko.evidence("영수증.jpg의 합계가 얼마야?")
+    decomposed, precomposed = "ज़ोर से पढ़ो", "\u095bोर से पढ़ो"  # the nukta as a mark, and as one letter
+    assert decomposed != precomposed
+    assert "text-to-speech" in hi.evidence(decomposed) and "text-to-speech" in hi.evidence(precomposed)
+    assert "document-question-answering" not in hi.evidence("बिल्ली की फोटो का वर्णन करो")  # a cat, not a bill
 
 
 def test_a_lexicon_runs_only_for_its_language() -> None:
@@ -104,12 +129,16 @@ def test_a_lexicon_runs_only_for_its_language() -> None:
     "把 a.wav 转成文字，然后总结一下，最后读出来",
     "a.wav を文字起こしして、それから要約して、最後に読み上げて",
     "فرغ a.wav ثم لخصه ثم اقرأه",
+    "Расшифруй a.wav, потом кратко перескажи и затем прочитай вслух",
+    "a.wav를 받아쓰고 그 다음 요약하고 마지막으로 읽어 줘",
+    "a.wav को लिखित में बदलो, फिर सारांश बनाओ और अंत में ज़ोर से पढ़ो",
 ])
 def test_the_step_floor_reads_chains_in_every_lexicon(request_text: str) -> None:
     assert min_steps(request_text) == 2
 
 
 def test_an_absent_word_never_raises_the_floor() -> None:
-    assert min_steps("a.wav 전사하고 요약하고 읽어 줘") == 1  # Korean: no lexicon, no evidence
+    assert min_steps("ถอดเสียง a.wav แล้วสรุป แล้วอ่านออกเสียง") == 1  # Thai: no lexicon, no evidence
+    assert min_steps("Переведи «потом, затем и наконец» на английский") == 1  # quoted words are data
     assert min_steps("Say 'then and then and then' aloud") == 1  # quoted words are data
     assert min_steps("Transcribe a.wav") == 1

@@ -19,6 +19,7 @@ LEXICON = Lexicon(
     },
     original=("元の", "オリジナル", "元画像"),
     picture=("画像", "写真", "絵", "書類", "文書", "請求書", "領収書", "レシート", "スキャン"),
-    makers=("作", "生成", "描"),
+    makers=("作", "生成", "描い", "描く", "描け"),  # not 描 alone: 描写 is a description
     media={"image": ("画像", "絵", "イラスト"), "video": ("動画", "ビデオ"), "audio": ("音声",)},
+    verb_last=True,
 )
