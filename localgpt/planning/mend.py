@@ -49,6 +49,7 @@ class _Mender:
         self.known = {s.name: s for s in specs}
         self.out: list[dict[str, Any]] = []
         self.id_map: dict[int, int] = {}
+        self.dropped: set[int] = set()  # ids of the raw plan's tasks that could not be kept
         self.user_files = user_files(request, files)
         self.allowed = set(self.user_files) | {n.replace("\\", "/").rsplit("/", 1)[-1] for n in self.user_files}
         self.user_text = _user_text(request, self.user_files)
@@ -210,10 +211,15 @@ class _Mender:
                 if inp.kind is not Kind.TEXT:
                     new = self.latest(inp.kind, files_first=bool(value)) or self.make(inp.kind)
                 elif not value or references(value):
-                    new = self.latest(Kind.TEXT) or self.user_text
+                    new = self.latest(Kind.TEXT)
+                    if new is None and not (references(value) and set(references(value)) <= self.dropped):
+                        # the user's text, unless it was to work on what a dropped task would have made
+                        # (and there is no text at all to take instead): then it goes too
+                        new = self.user_text
             if new is None:
                 if inp.required:
                     del self.out[mark:]  # converters added for a task that is dropped go too
+                    self.dropped.add(old_id)
                     return
                 continue
             fixed[inp.name] = new
@@ -238,7 +244,9 @@ def salvage_plan(raw: Any, request: str = "", files: Sequence[str] = (), max_tas
     from the latest text output, else the user's text; a question-answering task
     given an image, or with nothing to read but an image, becomes visual (or document) question
     answering; a task
-    whose required input cannot be found is dropped, with the converters made for it. The steps of
+    whose required input cannot be found is dropped, with the converters made for it, and so is a task
+    whose text was to be a dropped task's output when there is no earlier text output to take instead
+    (reading the request itself aloud would answer nothing). The steps of
     a ``{"steps", "tasks"}`` reply are kept. Raises :class:`PlanError` when nothing valid remains.
 
     Example::

@@ -163,6 +163,23 @@ def test_tasks_that_cannot_be_mended_are_dropped_with_their_converters() -> None
                            (1, "text-to-speech", {"text": "<resource>-0"}, [0])]
 
 
+def test_a_task_on_a_dropped_tasks_output_goes_too_when_there_is_no_text_to_take() -> None:
+    # "describe the picture and read it aloud" with no picture: reading the request itself aloud would
+    # answer nothing; the plan fails, and the planner's error asks for the file
+    raw = [t(0, "image-to-text", {"image": "picture.jpg"}), t(1, "text-to-speech", {"text": "<resource>-0"}, [0])]
+    with pytest.raises(PlanError, match="no task"):
+        salvage_plan(raw, "Describe the picture and read the description aloud")
+    llm = FakeLLM([json.dumps(raw), json.dumps(raw)])
+    attempt = Planner(llm, n_demos=0).attempt("Опиши картинку и прочитай описание вслух")
+    assert attempt.plan is None and "did not give" in str(attempt.error) and len(llm.calls) == 2
+    # with an earlier text output it takes that, as before; a reference to no task at all takes the user's text
+    kept = salvage_plan([t(0, "summarization", {"text": "a long text"}), *raw], "summarize, describe, read aloud")
+    assert [x.task for x in kept.tasks] == ["summarization", "text-to-speech"]
+    assert kept.tasks[1].args == {"text": "<resource>-0"}
+    lost = salvage_plan([t(0, "text-to-speech", {"text": "<resource>-7"})], "Read 'good night, moon.' aloud")
+    assert lost.tasks[0].args == {"text": "good night, moon."}
+
+
 def test_embedded_references_are_renumbered_or_removed() -> None:
     plan = salvage_plan([t(3, "summarization", {"text": "a text"}),
                          t(5, "translation", {"text": "<resource>-3 and <resource>-9", "target_language": "French"})])
