@@ -345,6 +345,8 @@ def make_pipeline(args: argparse.Namespace) -> Any:
     pipe = Pipeline.from_settings(Settings.load(**overrides))
     if getattr(args, "step_repair", False):  # (set once, before any request is planned)
         pipe.planner.options = dataclasses.replace(pipe.planner.options, step_repair=True)
+    if getattr(args, "rewrite", False):  # plan an English rewrite of each non-English request
+        pipe.planner.options = dataclasses.replace(pipe.planner.options, rewrite=True)
     if getattr(args, "n_demos", None) is not None:  # an ablation: fewer (or more) demos than the product's
         pipe.planner.n_demos = args.n_demos
     return pipe
@@ -439,7 +441,8 @@ def run(args: argparse.Namespace, items: list[dict[str, Any]]) -> dict[str, Any]
         "settings": {"store": str(pipe.settings.store), "threads": pipe.settings.threads, "n_ctx": pipe.settings.n_ctx,
                      "max_tasks": pipe.settings.max_tasks, "demo_similarity": pipe.settings.demo_similarity,
                      "plan_tasks": pipe.settings.plan_tasks, "lang": args.lang, "limit": args.limit,
-                     "step_repair": pipe.planner.options.step_repair, "n_demos": pipe.planner.n_demos},
+                     "step_repair": pipe.planner.options.step_repair, "n_demos": pipe.planner.n_demos,
+                     "rewrite": pipe.planner.options.rewrite},
         "data": str(Path(args.data)),
         "split": "sha256(id), low bit of the last byte: 0 tuning, 1 locked",
         "metrics": score(chosen, plans, meta),
@@ -470,6 +473,15 @@ def _locked_in(doc: dict[str, Any], ids: Iterable[str]) -> bool:
     return doc.get("half") in ("locked", "all") or any(half_of(i) == "locked" for i in ids)
 
 
+def is_rewrite_reply(raw: str) -> bool:
+    """Whether a stored reply is a rewrite of the request (``{"english": ...}``, ``--rewrite``), not a plan."""
+    try:
+        decoded = json.loads(raw)
+    except json.JSONDecodeError:
+        return False
+    return isinstance(decoded, dict) and set(decoded) == {"english"}
+
+
 def rescore(name: str, items: Sequence[dict[str, Any]], out_dir: Path, report: bool = False) -> dict[str, Any]:
     """Replay run ``name``'s stored replies through today's validation, mending and tidying (the
     planner's :func:`accept_reply`, as ``taskbench --rescore`` does: the first reply, else the repair
@@ -483,7 +495,8 @@ def rescore(name: str, items: Sequence[dict[str, Any]], out_dir: Path, report: b
     changed = []
     for rid, info in meta.items():
         item = by_id[rid]
-        accepted = taskbench.accept_stored(info.get("raw", []), item["request"], item["files"], registry.TASKS)
+        raws = [r for r in info.get("raw", []) if not is_rewrite_reply(r)]  # --rewrite's English, not a plan
+        accepted = taskbench.accept_stored(raws, item["request"], item["files"], registry.TASKS)
         tasks = [t.model_dump() for t in accepted[0].tasks] if accepted else None
         if tasks != plans[rid]:
             changed.append(rid)
@@ -625,6 +638,8 @@ def main(argv: Iterable[str] | None = None) -> int:
     p.add_argument("--threads", type=int, help="LLM threads (default: the settings')")
     p.add_argument("--step-repair", action="store_true",
                    help="the planner's step repair on (PlannerOptions.step_repair; off by default)")
+    p.add_argument("--rewrite", action="store_true",
+                   help="rewrite each non-English request in English before planning it (PlannerOptions.rewrite)")
     p.add_argument("--n-demos", type=int, help="demos shown to the planner (default: the product's, 3)")
     p.add_argument("--name", help="file name stem of the outputs")
     p.add_argument("--resume", action="store_true", help="keep the requests an interrupted run of --name planned")

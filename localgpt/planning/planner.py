@@ -17,14 +17,22 @@ from localgpt.planning.demos import DEMOS, Demo
 from localgpt.planning.language import detect, lexicon
 from localgpt.planning.mend import salvage_plan
 from localgpt.planning.passes import PASSES, Pass, apply_passes
-from localgpt.planning.quotes import outside_quotes
+from localgpt.planning.quotes import outside_quotes, quoted_passages
 from localgpt.planning.retrieval import Similarity, word_overlap
 from localgpt.planning.schema import STEP_MAX, plan_schema, steps_kept_schema
-from localgpt.planning.validate import validate_plan
+from localgpt.planning.validate import named_files, validate_plan
 from localgpt.schema import Plan
 from localgpt.tasks import TaskSpec
 
 DEMO_POOL = 30  # demos most similar to a request among which the diverse ones are chosen
+REWRITE_MAX = 600  # longest English rewrite of a request (PlannerOptions.rewrite), in characters
+REWRITE_SCHEMA: dict[str, Any] = {
+    "type": "object", "properties": {"english": {"type": "string", "minLength": 1, "maxLength": REWRITE_MAX}},
+    "required": ["english"], "additionalProperties": False}
+REWRITE_PROMPT = (
+    "Rewrite the user's request in English, as plain sentences that say every action it asks for, in order. "
+    "Copy every file name and every quoted passage exactly as written, in its own language and inside its "
+    "quotation marks. Add nothing the request does not say. Reply as JSON: {\"english\": \"...\"}.")
 SAMPLE_SEED = 1000  # seed of the first self-consistency sample (the next ones count up)
 
 
@@ -65,6 +73,10 @@ class PlannerOptions:
     - ``step_repair``: when decomposing under the constraint, a plan with fewer tasks than the steps the
       LLM wrote gets one focused repair (:meth:`Planner.repair_steps`). Off until measured to help
       (docs/planning.md).
+    - ``rewrite``: a request not in English is first rewritten in English by the LLM (one constrained
+      call, file names and quoted passages kept as written: :meth:`Planner.rewrite`) and planned from
+      that; validation, mending and the passes still read the user's own request. Off: measured
+      against planning in the request's own language in docs/planning.md.
     """
 
     repair: bool = True
@@ -79,6 +91,7 @@ class PlannerOptions:
     fixed_demos: bool = False
     passes: tuple[tuple[str, Pass], ...] = PASSES
     step_repair: bool = False
+    rewrite: bool = False
 
 
 @dataclass(frozen=True)
@@ -280,9 +293,10 @@ class Planner:
                                failure, sum(r.prompt_tokens for r in replies),
                                sum(r.completion_tokens for r in replies), *repaired)
 
-        msgs = first = self.messages(request, files, history)
+        text = self.rewrite(request, replies) if self.options.rewrite else request  # what the LLM plans
+        msgs = first = self.messages(text, files, history)
         error: PlanError | None = None
-        schema = self.schema_for(request)
+        schema = self.schema_for(text)
         for _ in range(2 if self.options.repair else 1):
             raw = self._ask(replies, msgs, schema)
             try:
@@ -302,6 +316,26 @@ class Planner:
         assert error is not None
         return done(None, failure=PlanError(f"could not make a valid plan: {error.message}",
                                             "rephrase the request, or name the files it uses", raw=error.raw))
+
+    def rewrite(self, request: str, replies: list[Completion]) -> str:
+        """``request`` rewritten in English by the LLM for planning (``rewrite``), or ``request`` itself when
+        it is in English already, when the reply is not the JSON asked for, or when the rewrite lost a file
+        name or a quoted passage of the request (they must come through verbatim). The reply is appended to
+        ``replies``."""
+        if detect(request) == "en":
+            return request
+        msgs: list[Message] = [{"role": "system", "content": REWRITE_PROMPT},
+                               {"role": "user", "content": request}]
+        reply = complete(self.llm, msgs, schema=REWRITE_SCHEMA, max_tokens=REWRITE_MAX // 2)
+        replies.append(reply)
+        try:
+            english = json.loads(reply.text)["english"]
+        except (json.JSONDecodeError, KeyError, TypeError):
+            return request
+        if not isinstance(english, str) or not english.strip():
+            return request
+        kept = [*named_files(request), *(q.text for q in quoted_passages(request, bounded=True))]
+        return english.strip() if all(k in english for k in kept) else request
 
     def repair_steps(self, accepted: Accepted, msgs: list[Message], schema: dict[str, Any] | None, request: str,
                      files: Sequence[str], replies: list[Completion]) -> Accepted:

@@ -643,3 +643,34 @@ def test_a_step_repair_that_is_invalid_or_covers_no_more_keeps_the_original(bad:
     assert len(llm.calls) == 2 and attempt.step_repair and not attempt.step_repair_kept
     assert attempt.plan is not None and [x.task for x in attempt.plan.tasks] == ["translation", "summarization"]
     assert attempt.raws == (_reply(THREE_STEPS, TWO_TASKS), bad) and not attempt.salvaged
+
+
+def test_the_rewrite_option_plans_an_english_rewrite_and_keeps_the_users_quotes_and_files() -> None:
+    from localgpt.planning.planner import REWRITE_PROMPT, REWRITE_SCHEMA
+
+    request = "Beschreibe foto.jpg und übersetze „Guten Morgen“ ins Englische"
+    english = 'Describe foto.jpg. Then translate "Guten Morgen" into English.'
+    plan = {"steps": ["Step 1: Describe foto.jpg.", "Step 2: Translate the words."],
+            "tasks": [{"id": 0, "task": "image-to-text", "dep": [-1], "args": {"image": "foto.jpg"}},
+                      {"id": 1, "task": "translation", "dep": [-1],
+                       "args": {"text": "Guten Morgen", "target_language": "English"}}]}
+    llm = FakeLLM([json.dumps({"english": english}), json.dumps(plan)])
+    attempt = Planner(llm, n_demos=0, options=PlannerOptions(rewrite=True)).attempt(request, ["foto.jpg"])
+    assert attempt.plan is not None and [t.task for t in attempt.plan.tasks] == ["image-to-text", "translation"]
+    rewrite, planned = llm.calls
+    assert rewrite.messages[0]["content"] == REWRITE_PROMPT and rewrite.schema == REWRITE_SCHEMA
+    assert rewrite.messages[-1]["content"] == request
+    assert english in planned.messages[-1]["content"] and request not in planned.messages[-1]["content"]
+    assert len(attempt.raws) == 2  # both replies are kept, and their tokens summed
+    # a rewrite that loses a quoted passage or a file is not used: the request is planned as written
+    for lost in ("Describe the photo. Then translate the greeting.", "not json"):
+        llm = FakeLLM([json.dumps({"english": lost}) if lost != "not json" else lost, json.dumps(plan)])
+        Planner(llm, n_demos=0, options=PlannerOptions(rewrite=True)).attempt(request, ["foto.jpg"])
+        assert request in llm.calls[1].messages[-1]["content"]
+    # an English request is planned at once, and without the option nothing is rewritten
+    llm = FakeLLM([json.dumps(plan)])
+    Planner(llm, n_demos=0, options=PlannerOptions(rewrite=True)).attempt(english, ["foto.jpg"])
+    assert len(llm.calls) == 1
+    llm = FakeLLM([json.dumps(plan)])
+    Planner(llm, n_demos=0).attempt(request, ["foto.jpg"])
+    assert len(llm.calls) == 1

@@ -223,7 +223,8 @@ def test_rescore_replays_stored_replies_without_a_model(tmp_path: Path) -> None:
     reply = json.dumps({"steps": [f"Step {n + 1}" for n in range(len(item["tasks"]))], "tasks": item["tasks"]},
                        ensure_ascii=False)
     (tmp_path / "r.predictions.jsonl").write_text(json.dumps({"id": item["id"], "tasks": None}) + "\n")
-    (tmp_path / "r.meta.jsonl").write_text(json.dumps({"id": item["id"], "raw": ["not json", reply],
+    rewrite = json.dumps({"english": "the request in English"})  # --rewrite's first reply: skipped, not a plan
+    (tmp_path / "r.meta.jsonl").write_text(json.dumps({"id": item["id"], "raw": [rewrite, "not json", reply],
                                                        "valid": False, "seconds": 3.0}) + "\n")
     assert rq.main(["--rescore", "r", "--out-dir", str(tmp_path)]) == 0
     doc = json.loads((tmp_path / "r-rescored.json").read_text())
