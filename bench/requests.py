@@ -39,6 +39,8 @@ from typing import Any
 from bench import taskbench
 from localgpt import tasks as registry
 from localgpt.errors import LocalGPTError, PlanError
+from localgpt.planning.language import detect
+from localgpt.planning.planner import REWRITE_MAX
 from localgpt.planning.references import is_pure_reference
 from localgpt.tasks import Kind
 
@@ -495,7 +497,11 @@ def rescore(name: str, items: Sequence[dict[str, Any]], out_dir: Path, report: b
     changed = []
     for rid, info in meta.items():
         item = by_id[rid]
-        raws = [r for r in info.get("raw", []) if not is_rewrite_reply(r)]  # --rewrite's English, not a plan
+        raws = list(info.get("raw", []))
+        if raws and doc.get("settings", {}).get("rewrite") and detect(item["request"]) != "en" \
+                and len(item["request"]) <= REWRITE_MAX:
+            raws = raws[1:]  # the rewrite's reply (even one cut short), not a plan
+        raws = [r for r in raws if not is_rewrite_reply(r)]
         accepted = taskbench.accept_stored(raws, item["request"], item["files"], registry.TASKS)
         tasks = [t.model_dump() for t in accepted[0].tasks] if accepted else None
         if tasks != plans[rid]:

@@ -19,7 +19,7 @@ from localgpt.planning.quotes import outside_quotes
 
 # Languages with a lexicon module (localgpt/planning/lexicon/<code>.py).
 LEXICONS = ("en", "de", "fr", "es", "pt", "zh", "ja", "ar", "ru", "ko", "hi")
-_FILE = re.compile(r"[\w./\\~-]+\.[A-Za-z0-9]{2,5}\b")
+_FILE = re.compile(r"[\w./\\~-]+\.[A-Za-z0-9]{2,5}(?![A-Za-z0-9_])")  # as validate._FILE_WORD
 _WORD = re.compile(r"[^\W\d_]+")
 
 

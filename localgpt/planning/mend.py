@@ -9,7 +9,7 @@ from typing import Any
 from localgpt import tasks as registry
 from localgpt.config import MAX_TASKS_LIMIT
 from localgpt.errors import PlanError
-from localgpt.planning.passes import image_question_type, make_context
+from localgpt.planning.passes import ANNOTATES, image_question_type, make_context
 from localgpt.planning.quotes import quoted_passages
 from localgpt.planning.references import REFERENCE, is_pure_reference, references
 from localgpt.planning.schema import TEXT_MAX
@@ -80,7 +80,9 @@ class _Mender:
         if files_first and fresh is not None:
             return fresh
         for new_id in range(len(self.out) - 1, -1, -1):
-            if kind in self.produces(new_id):
+            # for a file nobody gave, an output that only draws on the user's file (object detection's
+            # boxes) is no picture to work on: the user's file comes before it
+            if kind in self.produces(new_id) and not (files_first and mine and self.out[new_id]["task"] in ANNOTATES):
                 return f"<resource>-{new_id}"
         return fresh or next(iter(mine), None)
 
@@ -99,6 +101,9 @@ class _Mender:
             # kind, is what it meant; a converter only when there is neither
             return self.latest(kind) or self.convert(f"<resource>-{new}", have[0], kind)
         found = kind_by_name(value)
+        glued = next((f for f in self.user_files if value != f and value.endswith(f)), None)
+        if found is not None and glued is not None and value not in self.allowed:
+            value = glued  # a user's file with words of the request glued before it ("分析一下客厅.png")
         base = value.replace("\\", "/").rsplit("/", 1)[-1]
         given = found is not None and (value in self.allowed or base in self.allowed)
         if kind is Kind.TEXT:
@@ -214,7 +219,7 @@ class _Mender:
                     new = self.latest(Kind.TEXT)
                     if new is None and not (references(value) and set(references(value)) <= self.dropped):
                         # the user's text, unless it was to work on what a dropped task would have made
-                        # (and there is no text at all to take instead): then it goes too
+                        # (and there is no earlier text output nor user's text file to take): then it goes too
                         new = self.user_text
             if new is None:
                 if inp.required:

@@ -176,7 +176,7 @@ def merge_duplicates(tasks: Tasks, ctx: Context) -> Tasks:
     return out
 
 
-_ANNOTATES = ("object-detection",)  # its image is the input with boxes drawn on it, not a picture to work on
+ANNOTATES = ("object-detection",)  # its image is the input with boxes drawn on it, not a picture to work on
 
 
 def follow_transforms(tasks: Tasks, ctx: Context) -> Tasks:
@@ -198,7 +198,7 @@ def follow_transforms(tasks: Tasks, ctx: Context) -> Tasks:
                     or kind_by_name(value) is not inp.kind or _speaks_of_original(ctx, step)):
                 continue
             source = next((t for t in reversed(tasks[:pos]) if inp.kind in _spec(t["task"]).produces), None)
-            if (source is not None and source["task"] not in (task["task"], *_ANNOTATES)
+            if (source is not None and source["task"] not in (task["task"], *ANNOTATES)
                     and value in made_from[source["id"]]):
                 task["args"][inp.name] = f"<resource>-{source['id']}"
         origins: set[str] = set()

@@ -318,11 +318,11 @@ class Planner:
                                             "rephrase the request, or name the files it uses", raw=error.raw))
 
     def rewrite(self, request: str, replies: list[Completion]) -> str:
-        """``request`` rewritten in English by the LLM for planning (``rewrite``), or ``request`` itself when
-        it is in English already, when the reply is not the JSON asked for, or when the rewrite lost a file
-        name or a quoted passage of the request (they must come through verbatim). The reply is appended to
-        ``replies``."""
-        if detect(request) == "en":
+        """``request`` rewritten in English by the LLM for planning (``rewrite``), or ``request`` itself: when
+        it is in English already or longer than :data:`REWRITE_MAX` (no call then), when the reply is not the
+        JSON asked for, or when the rewrite lost a file name or a quoted passage of the request (they must
+        come through verbatim). The reply is appended to ``replies``."""
+        if detect(request) == "en" or len(request) > REWRITE_MAX:  # a longer one could only come back cut
             return request
         msgs: list[Message] = [{"role": "system", "content": REWRITE_PROMPT},
                                {"role": "user", "content": request}]
@@ -334,7 +334,7 @@ class Planner:
             return request
         if not isinstance(english, str) or not english.strip():
             return request
-        kept = [*named_files(request), *(q.text for q in quoted_passages(request, bounded=True))]
+        kept = [*named_files(request), *(q.text.strip() for q in quoted_passages(request, bounded=True))]
         return english.strip() if all(k in english for k in kept) else request
 
     def repair_steps(self, accepted: Accepted, msgs: list[Message], schema: dict[str, Any] | None, request: str,

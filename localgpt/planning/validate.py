@@ -15,7 +15,9 @@ from localgpt.planning.references import is_pure_reference, references
 from localgpt.schema import Plan, Task
 from localgpt.tasks import Kind, kind_by_name
 
-_FILE_WORD = re.compile(r"[\w./\\~-]+\.[A-Za-z0-9]{2,5}\b")
+# A file name ends where its extension does, also before a letter of a script that writes particles onto
+# words ("a.wav를", "a.wavを"), where \b would find no end
+_FILE_WORD = re.compile(r"[\w./\\~-]+\.[A-Za-z0-9]{2,5}(?![A-Za-z0-9_])")
 
 
 def named_files(text: str) -> list[str]:
@@ -24,8 +26,12 @@ def named_files(text: str) -> list[str]:
 
 
 def user_files(request: str, files: Sequence[str]) -> list[str]:
-    """The files a plan may take: those the user gave, then those the request names, each once."""
-    return list(dict.fromkeys([*map(str, files), *named_files(request)]))
+    """The files a plan may take: those the user gave, then those the request names, each once. A name
+    the request writes with words of an unspaced script glued before it ("保留杯子.png的轮廓") is the given
+    file it ends with ("杯子.png"), not another file."""
+    given = [str(f) for f in files]
+    named = [n for n in named_files(request) if not any(n != f and n.endswith(f) for f in given)]
+    return list(dict.fromkeys([*given, *named]))
 
 
 def validate_plan(raw: Any, request: str = "", files: Sequence[str] = (), max_tasks: int = MAX_TASKS_LIMIT) -> Plan:

@@ -97,8 +97,17 @@ def test_a_lexicon_matches_whole_words_stems_and_unspaced_scripts() -> None:
     ("사진 cafe.jpg 설명해 줘", set()),
     ("एक चुटकुला सुनाओ और एक हाथी की तस्वीर बनाओ", {"image"}),
     ("इस तस्वीर का वर्णन करो", set()),
-    ("Расскажи анекдот и сделай видео, как кот играет на пианино", {"video"}),
+    ("Расскажи анекдот и создай видео, как кот играет на пианино", {"video"}),
     ("Опиши картинку dacha.jpg", set()),
+    # words that look like makers and are not: 그리고 ("and"), 作者 ("author"), 動作 ("movement"),
+    # "хочу"/"нужно" ("I want"/"I need": Russian has no article to tell a thing from an act)
+    ("이 사진을 설명하고 그리고 번역해 줘", set()),
+    ("この画像の作者は誰", set()),
+    ("この動画の人物の動作を分類して", set()),
+    ("Мне нужно описание картинки", set()),
+    ("Хочу узнать, что на фото", set()),
+    ("Сделай описание фото", set()),
+    ("猫の絵を描き、説明して", {"image"}),
 ])
 def test_made_reads_the_verb_after_its_noun_where_the_verb_comes_last(request_text: str, kinds: set[str]) -> None:
     assert lexicon(detect(request_text)).made(request_text) == kinds
@@ -113,6 +122,7 @@ def test_korean_and_hindi_match_inside_words_and_any_form_of_a_letter() -> None:
     assert decomposed != precomposed
     assert "text-to-speech" in hi.evidence(decomposed) and "text-to-speech" in hi.evidence(precomposed)
     assert "document-question-answering" not in hi.evidence("बिल्ली की फोटो का वर्णन करो")  # a cat, not a bill
+    assert "image-to-text" not in lexicon("ru").evidence("Переведи текст на английский")  # "на": into English
 
 
 def test_a_lexicon_runs_only_for_its_language() -> None:
@@ -142,3 +152,12 @@ def test_an_absent_word_never_raises_the_floor() -> None:
     assert min_steps("Переведи «потом, затем и наконец» на английский") == 1  # quoted words are data
     assert min_steps("Say 'then and then and then' aloud") == 1  # quoted words are data
     assert min_steps("Transcribe a.wav") == 1
+
+
+def test_a_file_name_ends_where_its_extension_does_before_a_particle() -> None:
+    from localgpt.planning.validate import named_files
+
+    assert named_files("img1.jpg랑 img2.jpg에 뭐가 있는지 설명해 줘") == ["img1.jpg", "img2.jpg"]
+    assert named_files("会議 kaigi.wavを文字起こしして") == ["kaigi.wav"]
+    assert named_files("see photo.jpg, then report_v2.txt_old") == ["photo.jpg"]  # an underscore goes on the name
+    assert detect("img1.jpg랑 img2.jpg에 뭐가 있는지 설명해 줘") == "ko"

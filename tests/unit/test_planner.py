@@ -667,6 +667,16 @@ def test_the_rewrite_option_plans_an_english_rewrite_and_keeps_the_users_quotes_
         llm = FakeLLM([json.dumps({"english": lost}) if lost != "not json" else lost, json.dumps(plan)])
         Planner(llm, n_demos=0, options=PlannerOptions(rewrite=True)).attempt(request, ["foto.jpg"])
         assert request in llm.calls[1].messages[-1]["content"]
+    # a quoted passage is checked without the spaces inside its marks; a request too long to come back
+    # whole is planned as written, without asking
+    french = "Décris photo.jpg et lis « bonjour à tous » à voix haute"
+    llm = FakeLLM([json.dumps({"english": 'Describe photo.jpg and read "bonjour à tous" aloud.'}), json.dumps(plan)])
+    Planner(llm, n_demos=0, options=PlannerOptions(rewrite=True)).attempt(french, ["photo.jpg"])
+    assert "bonjour à tous" in llm.calls[1].messages[-1]["content"] and french not in llm.calls[1].messages[-1][
+        "content"]
+    llm = FakeLLM([json.dumps(plan)])
+    Planner(llm, n_demos=0, options=PlannerOptions(rewrite=True)).attempt(request + " bitte" * 120, ["foto.jpg"])
+    assert len(llm.calls) == 1
     # an English request is planned at once, and without the option nothing is rewritten
     llm = FakeLLM([json.dumps(plan)])
     Planner(llm, n_demos=0, options=PlannerOptions(rewrite=True)).attempt(english, ["foto.jpg"])

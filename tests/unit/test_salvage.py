@@ -431,3 +431,21 @@ def test_a_media_file_nobody_gave_takes_an_unused_users_file_before_an_output() 
     # every file taken: the latest output of the kind, as before
     raw = [t(0, "audio-to-audio", {"audio": "a.ogg"}), t(1, "automatic-speech-recognition", {"audio": "clean.ogg"})]
     assert salvage_plan(raw, "clean a.ogg and transcribe it", ["a.ogg"]).tasks[1].args["audio"] == "<resource>-0"
+
+
+def test_a_users_file_with_words_glued_before_it_is_that_file() -> None:
+    request = "分析一下客厅.png：把里面的物体框出来，同时估计一下深度"
+    raw = [t(0, "object-detection", {"image": "客厅.png"}), t(1, "depth-estimation", {"image": "分析一下客厅.png"})]
+    assert [x.args for x in salvage_plan(raw, request, ["客厅.png"]).tasks] == [{"image": "客厅.png"}] * 2
+
+
+def test_a_file_nobody_gave_takes_the_users_image_before_detections_boxes() -> None:
+    # both tasks name a translated file; the second one works on the photo, not on the boxes drawn on it
+    raw = [t(0, "object-detection", {"image": "guestroom.png"}), t(1, "depth-estimation", {"image": "guestroom.png"})]
+    plan = salvage_plan(raw, "框出客厅.png里的物体，再估计深度", ["客厅.png"])
+    assert [(x.task, x.args) for x in plan.tasks] == [("object-detection", {"image": "客厅.png"}),
+                                                    ("depth-estimation", {"image": "客厅.png"})]
+    # an output that is a new picture still comes first: enhanced, then captioned
+    raw = [t(0, "image-to-image", {"image": "x.png", "text": "sharper"}), t(1, "image-to-text", {"image": "y.png"})]
+    plan = salvage_plan(raw, "sharpen photo.png and describe it", ["photo.png"])
+    assert plan.tasks[1].args == {"image": "<resource>-0"}

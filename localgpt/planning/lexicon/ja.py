@@ -19,7 +19,8 @@ LEXICON = Lexicon(
     },
     original=("元の", "オリジナル", "元画像"),
     picture=("画像", "写真", "絵", "書類", "文書", "請求書", "領収書", "レシート", "スキャン"),
-    makers=("作", "生成", "描い", "描く", "描け"),  # not 描 alone: 描写 is a description
+    # not 作 or 描 alone: 作者 is an author, 動作 a movement, 描写 a description
+    makers=("作っ", "作る", "作れ", "作り", "作成", "生成", "描い", "描く", "描け", "描き"),
     media={"image": ("画像", "絵", "イラスト"), "video": ("動画", "ビデオ"), "audio": ("音声",)},
     verb_last=True,
 )
