@@ -13,7 +13,7 @@ from localgpt.planning.passes import ANNOTATES, image_question_type, make_contex
 from localgpt.planning.quotes import quoted_passages
 from localgpt.planning.references import REFERENCE, is_pure_reference, references
 from localgpt.planning.schema import TEXT_MAX
-from localgpt.planning.validate import _media_file, _split_reply, user_files, validate_plan
+from localgpt.planning.validate import _media_file, _split_reply, glued_to, user_files, validate_plan
 from localgpt.schema import Plan
 from localgpt.tasks import Kind, TaskSpec, kind_by_name
 
@@ -101,7 +101,7 @@ class _Mender:
             # kind, is what it meant; a converter only when there is neither
             return self.latest(kind) or self.convert(f"<resource>-{new}", have[0], kind)
         found = kind_by_name(value)
-        glued = next((f for f in self.user_files if value != f and value.endswith(f)), None)
+        glued = glued_to(value, self.user_files)
         if found is not None and glued is not None and value not in self.allowed:
             value = glued  # a user's file with words of the request glued before it ("分析一下客厅.png")
         base = value.replace("\\", "/").rsplit("/", 1)[-1]

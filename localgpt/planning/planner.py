@@ -75,8 +75,8 @@ class PlannerOptions:
       (docs/planning.md).
     - ``rewrite``: a request not in English is first rewritten in English by the LLM (one constrained
       call, file names and quoted passages kept as written: :meth:`Planner.rewrite`) and planned from
-      that; validation, mending and the passes still read the user's own request. Off: measured
-      against planning in the request's own language in docs/planning.md.
+      that; validation, mending and the passes still read the user's own request. Off: not yet
+      measured against planning in the request's own language (docs/planning.md).
     """
 
     repair: bool = True

@@ -25,12 +25,18 @@ def named_files(text: str) -> list[str]:
     return list(dict.fromkeys(w.strip(".,;:!?'\"()") for w in _FILE_WORD.findall(text)))
 
 
+def glued_to(name: str, files: Sequence[str]) -> str | None:
+    """The file of ``files`` that ``name`` ends with, other than ``name`` itself: ``name`` is that file with
+    words of an unspaced script glued before it ("保留杯子.png" for "杯子.png"); None when there is none."""
+    return next((f for f in files if name != f and name.endswith(f)), None)
+
+
 def user_files(request: str, files: Sequence[str]) -> list[str]:
     """The files a plan may take: those the user gave, then those the request names, each once. A name
     the request writes with words of an unspaced script glued before it ("保留杯子.png的轮廓") is the given
     file it ends with ("杯子.png"), not another file."""
     given = [str(f) for f in files]
-    named = [n for n in named_files(request) if not any(n != f and n.endswith(f) for f in given)]
+    named = [n for n in named_files(request) if glued_to(n, given) is None]
     return list(dict.fromkeys([*given, *named]))
 
 
