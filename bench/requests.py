@@ -22,6 +22,7 @@ The set is split once into a tuning half and a locked half by the SHA-256 of eac
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import hashlib
 import json
@@ -354,16 +355,49 @@ def make_pipeline(args: argparse.Namespace) -> Any:
     return pipe
 
 
-def plan_one(pipe: Any, item: dict[str, Any]) -> tuple[list[dict[str, Any]] | None, dict[str, Any]]:
-    """Plan one request; returns its plan's tasks (None when no valid plan came back) and what is kept
-    of the attempt (valid, mended, seconds, tokens, raw replies, the error)."""
+def variant(planner: Any, change: str) -> Any:
+    """A copy of ``planner`` with one setting changed, from ``KEY=VALUE`` (``--against``): ``n_demos``, or a
+    field of its :class:`PlannerOptions` (``rewrite=1``, ``step_repair=1``, ``demo_diversity=0.3``), the value
+    read as that field's type. The model, the demos and the schema are shared; raises :class:`SetError` for an
+    unknown key or a value of the wrong type."""
+    key, sep, value = change.partition("=")
+    key = key.strip().replace("-", "_")
+    if not sep or not value.strip():
+        raise SetError(f"--against takes KEY=VALUE (n_demos=2, rewrite=1), not {change!r}")
+    other = copy.copy(planner)
+    settable = [f.name for f in dataclasses.fields(planner.options)
+                if not isinstance(getattr(planner.options, f.name), tuple)]  # (not the passes)
+    current = planner.n_demos if key == "n_demos" else getattr(planner.options, key, None)
+    if key != "n_demos" and key not in settable:
+        raise SetError(f"--against: no planner setting {key!r} (n_demos, or one of {', '.join(settable)})")
+    try:
+        if isinstance(current, bool):
+            if value.strip().lower() not in ("1", "0", "true", "false", "on", "off"):
+                raise ValueError(value)
+            parsed: Any = value.strip().lower() in ("1", "true", "on")
+        else:
+            parsed = type(current)(value)
+    except ValueError as exc:
+        raise SetError(f"--against: {key} takes a {type(current).__name__}, not {value!r}") from exc
+    if key == "n_demos":
+        other.n_demos = parsed
+    else:
+        other.options = dataclasses.replace(planner.options, **{key: parsed})
+    return other
+
+
+def plan_one(pipe: Any, item: dict[str, Any], planner: Any = None
+             ) -> tuple[list[dict[str, Any]] | None, dict[str, Any]]:
+    """Plan one request (with ``planner``, else the pipeline's); returns its plan's tasks (None when no
+    valid plan came back) and what is kept of the attempt (valid, mended, seconds, tokens, raw replies,
+    the error)."""
     stats = getattr(pipe.llm, "stats", None)
     before = getattr(stats, "completion_tokens", 0)
     start = time.perf_counter()
     tasks: list[dict[str, Any]] | None = None
     info: dict[str, Any] = {}
     try:
-        attempt = pipe.planner.attempt(item["request"], item["files"])
+        attempt = (planner or pipe.planner).attempt(item["request"], item["files"])
         info.update(mended=attempt.salvaged, raw=list(attempt.raws), passes=list(attempt.passes),
                     prompt_tokens=attempt.prompt_tokens, generated_tokens=attempt.generated_tokens,
                     step_repair=attempt.step_repair, step_repair_kept=attempt.step_repair_kept)
@@ -397,44 +431,84 @@ def _outline(tasks: Sequence[dict[str, Any]] | None) -> str:
                      else str(t["task"]) for t in tasks) or "(no task)"
 
 
+class _Output:
+    """One run's two files (plans, per-request meta), kept from an interrupted run with ``--resume``."""
+
+    def __init__(self, name: str, out_dir: Path, resume: bool) -> None:
+        self.name = name
+        self.pred_path, self.meta_path = out_dir / f"{name}.predictions.jsonl", out_dir / f"{name}.meta.jsonl"
+        preds, self.meta = taskbench.load_partial(self.pred_path, self.meta_path) if resume else ({}, {})
+        if preds:
+            print(f"resuming: {len(preds)} request(s) already planned in {self.pred_path}", file=sys.stderr)
+        self.plans: dict[str, Any] = {i: p.get("tasks") for i, p in preds.items()}
+        # rewrite what is kept (drops a line cut short by a kill), then append
+        self.pred_path.write_text("".join(json.dumps({"id": i, "tasks": self.plans[i]}, ensure_ascii=False) + "\n"
+                                          for i in self.plans), encoding="utf-8")
+        self.meta_path.write_text("".join(json.dumps({"id": i, **self.meta[i]}, ensure_ascii=False) + "\n"
+                                          for i in self.plans), encoding="utf-8")
+
+    def add(self, rid: str, tasks: list[dict[str, Any]] | None, info: dict[str, Any]) -> None:
+        self.plans[rid], self.meta[rid] = tasks, info
+        with open(self.pred_path, "a", encoding="utf-8") as out:
+            out.write(json.dumps({"id": rid, "tasks": tasks}, ensure_ascii=False) + "\n")
+        with open(self.meta_path, "a", encoding="utf-8") as side:
+            side.write(json.dumps({"id": rid, **info}, ensure_ascii=False) + "\n")
+
+
 def run(args: argparse.Namespace, items: list[dict[str, Any]]) -> dict[str, Any]:
     """Plan ``items`` (keeping those a ``--resume``\\ d run already planned), write the outputs and
-    return the run's document."""
+    return the run's document.
+
+    With ``--against KEY=VALUE`` every request is planned twice in this one process, once as set and
+    once with that one setting changed (:func:`variant`), the order alternating from request to request,
+    so that both runs meet the same machine and the same warm caches: the second run is written as
+    ``<name>-b`` and the paired comparison (:func:`paired`) is printed and kept in the first run's
+    document."""
     pipe = make_pipeline(args)
     name = args.name or f"requests-{args.half}-{planner_label(str(pipe.settings.planner))}"
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    pred_path, meta_path = out_dir / f"{name}.predictions.jsonl", out_dir / f"{name}.meta.jsonl"
-    preds, meta = taskbench.load_partial(pred_path, meta_path) if args.resume else ({}, {})
-    if preds:
-        print(f"resuming: {len(preds)} request(s) already planned in {pred_path}", file=sys.stderr)
-    plans = {i: p.get("tasks") for i, p in preds.items()}
-    # rewrite what is kept (drops a line cut short by a kill), then append
-    pred_path.write_text("".join(json.dumps({"id": i, "tasks": plans[i]}, ensure_ascii=False) + "\n" for i in plans),
-                         encoding="utf-8")
-    meta_path.write_text("".join(json.dumps({"id": i, **meta[i]}, ensure_ascii=False) + "\n" for i in plans),
-                         encoding="utf-8")
+    planners = [pipe.planner]
+    against = getattr(args, "against", None)
+    if against:
+        planners.append(variant(pipe.planner, against))
+    outputs = [_Output(n, out_dir, args.resume) for n in [name, f"{name}-b"][: len(planners)]]
     try:
-        with open(pred_path, "a", encoding="utf-8") as out, open(meta_path, "a", encoding="utf-8") as side:
-            for k, item in enumerate(items, 1):
-                rid = item["id"]
-                if rid in plans:
+        for k, item in enumerate(items, 1):
+            rid = item["id"]
+            order = list(range(len(planners)))
+            if k % 2 == 0:
+                order.reverse()
+            for v in order:
+                if rid in outputs[v].plans:
                     continue
-                tasks, info = plan_one(pipe, item)
-                plans[rid], meta[rid] = tasks, info
-                out.write(json.dumps({"id": rid, "tasks": tasks}, ensure_ascii=False) + "\n")
-                out.flush()
-                side.write(json.dumps({"id": rid, **info}, ensure_ascii=False) + "\n")
-                side.flush()
+                tasks, info = plan_one(pipe, item, planners[v])
+                outputs[v].add(rid, tasks, info)
                 j = judge(item, tasks)
                 mark = ("ERR" if info.get("llm_failed") else "BAD" if tasks is None
                         else "ok " if j.exact_graph else "~  ")
-                print(f"[{k}/{len(items)}] {info['seconds']:5.1f}s {mark} {rid:7} {_outline(tasks)}  | gold: "
+                tag = "" if len(planners) == 1 else "AB"[v] + " "
+                print(f"[{k}/{len(items)}] {tag}{info['seconds']:5.1f}s {mark} {rid:7} {_outline(tasks)}  | gold: "
                       f"{_outline(item['tasks'])}", file=sys.stderr, flush=True)
     finally:
         pipe.close()
-    chosen = [i for i in items if i["id"] in plans]
-    doc = {
+    docs = [_document(args, pipe, planners[v], outputs[v], items) for v in range(len(planners))]
+    if len(docs) == 2:
+        docs[1]["against"] = {"run": name, "change": against}
+        docs[0]["paired"] = {"run": outputs[1].name, "change": against,
+                             **paired(items, outputs[0].plans, outputs[1].plans, outputs[0].meta, outputs[1].meta)}
+        print(json.dumps(docs[0]["paired"], indent=2), file=sys.stderr)
+    for out, doc in zip(outputs, docs, strict=True):
+        (out_dir / f"{out.name}.json").write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n",
+                                                  encoding="utf-8")
+    return docs[0]
+
+
+def _document(args: argparse.Namespace, pipe: Any, planner: Any, out: _Output,
+              items: list[dict[str, Any]]) -> dict[str, Any]:
+    """A run's JSON document: its settings and its figures."""
+    chosen = [i for i in items if i["id"] in out.plans]
+    return {
         "benchmark": "localgpt-requests",
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "half": args.half,
@@ -443,17 +517,15 @@ def run(args: argparse.Namespace, items: list[dict[str, Any]]) -> dict[str, Any]
         "settings": {"store": str(pipe.settings.store), "threads": pipe.settings.threads, "n_ctx": pipe.settings.n_ctx,
                      "max_tasks": pipe.settings.max_tasks, "demo_similarity": pipe.settings.demo_similarity,
                      "plan_tasks": pipe.settings.plan_tasks, "lang": args.lang, "limit": args.limit,
-                     "step_repair": pipe.planner.options.step_repair, "n_demos": pipe.planner.n_demos,
-                     "rewrite": pipe.planner.options.rewrite},
+                     "step_repair": planner.options.step_repair, "n_demos": planner.n_demos,
+                     "rewrite": planner.options.rewrite},
         "data": str(Path(args.data)),
         "split": "sha256(id), low bit of the last byte: 0 tuning, 1 locked",
-        "metrics": score(chosen, plans, meta),
-        "failed": [i for i in plans if meta.get(i, {}).get("llm_failed")],
-        "predictions": pred_path.name,
-        "per_request": meta_path.name,
+        "metrics": score(chosen, out.plans, out.meta),
+        "failed": [i for i in out.plans if out.meta.get(i, {}).get("llm_failed")],
+        "predictions": out.pred_path.name,
+        "per_request": out.meta_path.name,
     }
-    (out_dir / f"{name}.json").write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    return doc
 
 
 def load_run(name: str, out_dir: Path) -> tuple[dict[str, Any], dict[str, Any], dict[str, dict[str, Any]]]:
@@ -647,6 +719,10 @@ def main(argv: Iterable[str] | None = None) -> int:
     p.add_argument("--rewrite", action="store_true",
                    help="rewrite each non-English request in English before planning it (PlannerOptions.rewrite)")
     p.add_argument("--n-demos", type=int, help="demos shown to the planner (default: the product's, 3)")
+    p.add_argument("--against", metavar="KEY=VALUE",
+                   help="plan every request twice in this process, as set and with this one planner setting "
+                        "changed (n_demos=2, rewrite=1, step_repair=1), in alternating order; the second run is "
+                        "written as NAME-b and the paired comparison printed")
     p.add_argument("--name", help="file name stem of the outputs")
     p.add_argument("--resume", action="store_true", help="keep the requests an interrupted run of --name planned")
     p.add_argument("--out-dir", default=str(RESULTS), help="where the outputs go (default: bench/results)")

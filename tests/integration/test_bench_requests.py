@@ -27,7 +27,7 @@ def run_module(*args: str) -> subprocess.CompletedProcess[str]:
 def test_requests_scorer_smoke(tmp_path: Path, real_card: Callable[[str], ModelCard]) -> None:
     real_card("smollm2-135m-instruct")
     proc = run_module("--planner", "smollm2-135m-instruct", "--limit", "2", "--threads", "2",
-                      "--n-demos", "2", "--name", "smoke", "--out-dir", str(tmp_path))
+                      "--n-demos", "2", "--against", "n_demos=1", "--name", "smoke", "--out-dir", str(tmp_path))
     assert proc.returncode == 0, proc.stderr[-2000:]
     doc = json.loads((tmp_path / "smoke.json").read_text())
     assert doc["half"] == "tuning" and doc["report"] is False and doc["planner"] == "smollm2-135m-instruct"
@@ -38,6 +38,13 @@ def test_requests_scorer_smoke(tmp_path: Path, real_card: Callable[[str], ModelC
     meta = [json.loads(line) for line in (tmp_path / "smoke.meta.jsonl").read_text().splitlines()]
     assert len(meta) == 2 and all(m["raw"] and m["seconds"] > 0 for m in meta)  # the replies are kept
     assert "node_f1" in proc.stdout and "exact_set" in proc.stdout
+    # --against: the same requests planned again in the same process with one demo, written as smoke-b
+    other = json.loads((tmp_path / "smoke-b.json").read_text())
+    assert other["settings"]["n_demos"] == 1 and other["against"] == {"run": "smoke", "change": "n_demos=1"}
+    assert other["metrics"]["all"]["requests"] == 2
+    assert doc["paired"]["run"] == "smoke-b" and doc["paired"]["requests"] == 2
+    meta_b = [json.loads(line) for line in (tmp_path / "smoke-b.meta.jsonl").read_text().splitlines()]
+    assert [m["id"] for m in meta_b] == [m["id"] for m in meta] and all(m["raw"] for m in meta_b)
 
     again = run_module("--rescore", "smoke", "--out-dir", str(tmp_path))  # no model: today's code over the replies
     assert again.returncode == 0, again.stderr[-2000:]

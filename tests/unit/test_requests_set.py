@@ -194,6 +194,22 @@ def test_paired_comparison_counts_better_and_worse() -> None:
     assert lo <= 0 <= hi
 
 
+def test_a_variant_changes_one_setting_and_shares_the_rest() -> None:
+    from localgpt.planning.planner import Planner
+    from localgpt.testing import FakeLLM
+
+    base = Planner(FakeLLM([]))
+    fewer = rq.variant(base, "n_demos=2")
+    assert fewer.n_demos == 2 and base.n_demos == 3 and fewer.options == base.options
+    assert fewer.schema is base.schema and fewer.llm is base.llm
+    rewrite = rq.variant(base, "rewrite=1")
+    assert rewrite.options.rewrite and not base.options.rewrite and rewrite.n_demos == 3
+    assert rq.variant(base, "demo-diversity=0.3").options.demo_diversity == 0.3
+    for bad in ("n_demos", "colour=2", "rewrite=maybe", "n_demos=two", "passes=1"):
+        with pytest.raises(rq.SetError):
+            rq.variant(base, bad)
+
+
 # ---------------------------------------------------------------- the command line without a model
 
 def test_stats_count_the_set(capsys: pytest.CaptureFixture[str]) -> None:
