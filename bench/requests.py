@@ -355,10 +355,14 @@ def make_pipeline(args: argparse.Namespace) -> Any:
     return pipe
 
 
+LLM_SETTINGS = ("fast_forward",)  # settings of the in-process LLM that --against may change
+
+
 def variant(planner: Any, change: str) -> Any:
-    """A copy of ``planner`` with one setting changed, from ``KEY=VALUE`` (``--against``): ``n_demos``, or a
-    field of its :class:`PlannerOptions` (``rewrite=1``, ``step_repair=1``, ``demo_diversity=0.3``), the value
-    read as that field's type. The model, the demos and the schema are shared; raises :class:`SetError` for an
+    """A copy of ``planner`` with one setting changed, from ``KEY=VALUE`` (``--against``): ``n_demos``, a
+    field of its :class:`PlannerOptions` (``rewrite=1``, ``step_repair=1``, ``demo_diversity=0.3``), or one of
+    :data:`LLM_SETTINGS` of its LLM (``fast_forward=0``: a shallow copy of the LLM, the same loaded model),
+    the value read as that field's type. The model, the demos and the schema are shared; raises :class:`SetError` for an
     unknown key or a value of the wrong type."""
     key, sep, value = change.partition("=")
     key = key.strip().replace("-", "_")
@@ -367,9 +371,12 @@ def variant(planner: Any, change: str) -> Any:
     other = copy.copy(planner)
     settable = [f.name for f in dataclasses.fields(planner.options)
                 if not isinstance(getattr(planner.options, f.name), tuple)]  # (not the passes)
-    current = planner.n_demos if key == "n_demos" else getattr(planner.options, key, None)
-    if key != "n_demos" and key not in settable:
-        raise SetError(f"--against: no planner setting {key!r} (n_demos, or one of {', '.join(settable)})")
+    on_llm = key in LLM_SETTINGS and hasattr(planner.llm, key)
+    current = (planner.n_demos if key == "n_demos" else getattr(planner.llm, key) if on_llm
+               else getattr(planner.options, key, None))
+    if key != "n_demos" and not on_llm and key not in settable:
+        raise SetError(f"--against: no planner setting {key!r} (n_demos, {', '.join(LLM_SETTINGS)} or one of "
+                       f"{', '.join(settable)})")
     try:
         if isinstance(current, bool):
             if value.strip().lower() not in ("1", "0", "true", "false", "on", "off"):
@@ -381,6 +388,10 @@ def variant(planner: Any, change: str) -> Any:
         raise SetError(f"--against: {key} takes a {type(current).__name__}, not {value!r}") from exc
     if key == "n_demos":
         other.n_demos = parsed
+    elif on_llm:  # the same loaded model and lock, decoding another way
+        getattr(planner.llm, "_ensure_loaded", lambda: None)()  # (a copy made before would load its own)
+        other.llm = copy.copy(planner.llm)
+        setattr(other.llm, key, parsed)
     else:
         other.options = dataclasses.replace(planner.options, **{key: parsed})
     return other
@@ -482,6 +493,8 @@ def run(args: argparse.Namespace, items: list[dict[str, Any]]) -> dict[str, Any]
             for v in order:
                 if rid in outputs[v].plans:
                     continue
+                if len(planners) > 1:
+                    _forget_replies(pipe)  # neither variant starts from the state the other left
                 tasks, info = plan_one(pipe, item, planners[v])
                 outputs[v].add(rid, tasks, info)
                 j = judge(item, tasks)
@@ -504,6 +517,16 @@ def run(args: argparse.Namespace, items: list[dict[str, Any]]) -> dict[str, Any]
     return docs[0]
 
 
+def _forget_replies(pipe: Any) -> None:
+    """Empty the in-process LLM's RAM state cache (llama-cpp-python's, keyed by prompt and reply), so that
+    a request planned a second time (``--against``) does not find its whole prompt evaluated by the
+    first; the system prompt's own state (kept apart, as every request finds it) stays."""
+    cache = getattr(getattr(getattr(pipe, "llm", None), "_llama", None), "cache", None)
+    states = getattr(cache, "cache_state", None)
+    if states is not None:
+        states.clear()
+
+
 def _document(args: argparse.Namespace, pipe: Any, planner: Any, out: _Output,
               items: list[dict[str, Any]]) -> dict[str, Any]:
     """A run's JSON document: its settings and its figures."""
@@ -518,7 +541,8 @@ def _document(args: argparse.Namespace, pipe: Any, planner: Any, out: _Output,
                      "max_tasks": pipe.settings.max_tasks, "demo_similarity": pipe.settings.demo_similarity,
                      "plan_tasks": pipe.settings.plan_tasks, "lang": args.lang, "limit": args.limit,
                      "step_repair": planner.options.step_repair, "n_demos": planner.n_demos,
-                     "rewrite": planner.options.rewrite},
+                     "rewrite": planner.options.rewrite,
+                     "fast_forward": getattr(planner.llm, "fast_forward", None)},
         "data": str(Path(args.data)),
         "split": "sha256(id), low bit of the last byte: 0 tuning, 1 locked",
         "metrics": score(chosen, out.plans, out.meta),

@@ -17,6 +17,7 @@ DEFAULT_MAX_TASKS = 8  # the max_tasks setting's default: the most tasks the pla
 FLASH_ATTN_DEFAULT = False  # on: Qwen prompt 0.84x, but SmolLM2 replies changed (docs/latency.md)
 N_BATCH_DEFAULT = 512
 N_UBATCH_DEFAULT = 512
+FAST_FORWARD_DEFAULT = False  # forced tokens of a constrained reply in one batch: opt-in (docs/latency.md)
 
 
 def _default_store() -> Path:
@@ -67,6 +68,9 @@ class Settings(BaseSettings):
     # llama.cpp's prompt evaluation (defaults measured on 2 CPU cores with the starter planner: bench/README.md)
     flash_attn: bool = Field(default=FLASH_ATTN_DEFAULT,
                              description="llama.cpp's flash attention for the in-process planner LLM")
+    fast_forward: bool = Field(default=FAST_FORWARD_DEFAULT,
+                               description="a greedy constrained reply takes the tokens the constraint forces "
+                                           "without a decoding step each (in-process LLM)")
     n_batch: int = Field(default=N_BATCH_DEFAULT, ge=1,
                          description="prompt tokens llama.cpp submits per decode call (logical batch)")
     n_ubatch: int = Field(default=N_UBATCH_DEFAULT, ge=1,

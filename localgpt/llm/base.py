@@ -92,6 +92,7 @@ class LLMStats:
     prompt_tokens: int = 0
     prompt_tokens_evaluated: int = 0
     completion_tokens: int = 0
+    forced_tokens: int = 0  # of the completion tokens, those the constraint forced and decoding skipped
     decode_seconds: float = 0.0
     constraint_builds: dict[str, float] = field(default_factory=dict)
 

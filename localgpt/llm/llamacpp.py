@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from localgpt.config import FLASH_ATTN_DEFAULT, N_BATCH_DEFAULT, N_UBATCH_DEFAULT
+from localgpt.config import FAST_FORWARD_DEFAULT, FLASH_ATTN_DEFAULT, N_BATCH_DEFAULT, N_UBATCH_DEFAULT
 from localgpt.errors import ConfigError, LocalGPTError
 from localgpt.llm.base import (
     MESSAGE_OVERHEAD,
@@ -92,8 +92,11 @@ class LlamaCppLLM:
     ``LOCALGPT_PROMPT_CACHE_DISK_MB`` describe; None: off), the evaluated state of a long system prompt
     is also saved to disk and loaded by the next process instead of being evaluated again
     (:mod:`localgpt.llm.prompt_state`). ``n_batch``, ``n_ubatch`` and ``flash_attn`` go to llama.cpp (the
-    defaults are the settings', measured for prompt evaluation on a CPU). :meth:`warm` does the first call's
-    one-time work (load, constraint, system-prompt state) ahead of it.
+    defaults are the settings', measured for prompt evaluation on a CPU). With ``fast_forward`` a greedy
+    constrained reply is decoded by :meth:`_decode_forced`: the tokens the constraint leaves no choice about
+    (``","dep":[`` between two values) are appended without a decoding step each and evaluated in one batch
+    with the next. :meth:`warm` does the first call's one-time work (load, constraint, system-prompt state)
+    ahead of it.
 
     Example::
 
@@ -115,6 +118,7 @@ class LlamaCppLLM:
         n_batch: int = N_BATCH_DEFAULT,
         n_ubatch: int = N_UBATCH_DEFAULT,
         flash_attn: bool = FLASH_ATTN_DEFAULT,
+        fast_forward: bool = FAST_FORWARD_DEFAULT,
     ) -> None:
         self.path = Path(path)
         if not self.path.is_file():
@@ -132,9 +136,11 @@ class LlamaCppLLM:
         self.n_batch = n_batch
         self.n_ubatch = n_ubatch
         self.flash_attn = flash_attn
+        self.fast_forward = fast_forward
         self.prefix_events: list[str] = []  # per call: "disk", "memory", "evaluated" or "" (no prefix state)
         self._prefixes: OrderedDict[str, Any] = OrderedDict()  # state key -> llama_cpp.LlamaState
         self._formatter: Any = None
+        self._chat_formatter: Any = None
         self.stats = LLMStats()
         self._lock = threading.RLock()
         self._llama: Any = None
@@ -245,7 +251,13 @@ class LlamaCppLLM:
             self._perf_reset()
             try:
                 self.prefix_events.append(self._load_prefix(messages))
-                if on_token is None:
+                forced = None
+                if on_token is None and schema is not None and temperature == 0.0 and repeat_penalty == 1.0:
+                    forced = self._decode_forced(messages, gen, max_tokens)
+                if forced is not None:
+                    text, skipped = forced
+                    self.stats.forced_tokens += skipped
+                elif on_token is None:
                     text = gen(prompt, **kwargs)
                 else:
                     parts = []
@@ -258,7 +270,7 @@ class LlamaCppLLM:
                 raise LocalGPTError(f"the LLM failed: {exc}", "the prompt may exceed the context window") from exc
             finally:
                 self._llama.reset()
-            failure = getattr(gen.logits_processor, "error", None)
+            failure = None if forced is not None else getattr(gen.logits_processor, "error", None)
             if failure is not None:
                 raise LocalGPTError(f"the output constraint failed while decoding: {failure!r}",
                                     f"try the other constraint backend (now {self.backend})") from failure
@@ -267,9 +279,131 @@ class LlamaCppLLM:
             contents = sum(self.count_tokens(m["content"]) for m in messages)
             generated = self.count_tokens(text)
             self.stats.prompt_tokens += contents
-            self.stats.prompt_tokens_evaluated += self._perf_prompt_tokens()
+            self.stats.prompt_tokens_evaluated += self._perf_prompt_tokens() - (forced[1] if forced else 0)
             self.stats.completion_tokens += generated
             return Completion(str(text), contents + MESSAGE_OVERHEAD * len(messages), generated)
+
+    def _decode_forced(self, messages: Sequence[Message], gen: Any, max_tokens: int) -> tuple[str, int] | None:
+        """A greedy reply to ``messages`` under ``gen``'s llguidance constraint, decoded with the constraint's
+        forced tokens fast-forwarded: wherever the constraint admits one continuation only (a key, the
+        punctuation between values, the end of a task name once its start is chosen), its tokens
+        (``compute_ff_tokens``) are taken as they are and evaluated together with the next sampled token,
+        in one llama.cpp batch, instead of one decoding step each. Every other token is the argmax of the
+        masked logits, as in the plain path. Returns the text and how many tokens were forced, or None when
+        this path does not apply (no ``fast_forward``, another backend, no chat template); the caller then
+        decodes as usual. The prompt is the one llama-cpp-python's chat handler writes for ``messages``
+        (the GGUF's template, its generation prompt), and the RAM state cache is read and written as
+        ``create_completion`` does."""
+        inner = getattr(gen.logits_processor, "inner", None)
+        grammar, tokenizer = getattr(inner, "grammar", None), getattr(inner, "llg_tokenizer", None)
+        if not self.fast_forward or grammar is None or tokenizer is None:
+            return None
+        prompt = self._prompt_tokens(messages)
+        if prompt is None:
+            return None
+        import llama_cpp
+        import llguidance
+        import llguidance.numpy as llg_np
+        import numpy as np
+
+        llama = self._llama
+        matcher = llguidance.LLMatcher(tokenizer, grammar)
+        mask = llg_np.allocate_token_bitmask(1, tokenizer.vocab_size)
+        failure: list[str] = []
+        eos = llama.token_eos()
+
+        def constrain(_ids: Any, logits: Any) -> Any:  # llama.cpp's candidates: a strided view, so a copy
+            row = np.array(logits, dtype=np.float32)
+            if not failure:
+                try:
+                    llg_np.fill_next_token_bitmask(matcher, mask, 0)
+                    llg_np.apply_token_bitmask_inplace(row, mask[0])
+                    return row
+                except Exception as exc:  # raised in llama.cpp's C callback it would be dropped (CheckedProcessor)
+                    failure.append(repr(exc))
+            row[:] = float("-inf")
+            row[eos] = 0.0
+            return row
+
+        self._reuse_cached(prompt)
+        common = 0  # the prompt's tokens already in the context (a loaded prefix state, the RAM cache's state)
+        for a, b in zip(llama._input_ids.tolist(), prompt, strict=False):
+            if a != b:
+                break
+            common += 1
+        common = min(common, len(prompt) - 1)  # at least one token is evaluated, so the logits are fresh
+        llama.n_tokens = common
+        pending, out, skipped = list(prompt[common:]), list[int](), 0
+        # a sampler of this call's own: llama-cpp-python leaves the last generate()'s on the Llama
+        sampler = llama._init_sampler(temp=0.0, logits_processor=llama_cpp.LogitsProcessorList([constrain]))
+        while True:
+            ff = matcher.compute_ff_tokens()[: max_tokens - len(out)]
+            if ff:
+                if not matcher.consume_tokens(ff):
+                    failure.append(matcher.get_error() or "forced tokens refused")
+                    break
+                out += ff
+                pending += ff
+                skipped += len(ff)
+            if len(out) >= max_tokens or matcher.is_stopped():
+                break
+            llama.eval(pending)
+            pending = []
+            token = int(sampler.sample(llama._ctx, -1))
+            if failure or token == eos or llama_cpp.llama_vocab_is_eog(llama._model.vocab, token):
+                break
+            if not matcher.consume_token(token):
+                failure.append(matcher.get_error() or f"token {token} refused")
+                break
+            out.append(token)
+            pending = [token]
+            if len(out) >= max_tokens:
+                break
+        if failure:
+            raise LocalGPTError(f"the output constraint failed while decoding: {failure[0]}",
+                                f"try the other constraint backend (now {self.backend})")
+        if pending:  # the last tokens, so the state kept below holds the whole reply
+            llama.eval(pending)
+        if llama.cache is not None:
+            llama.cache[prompt + out] = llama.save_state()
+        return llama.detokenize(out).decode("utf-8", errors="ignore"), skipped
+
+    def _prompt_tokens(self, messages: Sequence[Message]) -> list[int] | None:
+        """The prompt llama-cpp-python's chat handler makes of ``messages`` with the GGUF's chat template
+        (its generation prompt added), as tokens; None without a template."""
+        if self._chat_formatter is None:
+            from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+            template = self._llama.metadata.get("tokenizer.chat_template")
+            eos_id, bos_id = self._llama.token_eos(), self._llama.token_bos()
+
+            def text_of(token: int) -> str:
+                return str(self._llama._model.token_get_text(token)) if token != -1 else ""
+
+            self._chat_formatter = Jinja2ChatFormatter(template=template, eos_token=text_of(eos_id),
+                                                       bos_token=text_of(bos_id),
+                                                       stop_token_ids=[eos_id]) if template else False
+        if not self._chat_formatter:
+            return None
+        result = self._chat_formatter(messages=[dict(m) for m in messages])
+        return list(self._llama.tokenize(result.prompt.encode("utf-8"), add_bos=not result.added_special,
+                                         special=True))
+
+    def _reuse_cached(self, prompt: list[int]) -> None:
+        """Load the RAM state cache's entry sharing the longest prefix with ``prompt`` when it shares more
+        than the context holds now, as ``create_completion`` does."""
+        import llama_cpp
+
+        llama = self._llama
+        if llama.cache is None:
+            return
+        try:
+            item = llama.cache[prompt]
+        except KeyError:
+            return
+        have = llama_cpp.Llama.longest_token_prefix(llama._input_ids.tolist(), prompt)
+        if llama_cpp.Llama.longest_token_prefix(item.input_ids.tolist(), prompt) > have:
+            llama.load_state(item)
 
     def warm(self, messages: Sequence[Message], schema: dict[str, Any] | None = None) -> str:
         """Do ahead of a chat that starts like ``messages`` (under ``schema``) the work its first call would

@@ -116,6 +116,7 @@ def test_a_constraint_failing_mid_decode_is_raised_not_swallowed(
         llm: LlamaCppLLM, monkeypatch: pytest.MonkeyPatch) -> None:
     # llama.cpp runs the logits processor in a C callback that prints and drops exceptions; the
     # decode then goes on unconstrained. LlamaCppLLM must turn that into an error instead.
+    monkeypatch.setattr(llm, "fast_forward", False)  # outlines' own processor (the fast path: the next test)
     schema = {**ODD_SCHEMA, "description": "failure test"}
     inner = llm.constraint(schema).logits_processor.inner
     real = inner.process_logits
@@ -132,6 +133,72 @@ def test_a_constraint_failing_mid_decode_is_raised_not_swallowed(
         llm.generate(POEM, schema=schema, max_tokens=40)
     monkeypatch.undo()
     assert json.loads(llm.generate(POEM, schema=schema, max_tokens=40))["code"] in ("zq-alpha-7", "xv-omega-3")
+
+
+def test_a_mask_failing_in_the_fast_path_is_raised_not_swallowed(
+        llm: LlamaCppLLM, monkeypatch: pytest.MonkeyPatch) -> None:
+    import llguidance.numpy
+
+    monkeypatch.setattr(llm, "fast_forward", True)
+    real = llguidance.numpy.fill_next_token_bitmask
+    steps = {"n": 0}
+
+    def fail_after_one(*args: Any) -> Any:
+        steps["n"] += 1
+        if steps["n"] > 1:
+            raise RuntimeError("simulated mask failure")
+        return real(*args)
+
+    monkeypatch.setattr(llguidance.numpy, "fill_next_token_bitmask", fail_after_one)
+    with pytest.raises(LocalGPTError, match="simulated mask failure"):
+        llm.generate(POEM, schema=PLAN_LIKE, max_tokens=60)
+    assert steps["n"] >= 2  # the fast path masked with llguidance, and its failure surfaced
+    monkeypatch.setattr(llguidance.numpy, "fill_next_token_bitmask", real)
+    assert json.loads(llm.generate(POEM, schema=PLAN_LIKE, max_tokens=60))["tasks"]  # the next call is whole
+
+
+PLAN_LIKE = {"type": "object", "properties": {"tasks": {"type": "array", "minItems": 1, "maxItems": 2, "items": {
+    "type": "object", "properties": {"task": {"enum": ["text-to-speech", "automatic-speech-recognition"]},
+                                     "text": {"type": "string", "maxLength": 20}},
+    "required": ["task", "text"], "additionalProperties": False}}},
+    "required": ["tasks"], "additionalProperties": False}
+
+
+def test_fast_forward_takes_the_forced_tokens_without_a_decoding_step_each(
+        llm: LlamaCppLLM, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Greedy decoding under the plan schema with the constraint's forced tokens taken in one batch
+    # (fast_forward): every reply valid, a good part of each one forced (keys, punctuation, the ends of
+    # task names), so llama.cpp evaluates fewer batches than the reply has tokens. The replies need not
+    # equal outlines' token-by-token ones: forced text comes in the tokenizer's own split of it, where
+    # greedy decoding may have split it otherwise, and a 135M model's next words follow its tokens.
+    import llama_cpp
+
+    batches = {"n": 0}
+    real_eval = llama_cpp.Llama.eval
+
+    def counted(self: Any, tokens: Any) -> None:
+        batches["n"] += 1
+        real_eval(self, tokens)
+
+    monkeypatch.setattr(llama_cpp.Llama, "eval", counted)
+    monkeypatch.setattr(llm, "fast_forward", True)  # (off by default: docs/latency.md)
+    planner = Planner(llm)
+    sample = REQUESTS[::5]
+    forced, generated = llm.stats.forced_tokens, 0
+    for request, files in sample:
+        schema = planner.schema_for(request)
+        reply = llm.generate(planner.messages(request, files), schema=schema, max_tokens=planner.max_tokens())
+        jsonschema.validate(json.loads(reply), schema)
+        generated += llm.count_tokens(reply)
+    forced = llm.stats.forced_tokens - forced
+    assert forced > 10 * len(sample)
+    assert batches["n"] <= generated - forced + 2 * len(sample)  # a batch per sampled token (and the prompt's)
+
+    monkeypatch.setattr(llm, "fast_forward", False)  # token by token: no token is taken as forced
+    before = llm.stats.forced_tokens
+    request, files = sample[0]
+    llm.generate(planner.messages(request, files), schema=planner.schema, max_tokens=planner.max_tokens())
+    assert llm.stats.forced_tokens == before
 
 
 def test_constraint_is_compiled_once_per_schema(llm: LlamaCppLLM) -> None:
