@@ -547,6 +547,8 @@ def _document(args: argparse.Namespace, pipe: Any, planner: Any, out: _Output,
         "split": "sha256(id), low bit of the last byte: 0 tuning, 1 locked",
         "metrics": score(chosen, out.plans, out.meta),
         "failed": [i for i in out.plans if out.meta.get(i, {}).get("llm_failed")],
+        # tokens the constraint forced and fast_forward took without a decoding step, over the whole process
+        "llm_forced_tokens": getattr(getattr(planner.llm, "stats", None), "forced_tokens", None),
         "predictions": out.pred_path.name,
         "per_request": out.meta_path.name,
     }
