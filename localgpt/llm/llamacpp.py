@@ -301,6 +301,9 @@ class LlamaCppLLM:
         prompt = self._prompt_tokens(messages)
         if prompt is None:
             return None
+        if len(prompt) >= self.n_ctx:  # as llama-cpp-python says it (complete() turns it into a LocalGPTError)
+            raise ValueError(f"Requested tokens ({len(prompt)}) exceed context window of {self.n_ctx}")
+        max_tokens = min(max_tokens, self.n_ctx - len(prompt))
         import llama_cpp
         import llguidance
         import llguidance.numpy as llg_np

@@ -157,6 +157,15 @@ def test_a_mask_failing_in_the_fast_path_is_raised_not_swallowed(
     assert json.loads(llm.generate(POEM, schema=PLAN_LIKE, max_tokens=60))["tasks"]  # the next call is whole
 
 
+def test_a_prompt_past_the_context_is_a_clear_error_in_the_fast_path(
+        llm: LlamaCppLLM, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(llm, "fast_forward", True)
+    long = [{"role": "user", "content": "sea " * (llm.n_ctx + 10)}]
+    with pytest.raises(LocalGPTError, match="context window"):
+        llm.generate(long, schema=PLAN_LIKE, max_tokens=20)
+    assert json.loads(llm.generate(POEM, schema=PLAN_LIKE, max_tokens=60))["tasks"]  # and the next call works
+
+
 PLAN_LIKE = {"type": "object", "properties": {"tasks": {"type": "array", "minItems": 1, "maxItems": 2, "items": {
     "type": "object", "properties": {"task": {"enum": ["text-to-speech", "automatic-speech-recognition"]},
                                      "text": {"type": "string", "maxLength": 20}},
