@@ -213,6 +213,16 @@ def test_a_variant_changes_one_setting_and_shares_the_rest() -> None:
             rq.variant(base, bad)
 
 
+def test_paired_plans_start_from_an_empty_ram_cache() -> None:
+    from types import SimpleNamespace
+
+    states = {(1, 2, 3): "a state"}
+    pipe = SimpleNamespace(llm=SimpleNamespace(_llama=SimpleNamespace(cache=SimpleNamespace(cache_state=states))))
+    rq._forget_replies(pipe)
+    assert states == {}
+    rq._forget_replies(SimpleNamespace(llm=object()))  # an engine, a fake: nothing to empty
+
+
 # ---------------------------------------------------------------- the command line without a model
 
 def test_stats_count_the_set(capsys: pytest.CaptureFixture[str]) -> None:
