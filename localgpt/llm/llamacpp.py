@@ -329,12 +329,9 @@ class LlamaCppLLM:
             return row
 
         self._reuse_cached(prompt)
-        common = 0  # the prompt's tokens already in the context (a loaded prefix state, the RAM cache's state)
-        for a, b in zip(llama._input_ids.tolist(), prompt, strict=False):
-            if a != b:
-                break
-            common += 1
-        common = min(common, len(prompt) - 1)  # at least one token is evaluated, so the logits are fresh
+        # the prompt's tokens already in the context (a loaded prefix state, the RAM cache's), less one at
+        # least, so that one is evaluated and the logits are fresh
+        common = min(llama_cpp.Llama.longest_token_prefix(llama._input_ids.tolist(), prompt), len(prompt) - 1)
         llama.n_tokens = common
         pending, out, skipped = list(prompt[common:]), list[int](), 0
         # a sampler of this call's own: llama-cpp-python leaves the last generate()'s on the Llama
@@ -360,8 +357,6 @@ class LlamaCppLLM:
                 break
             out.append(token)
             pending = [token]
-            if len(out) >= max_tokens:
-                break
         if failure:
             raise LocalGPTError(f"the output constraint failed while decoding: {failure[0]}",
                                 f"try the other constraint backend (now {self.backend})")
@@ -375,22 +370,29 @@ class LlamaCppLLM:
         """The prompt llama-cpp-python's chat handler makes of ``messages`` with the GGUF's chat template
         (its generation prompt added), as tokens; None without a template."""
         if self._chat_formatter is None:
-            from llama_cpp.llama_chat_format import Jinja2ChatFormatter
-
-            template = self._llama.metadata.get("tokenizer.chat_template")
-            eos_id, bos_id = self._llama.token_eos(), self._llama.token_bos()
-
-            def text_of(token: int) -> str:
-                return str(self._llama._model.token_get_text(token)) if token != -1 else ""
-
-            self._chat_formatter = Jinja2ChatFormatter(template=template, eos_token=text_of(eos_id),
-                                                       bos_token=text_of(bos_id),
-                                                       stop_token_ids=[eos_id]) if template else False
+            self._chat_formatter = self._template_formatter(generation_prompt=True)
         if not self._chat_formatter:
             return None
         result = self._chat_formatter(messages=[dict(m) for m in messages])
         return list(self._llama.tokenize(result.prompt.encode("utf-8"), add_bos=not result.added_special,
                                          special=True))
+
+    def _template_formatter(self, *, generation_prompt: bool) -> Any:
+        """A formatter of the GGUF's chat template as llama-cpp-python's chat handler builds it (its EOS and
+        BOS texts), with or without the generation prompt after the last message; False without a
+        template."""
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        template = self._llama.metadata.get("tokenizer.chat_template")
+        if not template:
+            return False
+
+        def text_of(token: int) -> str:
+            return str(self._llama._model.token_get_text(token)) if token != -1 else ""
+
+        return Jinja2ChatFormatter(template=template, eos_token=text_of(self._llama.token_eos()),
+                                   bos_token=text_of(self._llama.token_bos()),
+                                   add_generation_prompt=generation_prompt)
 
     def _reuse_cached(self, prompt: list[int]) -> None:
         """Load the RAM state cache's entry sharing the longest prefix with ``prompt`` when it shares more
@@ -430,18 +432,7 @@ class LlamaCppLLM:
         if not messages or messages[0].get("role") != "system":
             return None
         if self._formatter is None:
-            from llama_cpp.llama_chat_format import Jinja2ChatFormatter
-
-            template = self._llama.metadata.get("tokenizer.chat_template")
-            if not template:
-                self._formatter = False
-            else:
-                def text_of(token: int) -> str:
-                    return str(self._llama._model.token_get_text(token)) if token != -1 else ""
-
-                self._formatter = Jinja2ChatFormatter(template=template, eos_token=text_of(self._llama.token_eos()),
-                                                      bos_token=text_of(self._llama.token_bos()),
-                                                      add_generation_prompt=False)
+            self._formatter = self._template_formatter(generation_prompt=False)
         if not self._formatter:
             return None
         first = [{"role": "system", "content": messages[0]["content"]}]
@@ -563,7 +554,7 @@ class LlamaCppLLM:
         with self._lock:
             self._generators.clear()
             self._prefixes.clear()
-            self._formatter = None
+            self._formatter = self._chat_formatter = None
             if self._llama is not None:
                 self._llama.close()
             self._llama = None
