@@ -81,6 +81,43 @@ def lean_state_cache(capacity_bytes: int) -> Any:
     return LeanStateCache(capacity_bytes=capacity_bytes)
 
 
+def context_bytes(ctx: Any) -> bytes:
+    """llama.cpp's state of a context (its KV cache), read directly: ``Llama.save_state`` would also copy
+    the logits rows llama-cpp-python keeps (``n_batch`` rows of the vocabulary, 311 MB for Qwen at 512),
+    which are never read without ``logits_all``, and copy the state twice more."""
+    import ctypes
+
+    import llama_cpp
+
+    size = int(llama_cpp.llama_state_get_size(ctx))
+    buffer = (ctypes.c_uint8 * size)()
+    written = int(llama_cpp.llama_state_get_data(ctx, buffer, size))
+    if written > size:
+        raise LocalGPTError("llama.cpp wrote more state than it announced", "update llama-cpp-python")
+    return bytes(memoryview(buffer)[:written])
+
+
+def lean_llama(**kwargs: Any) -> Any:
+    """A ``llama_cpp.Llama`` whose ``save_state`` (called by ``create_completion`` after every reply, for
+    the RAM state cache) copies the context's state once and one zero logits row: without ``logits_all``
+    sampling reads llama.cpp's own logits, and the next call evaluates at least one token, so the rows
+    llama-cpp-python's own ``save_state`` copies (a second per call for Qwen) are never read back."""
+    import llama_cpp
+    import numpy as np
+
+    class LeanLlama(llama_cpp.Llama):
+        def save_state(self) -> Any:
+            if self._logits_all:  # (never so in localgpt) the rows are the logits then
+                return super().save_state()
+            state = context_bytes(self._ctx.ctx)
+            return llama_cpp.LlamaState(input_ids=self.input_ids.copy(),
+                                        scores=np.zeros((1, self.n_vocab()), dtype=np.single),
+                                        n_tokens=self.n_tokens, llama_state=state, llama_state_size=len(state),
+                                        seed=self._seed)
+
+    return LeanLlama(**kwargs)
+
+
 class LlamaCppLLM:
     """A GGUF model run by llama-cpp-python, constrained by outlines.
 
@@ -152,7 +189,7 @@ class LlamaCppLLM:
         if self._llama is not None:
             return
         try:
-            import llama_cpp
+            import llama_cpp  # noqa: F401 (lean_llama's; a missing package is said here)
             import outlines
         except ImportError as exc:  # pragma: no cover - depends on the install
             raise ConfigError(
@@ -160,7 +197,7 @@ class LlamaCppLLM:
                 "install localgpt with: pip install -e '.[cpu]'",
             ) from exc
         try:
-            self._llama = llama_cpp.Llama(
+            self._llama = lean_llama(
                 model_path=str(self.path),
                 n_ctx=self.n_ctx,
                 n_threads=self.n_threads,
@@ -499,19 +536,7 @@ class LlamaCppLLM:
         return how
 
     def _context_bytes(self) -> bytes:
-        """llama.cpp's state of the context (its KV cache), read directly: ``Llama.save_state`` would also
-        copy a logits row per evaluated token (hundreds of MB for a long prompt), which is never needed."""
-        import ctypes
-
-        import llama_cpp
-
-        ctx = self._llama._ctx.ctx
-        size = int(llama_cpp.llama_state_get_size(ctx))
-        buffer = (ctypes.c_uint8 * size)()
-        written = int(llama_cpp.llama_state_get_data(ctx, buffer, size))
-        if written > size:
-            raise LocalGPTError("llama.cpp wrote more state than it announced", "update llama-cpp-python")
-        return bytes(memoryview(buffer)[:written])
+        return context_bytes(self._llama._ctx.ctx)
 
     def _state_of(self, saved: SavedState) -> Any:
         """A llama_cpp state from a saved one (the token array padded to the context, one zero logits row:

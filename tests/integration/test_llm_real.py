@@ -322,6 +322,28 @@ def test_prompt_prefix_is_evaluated_once_and_reused() -> None:
     plain.close()
 
 
+
+def test_a_reply_continued_from_the_ram_cache_is_the_reply_evaluated_in_full() -> None:
+    """The state kept after a reply (a lean one: the context's state, no logits rows) lets a repair-like
+    follow-up read only its new message, and gives the same reply as evaluating everything."""
+    cached = LlamaCppLLM(model_path(), n_threads=2, prompt_cache_mb=256, prompt_state=None)
+    planner = Planner(cached, n_demos=1)
+    first = planner.messages("Read 'good morning' aloud", [])
+    reply = cached.generate(first, schema=planner.schema, max_tokens=planner.max_tokens())
+    kept = list(cached._llama.cache.cache_state.values())  # noqa: SLF001 - what the cache keeps is the point
+    assert len(kept) == 1 and kept[0].scores.shape[0] == 1 and kept[0].n_tokens > 0
+    follow = [*first, {"role": "assistant", "content": reply}, {"role": "user", "content": "Again, please."}]
+    before = cached.stats.prompt_tokens_evaluated
+    again = cached.generate(follow, schema=planner.schema, max_tokens=planner.max_tokens())
+    read = cached.stats.prompt_tokens_evaluated - before
+    assert 0 < read < 40, read  # the new message and the template's tokens around it
+    cached.close()
+    plain = LlamaCppLLM(model_path(), n_threads=2, prompt_cache_mb=0, prompt_state=None)
+    assert plain.generate(follow, schema=planner.schema, max_tokens=planner.max_tokens()) == again
+    assert plain.stats.prompt_tokens_evaluated > cached.count_tokens(planner.system_prompt())
+    plain.close()
+
+
 def test_prompt_cache_stays_within_its_capacity() -> None:
     """Every saved state counts in full (logits included) and the cache never exceeds its capacity."""
     capacity_mb = 64  # room for about two states of this prompt (34 task types), so eviction is exercised
