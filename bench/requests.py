@@ -482,7 +482,10 @@ def run(args: argparse.Namespace, items: list[dict[str, Any]]) -> dict[str, Any]
     planners = [pipe.planner]
     against = getattr(args, "against", None)
     if against:
-        planners.append(variant(pipe.planner, against))
+        changed = pipe.planner
+        for change in against.split(","):  # KEY=VALUE[,KEY=VALUE...]: several settings changed together
+            changed = variant(changed, change)
+        planners.append(changed)
     outputs = [_Output(n, out_dir, args.resume) for n in [name, f"{name}-b"][: len(planners)]]
     try:
         for k, item in enumerate(items, 1):
@@ -746,9 +749,9 @@ def main(argv: Iterable[str] | None = None) -> int:
                    help="rewrite each non-English request in English before planning it (PlannerOptions.rewrite)")
     p.add_argument("--n-demos", type=int, help="demos shown to the planner (default: the product's, 3)")
     p.add_argument("--against", metavar="KEY=VALUE",
-                   help="plan every request twice in this process, as set and with this one planner setting "
-                        "changed (n_demos=2, rewrite=1, step_repair=1), in alternating order; the second run is "
-                        "written as NAME-b and the paired comparison printed")
+                   help="plan every request twice in this process, as set and with these planner settings "
+                        "changed (n_demos=2, rewrite=1, system_demos=8,n_demos=1), in alternating order; the second "
+                        "run is written as NAME-b and the paired comparison printed")
     p.add_argument("--name", help="file name stem of the outputs")
     p.add_argument("--resume", action="store_true", help="keep the requests an interrupted run of --name planned")
     p.add_argument("--out-dir", default=str(RESULTS), help="where the outputs go (default: bench/results)")

@@ -201,3 +201,10 @@ DEMOS: tuple[Demo, ...] = (
          (_t(0, "text-to-image", {"text": "夕焼けの海"}),),
          steps=("Step 1: 夕焼けの海の絵を描く。",)),
 )
+
+# The demos the planner may write into its system prompt (``PlannerOptions.system_demos`` of them, first
+# first), where their evaluated state is kept with the rest of that prompt, so they cost a request nothing:
+# one of each shape a plan takes (a chain across kinds, a fan-out over files, an answer of the LLM's own
+# beside another task, a long text chain, a question about an image, a chain per file, a request in
+# another script, two tasks on one file, small talk).
+PROMPT_DEMOS: tuple[Demo, ...] = tuple(DEMOS[i] for i in (3, 23, 22, 25, 8, 24, 27, 7, 21, 5))

@@ -13,7 +13,7 @@ from localgpt import tasks as registry
 from localgpt.config import DEFAULT_MAX_TASKS
 from localgpt.errors import PlanError
 from localgpt.llm import LLM, Completion, Message, complete, context_budget, trim_history
-from localgpt.planning.demos import DEMOS, Demo
+from localgpt.planning.demos import DEMOS, PROMPT_DEMOS, Demo
 from localgpt.planning.language import detect, lexicon
 from localgpt.planning.mend import salvage_plan
 from localgpt.planning.passes import PASSES, Pass, apply_passes
@@ -69,6 +69,9 @@ class PlannerOptions:
     - ``demo_diversity``: maximal marginal relevance among the demos (0: the most similar ones);
     - ``type_shortlist``: admit only the task types of the K most similar demos (0: all);
     - ``fixed_demos``: show the first ``n_demos`` demos whatever the request;
+    - ``system_demos``: write that many of the planner's prompt demos (:data:`PROMPT_DEMOS`, those whose
+      task types are offered) into the system prompt, whose evaluated state is cached, so they cost a
+      request no prompt tokens; the ``n_demos`` chosen per request come from the other demos;
     - ``passes``: the passes run over every accepted plan (:data:`PASSES`);
     - ``step_repair``: when decomposing under the constraint, a plan with fewer tasks than the steps the
       LLM wrote gets one focused repair (:meth:`Planner.repair_steps`). Off until measured to help
@@ -90,6 +93,7 @@ class PlannerOptions:
     demo_diversity: float = 0.0
     type_shortlist: int = 0
     fixed_demos: bool = False
+    system_demos: int = 0
     passes: tuple[tuple[str, Pass], ...] = PASSES
     step_repair: bool = False
     rewrite: bool = False
@@ -127,7 +131,8 @@ class Planner:
 
     def __init__(self, llm: LLM, *, max_tasks: int = DEFAULT_MAX_TASKS, n_demos: int = 3,
                  demos: Sequence[Demo] = DEMOS, specs: Sequence[TaskSpec] = registry.TASKS,
-                 similarity: Similarity = word_overlap, options: PlannerOptions = PlannerOptions()) -> None:
+                 similarity: Similarity = word_overlap, options: PlannerOptions = PlannerOptions(),
+                 prompt_demos: Sequence[Demo] = PROMPT_DEMOS) -> None:
         self.llm = llm
         self.max_tasks = max_tasks
         self.n_demos = n_demos
@@ -135,6 +140,7 @@ class Planner:
         self.specs = tuple(specs)
         self.similarity = similarity
         self.options = options
+        self.prompt_demos = tuple(prompt_demos)
         self.schema = plan_schema(self.specs, max_tasks, steps=options.decompose) if options.constrained else None
 
     def with_demos(self, demos: Sequence[Demo]) -> Planner:
@@ -159,8 +165,24 @@ class Planner:
             "language; do not invent files, and add no task the request does not ask for. A request you can "
             "answer yourself (a joke, a question from knowledge, small talk) is one text-generation or "
             "conversational task.\n"
-            "Task types:\n" + "\n".join(lines)
+            "Task types:\n" + "\n".join(lines) + self._examples()
         )
+
+    def system_demos(self) -> list[Demo]:
+        """The demos written into the system prompt: the first ``system_demos`` of :attr:`prompt_demos`
+        that use only the task types offered."""
+        k = self.options.system_demos
+        if k <= 0:
+            return []
+        names = {s.name for s in self.specs}
+        return [d for d in self.prompt_demos if d.uses_only(names)][:k]
+
+    def _examples(self) -> str:
+        shown = self.system_demos()
+        if not shown:
+            return ""
+        return "\nExamples, each a request and its reply:\n" + "\n".join(
+            f"{self.user_prompt(d.request, d.files)}\nReply: {self.demo_reply(d)}" for d in shown)
 
     def _reply_shape(self) -> str:
         if self.options.decompose:
@@ -197,6 +219,9 @@ class Planner:
         if self.options.fixed_demos:
             return list(self.demos[: self.n_demos])
         scores, ranked = self._ranked(request)
+        if self.options.system_demos > 0:  # a demo the system prompt shows already is not shown twice
+            shown = self.system_demos()
+            ranked = [i for i in ranked if self.demos[i] not in shown]
         if self.options.demo_diversity <= 0 or min_steps(request) < 2:
             chosen = ranked[: self.n_demos]
         else:

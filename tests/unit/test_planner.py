@@ -10,7 +10,7 @@ import pytest
 from localgpt import tasks as registry
 from localgpt.errors import PlanError
 from localgpt.llm import MESSAGE_OVERHEAD, context_budget, trim_history
-from localgpt.planning.demos import DEMOS, Demo
+from localgpt.planning.demos import DEMOS, PROMPT_DEMOS, Demo
 from localgpt.planning.planner import Planner, PlannerOptions, min_steps, plan_agreement
 from localgpt.planning.validate import validate_plan
 from localgpt.testing import FakeLLM
@@ -318,6 +318,27 @@ def test_closest_demo_sits_just_before_request() -> None:
     msgs = Planner(FakeLLM(), n_demos=4).messages("Read this sentence aloud: see you", [])
     assert "Read this sentence aloud: good morning" in msgs[-3]["content"]
     assert json.loads(msgs[-2]["content"])["tasks"][0]["task"] == "text-to-speech"
+
+
+
+def test_system_demos_sit_in_the_system_prompt_and_are_not_shown_again() -> None:
+    planner = Planner(FakeLLM(), n_demos=1, options=PlannerOptions(system_demos=3))
+    shown = planner.system_demos()
+    assert shown == list(PROMPT_DEMOS[:3])
+    system = planner.system_prompt()
+    for demo in shown:  # each as the LLM must write it, after its request
+        assert f"{planner.user_prompt(demo.request, demo.files)}\nReply: {planner.demo_reply(demo)}" in system
+    # the system prompt is the same for every request (its state is cached); the per-request demo differs
+    request = PROMPT_DEMOS[0].request  # the closest demo of all is in the system prompt already
+    msgs = planner.messages(request, list(PROMPT_DEMOS[0].files))
+    assert msgs[0]["content"] == system and len(msgs) == 4
+    assert PROMPT_DEMOS[0].request not in msgs[1]["content"]
+    assert planner.choose_demos(request)[0] not in shown
+    # a prompt demo whose task types are not offered is left out; none are written by default
+    speech_only = [s for s in registry.TASKS if s.name in ("text-to-speech", "automatic-speech-recognition")]
+    narrow = Planner(FakeLLM(), specs=speech_only, options=PlannerOptions(system_demos=10))
+    assert narrow.system_demos() == [] and "Examples" not in narrow.system_prompt()
+    assert "Examples" not in Planner(FakeLLM()).system_prompt()
 
 
 # --- decompose, then plan ---
