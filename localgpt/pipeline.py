@@ -321,16 +321,19 @@ class Pipeline:
 
     def warm(self) -> dict[str, str]:
         """Do ahead of the first request what it would otherwise wait for: load the controller LLM, compile
-        the planner's constraint, put the evaluated state of the planner's and the responder's fixed
-        instructions into memory (from the disk prompt state, else evaluated once and saved), and embed the
-        demos when an embedding model picks them. Nothing is generated and no reply changes. Returns, per
-        part, what happened to its prompt state (:meth:`LlamaCppLLM.warm`); empty for an LLM with nothing
-        to warm in this process (an engine reached over HTTP)."""
+        the planner's constraints (one per step floor), put the evaluated state of the planner's and the
+        responder's fixed instructions into memory (from the disk prompt state, else evaluated once and
+        saved), and embed the demos when an embedding model picks them. Nothing is generated and no reply
+        changes. Returns, per part, what happened to its prompt state (:meth:`LlamaCppLLM.warm`); empty for
+        an LLM with nothing to warm in this process (an engine reached over HTTP)."""
         warm = getattr(self.llm, "warm", None)
         planned = self.planner.messages(WARM_REQUEST, [])  # chooses demos: the embedding model loads
         if warm is None:
             return {}
         done = {"planner": str(warm(planned[:1], self.planner.schema))}
+        compile_: Any = getattr(self.llm, "constraint", None)
+        for schema in self.planner.schemas() if compile_ is not None else ():  # a step floor has its own
+            compile_(schema)
         done["responder"] = str(warm(self.responder.messages(WARM_REQUEST, [])[:1]))
         return done
 

@@ -279,10 +279,22 @@ class Planner:
         allowed = self.shortlist(request)
         if len(allowed) < len(self.specs):
             schema = plan_schema(allowed, self.max_tasks, steps=self.options.decompose)
+        return self._floored(schema, min_steps(request))
+
+    def schemas(self) -> list[dict[str, Any]]:
+        """Every constraint :meth:`schema_for` gives a request without a type shortlist (one per step
+        floor :func:`min_steps` can set), for compiling ahead of the first request (``Pipeline.warm``)."""
+        if self.schema is None:
+            return []
+        kinds = [self._floored(self.schema, floor) for floor in (1, 2)]
+        return [k for i, k in enumerate(kinds) if k is not None and k not in kinds[:i]]
+
+    def _floored(self, schema: dict[str, Any], floor: int) -> dict[str, Any]:
+        """``schema`` asking for ``floor`` steps at least (when decomposing with ``step_floor``)."""
         if not self.options.decompose or not self.options.step_floor:
             return schema
         steps = schema["properties"]["steps"]
-        floor = min(min_steps(request), steps.get("maxItems", 1))
+        floor = min(floor, steps.get("maxItems", 1))
         if floor <= steps.get("minItems", 1):
             return schema
         return {**schema, "properties": {**schema["properties"], "steps": {**steps, "minItems": floor}}}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
@@ -13,6 +14,7 @@ from localgpt.errors import ConfigError
 from localgpt.llm.llamacpp import LlamaCppLLM
 from localgpt.llm.prompt_state import state_key
 from localgpt.pipeline import Pipeline, controller_llm
+from localgpt.planning.planner import min_steps
 from localgpt.store.catalog import Catalog
 from localgpt.testing import FakeLLM
 
@@ -81,6 +83,21 @@ def test_warm_builds_the_fixed_prompts_only(tmp_path: Path) -> None:
     assert planner.schema == pipe.planner.schema
     assert responder.messages[0]["role"] == "system" and len(responder.messages) == 1
     assert responder.schema is None and llm.calls == []  # nothing generated
+
+    class Compiling(FakeLLM):  # an in-process LLM compiles constraints ahead
+        compiled: list[Any] = []
+
+        def constraint(self, schema: Any) -> None:
+            self.compiled.append(schema)
+
+    compiling = Compiling([])
+    planned = Pipeline(Settings(store=tmp_path, runs_dir=tmp_path / "runs"), compiling, Catalog(tmp_path))
+    planned.warm()
+    one, several = "Read 'hi' aloud", "Transcribe a.wav, then summarize it and then read the summary aloud"
+    assert min_steps(one) == 1 and min_steps(several) == 2
+    # the constraint of a request that reads as one action, and of one that reads as several, are ready
+    assert compiling.compiled == [planned.planner.schema_for(one), planned.planner.schema_for(several)]
+    assert compiling.compiled[0] != compiling.compiled[1]
 
     class Engine(FakeLLM):  # an LLM with nothing to warm in this process (an engine over HTTP)
         warm = None  # type: ignore[assignment]
