@@ -394,6 +394,7 @@ def variant(planner: Any, change: str) -> Any:
         setattr(other.llm, key, parsed)
     else:
         other.options = dataclasses.replace(planner.options, **{key: parsed})
+        other.schema = other.full_schema()  # (decompose, inline_steps, constrained shape it)
     return other
 
 

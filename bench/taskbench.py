@@ -401,13 +401,14 @@ def run(args: argparse.Namespace, records: list[dict[str, Any]],
                 bank.append((str(rec["id"]), demo))
     specs, bank = offered_and_bank(args.tasks, bank)
     llm = LlamaCppLLM(args.model, n_ctx=args.n_ctx, n_threads=args.threads, n_gpu_layers=args.n_gpu_layers,
-                      seed=args.seed)
+                      seed=args.seed, fast_forward=args.fast_forward)
     options = PlannerOptions(repair=not args.no_repair, salvage=not args.no_salvage,
                              decompose=not args.no_decompose, constrained=not args.no_constraint,
                              step_floor=not args.no_step_floor, samples=args.samples,
                              sample_temperature=args.sample_temperature, demo_diversity=args.demo_diversity,
                              type_shortlist=args.type_shortlist, fixed_demos=args.demos == "fixed",
-                             step_repair=args.step_repair)
+                             step_repair=args.step_repair, system_demos=args.system_demos,
+                             inline_steps=args.inline_steps)
     base = Planner(llm, max_tasks=8, n_demos=0 if args.demos == "none" else args.n_demos,
                    specs=specs, similarity=make_similarity(args), options=options)
     name = args.name or f"taskbench-{Path(args.model).parent.name}"
@@ -498,6 +499,8 @@ def run(args: argparse.Namespace, records: list[dict[str, Any]],
                      "demo_diversity": args.demo_diversity, "tasks": args.tasks,
                      "offered": [spec.name for spec in base.specs],
                      "type_shortlist": args.type_shortlist,
+                     "fast_forward": args.fast_forward, "system_demos": args.system_demos,
+                     "inline_steps": args.inline_steps,
                      "demo_data": str(args.demo_data) if args.demo_source != "localgpt" else None},
         "metrics": metrics,
         "failed": [i for i in preds if meta.get(i, {}).get("llm_failed")],
@@ -606,6 +609,13 @@ def main(argv: Iterable[str] | None = None) -> int:
                    help="ablation: no floor of two steps for a request that reads as several actions")
     p.add_argument("--step-repair", action="store_true",
                    help="one focused repair when the plan has fewer tasks than the steps the LLM wrote")
+    p.add_argument("--fast-forward", action="store_true",
+                   help="the tokens the constraint forces are evaluated in one batch, not decoded one by one "
+                        "(LOCALGPT_FAST_FORWARD; docs/latency.md)")
+    p.add_argument("--system-demos", type=int, default=0, metavar="K",
+                   help="K built-in demos written into the system prompt (PlannerOptions.system_demos; 0: off)")
+    p.add_argument("--inline-steps", action="store_true",
+                   help="each task writes its own step just before its type (PlannerOptions.inline_steps)")
     p.add_argument("--samples", type=int, default=0,
                    help="self-consistency: sample K more plans and keep the one they agree on most (default 0)")
     p.add_argument("--sample-temperature", type=float, default=0.7, help="temperature of those samples")

@@ -311,6 +311,9 @@ class FakeWorld:
             if schema is not None and "steps" in schema.get("properties", {}):  # the decomposing planner
                 steps = [f"Step {i}: run {t['task']}" for i, t in enumerate(plan, 1)]
                 return json.dumps({"steps": steps, "tasks": plan})
+            if schema is not None and "tasks" in schema.get("properties", {}):  # its steps inline
+                return json.dumps({"tasks": [{"step": f"Step {i}: run {t['task']}", **t}
+                                             for i, t in enumerate(plan, 1)]})
             return json.dumps(plan)
         raise AssertionError(f"unexpected LLM call: {messages[-1]['content'][:80]}")
 

@@ -73,6 +73,9 @@ class PlannerOptions:
       task types are offered) into the system prompt, whose evaluated state is cached, so they cost a
       request no prompt tokens; the ``n_demos`` chosen per request come from the other demos;
     - ``passes``: the passes run over every accepted plan (:data:`PASSES`);
+    - ``inline_steps``: when decomposing, each task writes its own step (``"step"``) just before its type,
+      instead of all the steps first and then the tasks; the step floor is then a floor of tasks. Off
+      until measured (docs/planning.md);
     - ``step_repair``: when decomposing under the constraint, a plan with fewer tasks than the steps the
       LLM wrote gets one focused repair (:meth:`Planner.repair_steps`). Off until measured to help
       (docs/planning.md).
@@ -97,6 +100,7 @@ class PlannerOptions:
     passes: tuple[tuple[str, Pass], ...] = PASSES
     step_repair: bool = False
     rewrite: bool = False
+    inline_steps: bool = False
 
 
 @dataclass(frozen=True)
@@ -141,7 +145,13 @@ class Planner:
         self.similarity = similarity
         self.options = options
         self.prompt_demos = tuple(prompt_demos)
-        self.schema = plan_schema(self.specs, max_tasks, steps=options.decompose) if options.constrained else None
+        self.schema = self.full_schema()
+
+    def full_schema(self) -> dict[str, Any] | None:
+        """The plan schema over every offered task type, as :attr:`options` shape it (None unconstrained)."""
+        if not self.options.constrained:
+            return None
+        return plan_schema(self.specs, self.max_tasks, steps=self.options.decompose, inline=self.options.inline_steps)
 
     def with_demos(self, demos: Sequence[Demo]) -> Planner:
         """A planner like this one that shows ``demos`` (the schema is shared, not built again)."""
@@ -185,6 +195,9 @@ class Planner:
             f"{self.user_prompt(d.request, d.files)}\nReply: {self.demo_reply(d)}" for d in shown)
 
     def _reply_shape(self) -> str:
+        if self.options.decompose and self.options.inline_steps:
+            return ("as JSON: \"tasks\", one task for every action the request asks for, in order; each task "
+                    "first says its \"step\", the action in plain words (\"Step 1: ...\").")
         if self.options.decompose:
             return ("as JSON: first \"steps\": every action the request asks for, one step each, in order, in plain "
                     "words (\"Step 1: ...\"); then \"tasks\", one task per step.")
@@ -196,6 +209,9 @@ class Planner:
         if not self.options.decompose:
             return json.dumps(tasks, separators=(",", ":"), ensure_ascii=False)
         steps = list(demo.steps) or [f"Step {i}: {t['task']}" for i, t in enumerate(tasks, 1)]
+        if self.options.inline_steps and len(steps) == len(tasks):
+            tasks = [{"step": step, **task} for step, task in zip(steps, tasks, strict=True)]
+            return json.dumps({"tasks": tasks}, separators=(",", ":"), ensure_ascii=False)
         return json.dumps({"steps": steps, "tasks": tasks}, separators=(",", ":"), ensure_ascii=False)
 
     def user_prompt(self, request: str, files: Sequence[str]) -> str:
@@ -278,7 +294,8 @@ class Planner:
             return schema
         allowed = self.shortlist(request)
         if len(allowed) < len(self.specs):
-            schema = plan_schema(allowed, self.max_tasks, steps=self.options.decompose)
+            schema = plan_schema(allowed, self.max_tasks, steps=self.options.decompose,
+                                 inline=self.options.inline_steps)
         return self._floored(schema, min_steps(request))
 
     def schemas(self) -> list[dict[str, Any]]:
@@ -293,11 +310,12 @@ class Planner:
         """``schema`` asking for ``floor`` steps at least (when decomposing with ``step_floor``)."""
         if not self.options.decompose or not self.options.step_floor:
             return schema
-        steps = schema["properties"]["steps"]
+        key = "tasks" if self.options.inline_steps else "steps"  # inline: a task per step
+        steps = schema["properties"][key]
         floor = min(floor, steps.get("maxItems", 1))
         if floor <= steps.get("minItems", 1):
             return schema
-        return {**schema, "properties": {**schema["properties"], "steps": {**steps, "minItems": floor}}}
+        return {**schema, "properties": {**schema["properties"], key: {**steps, "minItems": floor}}}
 
     def max_tokens(self) -> int:
         """Enough tokens for the longest plan the schema admits, within reason (and its steps)."""
@@ -387,7 +405,7 @@ class Planner:
         steps = accepted.plan.steps
         wanted = min(len(steps), self.max_tasks)
         if (not self.options.step_repair or not self.options.decompose or schema is None
-                or len(accepted.plan.tasks) >= wanted):
+                or self.options.inline_steps or len(accepted.plan.tasks) >= wanted):
             return accepted
         raw = self._ask(replies, msgs, steps_kept_schema(schema, steps, wanted))
         try:

@@ -56,27 +56,30 @@ def _arg_schema(spec: TaskSpec, position: int) -> dict[str, Any]:
     }
 
 
-def _task_schema(specs: Sequence[TaskSpec], position: int) -> dict[str, Any]:
+def _task_schema(specs: Sequence[TaskSpec], position: int, step: bool = False) -> dict[str, Any]:
     """The task at ``position`` of a plan: its id is ``position``, its deps and references name only
-    earlier tasks, and its ``args`` are those of its task type."""
+    earlier tasks, and its ``args`` are those of its task type. With ``step``, the task opens with
+    ``"step"``: the action it does, in plain words."""
     variants = []
+    head = {"step": {"type": "string", "minLength": 1, "maxLength": STEP_MAX}} if step else {}
     for spec in specs:
         variants.append({
             "type": "object",
             "properties": {
+                **head,
                 "id": {"const": position},
                 "task": {"const": spec.name},
                 "dep": {"type": "array", "items": {"enum": [-1, *range(position)]}, "minItems": 1, "maxItems": 3},
                 "args": _arg_schema(spec, position),
             },
-            "required": ["id", "task", "dep", "args"],
+            "required": [*head, "id", "task", "dep", "args"],
             "additionalProperties": False,
         })
     return {"anyOf": variants}
 
 
 def plan_schema(specs: Sequence[TaskSpec] = registry.TASKS, max_tasks: int = DEFAULT_MAX_TASKS, *,
-                steps: bool = False) -> dict[str, Any]:
+                steps: bool = False, inline: bool = False) -> dict[str, Any]:
     """The JSON schema of a plan: a list of tasks, each typed by its task name and by its place.
 
     The task at place i has the id i, and its deps and ``<resource>-N`` references name only tasks
@@ -84,12 +87,17 @@ def plan_schema(specs: Sequence[TaskSpec] = registry.TASKS, max_tasks: int = DEF
     admits only that task's arguments; media arguments admit only such a reference or a file name of
     the right kind; strings and lists are bounded so decoding always ends. With ``steps`` the plan is
     an object: ``"steps"``, the request decomposed into short sentences, then ``"tasks"``, the list
-    above (:meth:`Planner.schema_for` may raise the steps' ``minItems`` for one request).
+    above (:meth:`Planner.schema_for` may raise the steps' ``minItems`` for one request). With
+    ``steps`` and ``inline``, the plan is ``{"tasks": [...]}`` and each task writes its own step first
+    (``"step"``), so a task's type is decoded right after the words of the action it does.
     """
-    tasks = {"type": "array", "prefixItems": [_task_schema(specs, i) for i in range(max_tasks)], "items": False,
-             "minItems": 1, "maxItems": max_tasks}
+    tasks = {"type": "array", "prefixItems": [_task_schema(specs, i, steps and inline) for i in range(max_tasks)],
+             "items": False, "minItems": 1, "maxItems": max_tasks}
     if not steps:
         return tasks
+    if inline:
+        return {"type": "object", "properties": {"tasks": tasks}, "required": ["tasks"],
+                "additionalProperties": False}
     step = {"type": "string", "minLength": 1, "maxLength": STEP_MAX}
     return {
         "type": "object",

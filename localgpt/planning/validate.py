@@ -160,7 +160,8 @@ def _check_media_literal(task: Task, name: str, value: str, kind: Kind, given: s
 
 
 def _split_reply(decoded: Any) -> tuple[list[str], list[Any]]:
-    """The steps (none for a bare task list) and the task list of a decoded plan; raises
+    """The steps (none for a bare task list; each task's own ``"step"`` when every task has one) and the
+    task list of a decoded plan; raises
     :class:`PlanError` when there is no task list."""
     steps = []
     if isinstance(decoded, dict):
@@ -169,4 +170,8 @@ def _split_reply(decoded: Any) -> tuple[list[str], list[Any]]:
         decoded = decoded.get("tasks", decoded)
     if not isinstance(decoded, list):
         raise PlanError("the plan is not a list of tasks")
+    if not steps and decoded and all(isinstance(t, dict) and "step" in t for t in decoded):
+        # each task wrote its own step first (PlannerOptions.inline_steps)
+        steps = [str(t["step"]) for t in decoded]
+        decoded = [{k: v for k, v in t.items() if k != "step"} for t in decoded]
     return steps, decoded

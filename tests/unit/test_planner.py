@@ -432,6 +432,45 @@ def test_decomposed_reply_is_mended_and_repaired_like_a_list() -> None:
     assert plan.steps == ["Step 1: Say hello aloud."]
 
 
+def test_inline_steps_put_each_step_just_before_its_task() -> None:
+    inline = PlannerOptions(inline_steps=True)
+    planner = Planner(FakeLLM(), n_demos=2, options=inline)
+    schema = planner.schema
+    assert schema["required"] == ["tasks"] and list(schema["properties"]) == ["tasks"]
+    first = schema["properties"]["tasks"]["prefixItems"][0]["anyOf"][0]
+    assert list(first["properties"])[:3] == ["step", "id", "task"]  # the step is decoded before the type
+    assert first["required"][0] == "step"
+    assert '"step"' in planner.system_prompt() and '"steps"' not in planner.system_prompt()
+    msgs = planner.messages("Transcribe lecture.mp3 and give me a short summary of it.", ["lecture.mp3"])
+    reply = json.loads(msgs[-2]["content"])  # the closest demo, written the same way
+    assert [x["step"] for x in reply["tasks"]] == ["Step 1: Transcribe the speech in interview.mp3.",
+                                                   "Step 2: Summarize the transcript."]
+    assert [x["task"] for x in reply["tasks"]] == ["automatic-speech-recognition", "summarization"]
+    # the step floor becomes a floor of tasks; the planner's own schema is untouched
+    several = "Transcribe a.wav, then summarize it and read it aloud."
+    assert planner.schema_for(several)["properties"]["tasks"]["minItems"] == 2
+    assert planner.schema["properties"]["tasks"]["minItems"] == 1
+    assert planner.schemas() == [planner.schema, planner.schema_for(several)]
+    # the steps-first layout is the default
+    assert Planner(FakeLLM()).schema["required"] == ["steps", "tasks"]
+
+
+def test_inline_steps_reply_gives_a_plan_with_its_steps() -> None:
+    reply = {"tasks": [{"step": "Step 1: Transcribe it.", **t(0, "automatic-speech-recognition", {"audio": "a.wav"})},
+                       {"step": "Step 2: Sum it up.", **t(1, "summarization", {"text": "<resource>-0"}, [0])}]}
+    llm = FakeLLM([json.dumps(reply)])
+    plan = Planner(llm, options=PlannerOptions(inline_steps=True)).plan("Transcribe a.wav, then sum it up.", ["a.wav"])
+    assert plan.steps == ["Step 1: Transcribe it.", "Step 2: Sum it up."]
+    assert [x.task for x in plan.tasks] == ["automatic-speech-recognition", "summarization"]
+    assert plan.tasks[1].dep == [0]
+    # a reply of the inline shape that needs mending keeps its steps too
+    bad = {"tasks": [{"step": "Step 1: Say hello.", **BAD_PLAN[0]}]}
+    attempt = Planner(FakeLLM([json.dumps(bad)]), options=PlannerOptions(inline_steps=True)).attempt("say hello aloud")
+    assert attempt.plan is not None and attempt.salvaged and attempt.plan.steps == ["Step 1: Say hello."]
+    # only when every task has a step are they steps; otherwise the stray key is an error as before
+    assert "malformed" in plan_error({"tasks": [{"step": "x", **TTS_PLAN[0]}, t(1, "summarization", {"text": "y"})]})
+
+
 def test_plain_planner_replies_a_list() -> None:
     planner = Planner(FakeLLM([json.dumps(TTS_PLAN)]), n_demos=1, options=PlannerOptions(decompose=False))
     assert planner.schema["type"] == "array"

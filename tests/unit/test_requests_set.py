@@ -205,6 +205,9 @@ def test_a_variant_changes_one_setting_and_shares_the_rest() -> None:
     rewrite = rq.variant(base, "rewrite=1")
     assert rewrite.options.rewrite and not base.options.rewrite and rewrite.n_demos == 3
     assert rq.variant(base, "demo-diversity=0.3").options.demo_diversity == 0.3
+    inline = rq.variant(base, "inline_steps=1")  # a setting that shapes the schema builds it again
+    assert list(inline.schema["properties"]) == ["tasks"] and list(base.schema["properties"]) == ["steps", "tasks"]
+    assert rewrite.schema == base.schema
     base.llm.fast_forward = True  # (an in-process LLM's setting)
     plain = rq.variant(base, "fast_forward=0")
     assert plain.llm.fast_forward is False and base.llm.fast_forward is True and plain.llm.calls is base.llm.calls
