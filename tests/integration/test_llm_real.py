@@ -22,8 +22,9 @@ from bench.varied_requests import REQUESTS
 from localgpt.errors import ConfigError, LocalGPTError
 from localgpt.llm import FREE_TEXT_REPEAT_PENALTY, MESSAGE_OVERHEAD, complete, schema_key
 from localgpt.llm.llamacpp import LlamaCppLLM
-from localgpt.planning.planner import Planner
+from localgpt.planning.planner import Planner, PlannerOptions
 from localgpt.planning.schema import steps_kept_schema
+from localgpt.planning.validate import validate_plan
 from tests import helpers
 
 pytestmark = [
@@ -283,6 +284,22 @@ def test_the_step_repair_schema_writes_the_steps_given_then_as_many_tasks() -> N
         assert reply["steps"] == steps and len(reply["tasks"]) >= 3
     finally:
         model.close()
+
+
+def test_the_inline_steps_schema_decodes_each_step_before_its_task(llm: LlamaCppLLM) -> None:
+    """llguidance decodes the ``inline_steps`` layout (every task opening with its own step, a floor of two
+    tasks for a request of two actions) into replies the schema admits and the planner reads as a plan
+    with as many steps as tasks."""
+    planner = Planner(llm, options=PlannerOptions(inline_steps=True))
+    request = "Transcribe talk.wav, then summarize the transcript and read the summary aloud."
+    schema = planner.schema_for(request)
+    assert schema is not None and schema["properties"]["tasks"]["minItems"] == 2
+    raw = llm.generate(planner.messages(request, ["talk.wav"]), schema=schema, max_tokens=planner.max_tokens())
+    reply = json.loads(raw)
+    jsonschema.validate(reply, schema)
+    assert len(reply["tasks"]) >= 2 and all(t["step"] for t in reply["tasks"])
+    plan = validate_plan(reply, request, ["talk.wav"])
+    assert plan.steps == [t["step"] for t in reply["tasks"]] and len(plan.tasks) == len(reply["tasks"])
 
 
 def test_missing_gguf_is_a_config_error(tmp_path: Path) -> None:
