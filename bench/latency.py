@@ -218,6 +218,10 @@ def main() -> None:
     parser.add_argument("--flash-attn", choices=("0", "1"), help="cold and server modes: LOCALGPT_FLASH_ATTN")
     parser.add_argument("--n-batch", type=int, help="cold and server modes: LOCALGPT_N_BATCH")
     parser.add_argument("--n-ubatch", type=int, help="cold and server modes: LOCALGPT_N_UBATCH")
+    parser.add_argument("--server-variants", default="",
+                        help="server mode: ';'-separated variants, each comma-separated NAME=VALUE LOCALGPT_ settings "
+                             "(e.g. 'LLM_MMAP=1,PROMPT_CACHE_MB=512;' is the old defaults, then today's), "
+                             "each run as a server of its own; its memory after every request is recorded")
     parser.add_argument("--out", default=None)
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--eval-child", help=argparse.SUPPRESS)
@@ -264,7 +268,8 @@ def main() -> None:
         report["runs"].append(entry)
         save()
         t = entry.get("timings", {})
-        label = entry["mode"] + (f"#{entry['round']}" if "round" in entry else "")
+        label = entry["mode"] + (f"[{entry['variant']}]" if "variant" in entry else "") \
+            + (f"#{entry['round']}" if "round" in entry else "")
         print(f"{label:9} {entry['request']:6} total {entry['wall']:6.1f} s  "
               + "  ".join(f"{k} {v:.1f}" for k, v in t.items()) + (f"  prefix {entry.get('prefix')}"
                                                                     if entry.get("prefix") else ""), flush=True)
@@ -284,19 +289,31 @@ def main() -> None:
             record({"mode": mode, "request": name, "wall": wall, **out})
 
     if "server" in modes:
-        server, url, load, warm = start_server(env | {"LOCALGPT_PROMPT_CACHE_DISK_MB": "512"}, work)
-        report["server_load_seconds"], report["server_warm_seconds"] = load, warm
-        print(f"server accepting after {load:.1f} s, planner warm after {warm:.1f} s", flush=True)
-        try:
-            for turn in range(1, args.server_rounds + 1):
-                for name in names:
-                    request, files = REQUESTS[name]
-                    record({"mode": "server", "round": turn, "request": name,
-                            **through_server(url, request, files, env, work, args.timeout)})
-            report["server_rss_mb"] = rss_mb(server.pid)
-        finally:
-            server.terminate()
-            server.wait(30)
+        variants = [v.strip() for v in args.server_variants.split(";")] if args.server_variants else [""]
+        report["server"] = {}
+        for variant in variants:  # each a server of its own, one after the other, on the same machine
+            extra = dict(item.split("=", 1) for item in variant.split(",") if item)
+            label = variant or "defaults"
+            server_env = env | {"LOCALGPT_PROMPT_CACHE_DISK_MB": "512"} | {f"LOCALGPT_{k}": v for k, v in extra.items()}
+            server, url, load, warm = start_server(server_env, work)
+            print(f"server [{label}] accepting after {load:.1f} s, planner warm after {warm:.1f} s", flush=True)
+            entry: dict[str, Any] = {"load_seconds": load, "warm_seconds": warm,
+                                     "memory_warm_mb": memory_mb(server.pid)}
+            report["server"][label] = entry
+            try:
+                for turn in range(1, args.server_rounds + 1):
+                    for name in names:
+                        request, files = REQUESTS[name]
+                        record({"mode": "server", "variant": label, "round": turn, "request": name,
+                                **through_server(url, request, files, env, work, args.timeout)})
+                        entry.setdefault("memory_mb", []).append(memory_mb(server.pid))
+                print(f"server [{label}] memory, MB: warm " + json.dumps(entry["memory_warm_mb"])
+                      + ", after each request: rss " + ", ".join(str(m.get("rss")) for m in entry["memory_mb"])
+                      + "; last " + json.dumps(entry["memory_mb"][-1]), flush=True)
+            finally:
+                server.terminate()
+                server.wait(30)
+            save()
 
     if "eval" in modes:
         gguf = str(Path(args.store) / args.planner / "model.gguf")
@@ -318,15 +335,20 @@ def main() -> None:
     print(f"wrote {out_path}")
 
 
-def rss_mb(pid: int) -> float | None:
-    """Resident memory of a process, MB (Linux)."""
+def memory_mb(pid: int) -> dict[str, float]:
+    """Resident memory of a process by kind, MB (Linux): ``rss`` in all, ``anon`` (the process's own heap:
+    llama.cpp's context and prompt states, the experts' tensors), ``file`` (pages of mapped files, the GGUF
+    among them: shared with the page cache, dropped under pressure and read back) and ``shmem``."""
+    keys = {"VmRSS:": "rss", "RssAnon:": "anon", "RssFile:": "file", "RssShmem:": "shmem"}
+    out: dict[str, float] = {}
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
+            head = line.split(maxsplit=1)[0] if line else ""
+            if head in keys:
+                out[keys[head]] = round(int(line.split()[1]) / 1024, 1)
     except OSError:
-        return None
-    return None
+        pass
+    return out
 
 
 if __name__ == "__main__":

@@ -64,7 +64,14 @@ class Settings(BaseSettings):
     n_gpu_layers: int | None = Field(
         default=None, description="LLM layers on the GPU; unset: all of them unless device is cpu (-1 = all)")
     device: str = Field(default="auto", pattern="^(auto|cpu|cuda)$")
-    prompt_cache_mb: int = Field(default=512, ge=0, description="RAM for reusing LLM prompt prefixes; 0 turns it off")
+    prompt_cache_mb: int = Field(
+        default=128, ge=0,
+        description="RAM for the LLM's state after its latest replies, reused by a call that continues one "
+                    "(a repair, a chat turn); 0: off")
+    llm_mmap: bool = Field(
+        default=False,
+        description="map the planner GGUF file instead of reading it into memory: llama.cpp repacks most CPU "
+                    "weights into memory of its own, so a mapped file keeps their pages resident twice")
     # llama.cpp's prompt evaluation (defaults measured on 2 CPU cores with the starter planner: bench/README.md)
     flash_attn: bool = Field(default=FLASH_ATTN_DEFAULT,
                              description="llama.cpp's flash attention for the in-process planner LLM")

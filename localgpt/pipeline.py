@@ -77,7 +77,7 @@ def controller_llm(settings: Settings, override: str | None = None) -> tuple[LLM
     model_id, gguf = resolve_planner(settings, override)
     return LlamaCppLLM(gguf, n_ctx=settings.n_ctx, n_threads=settings.threads, n_gpu_layers=settings.gpu_layers(),
                        prompt_cache_mb=settings.prompt_cache_mb, seed=settings.seed, flash_attn=settings.flash_attn,
-                       fast_forward=settings.fast_forward,
+                       fast_forward=settings.fast_forward, use_mmap=settings.llm_mmap,
                        n_batch=settings.n_batch, n_ubatch=min(settings.n_ubatch, settings.n_batch)), \
         model_id or gguf.stem
 

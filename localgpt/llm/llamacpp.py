@@ -133,7 +133,8 @@ class LlamaCppLLM:
     constrained reply is decoded by :meth:`_decode_forced`: the tokens the constraint leaves no choice about
     (``","dep":[`` between two values) are appended without a decoding step each and evaluated in one batch
     with the next. :meth:`warm` does the first call's one-time work (load, constraint, system-prompt state)
-    ahead of it.
+    ahead of it. The GGUF is read into memory unless ``use_mmap``: on a CPU llama.cpp repacks most quantised
+    weights into buffers of its own, and the mapped pages they came from would stay resident beside them.
 
     Example::
 
@@ -150,12 +151,13 @@ class LlamaCppLLM:
         n_gpu_layers: int = 0,
         backend: str = "llguidance",
         seed: int = 0,
-        prompt_cache_mb: int = 512,
+        prompt_cache_mb: int = 128,
         prompt_state: PromptStateCache | None = _DEFAULT,
         n_batch: int = N_BATCH_DEFAULT,
         n_ubatch: int = N_UBATCH_DEFAULT,
         flash_attn: bool = FLASH_ATTN_DEFAULT,
         fast_forward: bool = FAST_FORWARD_DEFAULT,
+        use_mmap: bool = False,
     ) -> None:
         self.path = Path(path)
         if not self.path.is_file():
@@ -174,6 +176,7 @@ class LlamaCppLLM:
         self.n_ubatch = n_ubatch
         self.flash_attn = flash_attn
         self.fast_forward = fast_forward
+        self.use_mmap = use_mmap
         self.prefix_events: list[str] = []  # per call: "disk", "memory", "evaluated" or "" (no prefix state)
         self._prefixes: OrderedDict[str, Any] = OrderedDict()  # state key -> llama_cpp.LlamaState
         self._formatter: Any = None
@@ -207,6 +210,7 @@ class LlamaCppLLM:
                 n_batch=self.n_batch,
                 n_ubatch=self.n_ubatch,
                 flash_attn=self.flash_attn,
+                use_mmap=self.use_mmap,
                 verbose=False,
             )
         except (ValueError, RuntimeError) as exc:

@@ -57,6 +57,21 @@ def test_the_in_process_llm_gets_them(tmp_path: Path) -> None:
     assert (llm.flash_attn, llm.n_batch, llm.n_ubatch) == (False, 128, 128)
 
 
+
+def test_the_gguf_is_read_into_memory_unless_mapping_is_asked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # llama.cpp repacks most CPU weights into buffers of its own; mapped, the file's pages of those weights
+    # would stay resident beside them (Qwen: 1.96 GB resident mapped, 1.37 GB read: docs/latency.md)
+    store = gguf_in_store(tmp_path)
+    monkeypatch.delenv("LOCALGPT_LLM_MMAP", raising=False)
+    monkeypatch.delenv("LOCALGPT_PROMPT_CACHE_MB", raising=False)
+    plain = Settings.load(store=store, planner="tiny-planner")
+    assert plain.llm_mmap is False and plain.prompt_cache_mb == 128
+    llm, _ = controller_llm(plain)
+    assert isinstance(llm, LlamaCppLLM) and llm.use_mmap is False and llm.prompt_cache_mb == 128
+    monkeypatch.setenv("LOCALGPT_LLM_MMAP", "true")
+    llm, _ = controller_llm(Settings.load(store=store, planner="tiny-planner"))
+    assert isinstance(llm, LlamaCppLLM) and llm.use_mmap is True
+
 def state_settings(tmp_path: Path, **params: object) -> dict[str, object]:
     llm = LlamaCppLLM(gguf_in_store(tmp_path) / "tiny-planner" / "model.gguf", prompt_state=None)
     context = {"type_k": 1, "type_v": 1, "n_batch": 512, "n_ubatch": 512} | params
