@@ -35,6 +35,7 @@ import json
 import math
 import os
 import re
+import shutil
 import struct
 import subprocess
 import sys
@@ -234,6 +235,12 @@ def main() -> None:
         return
 
     modes = args.modes.split(",")
+    try:
+        variants = server_variants(args.server_variants)
+    except ValueError as exc:
+        parser.error(str(exc))
+    if args.server_variants and "server" not in modes:
+        parser.error("--server-variants needs the server mode (--modes ...,server)")
     names = args.requests.split(",")
     work = Path(tempfile.mkdtemp(prefix="latency-"))
     tone(work / "first.wav", 2.0, 440)
@@ -289,12 +296,13 @@ def main() -> None:
             record({"mode": mode, "request": name, "wall": wall, **out})
 
     if "server" in modes:
-        variants = [v.strip() for v in args.server_variants.split(";")] if args.server_variants else [""]
         report["server"] = {}
-        for variant in variants:  # each a server of its own, one after the other, on the same machine
-            extra = dict(item.split("=", 1) for item in variant.split(",") if item)
-            label = variant or "defaults"
-            server_env = env | {"LOCALGPT_PROMPT_CACHE_DISK_MB": "512"} | {f"LOCALGPT_{k}": v for k, v in extra.items()}
+        for i, (label, extra) in enumerate(variants):  # a server of its own each, one after the other
+            folder = work / f"prompt-state-server-{i}"  # each starts from what the cold modes left, no more
+            if state_dir.is_dir():
+                shutil.copytree(state_dir, folder)
+            server_env = env | {"LOCALGPT_PROMPT_CACHE_DISK_MB": "512", "LOCALGPT_PROMPT_CACHE_DIR": str(folder)} \
+                | {f"LOCALGPT_{k}": v for k, v in extra.items()}
             server, url, load, warm = start_server(server_env, work)
             print(f"server [{label}] accepting after {load:.1f} s, planner warm after {warm:.1f} s", flush=True)
             entry: dict[str, Any] = {"load_seconds": load, "warm_seconds": warm,
@@ -307,9 +315,10 @@ def main() -> None:
                         record({"mode": "server", "variant": label, "round": turn, "request": name,
                                 **through_server(url, request, files, env, work, args.timeout)})
                         entry.setdefault("memory_mb", []).append(memory_mb(server.pid))
+                after = entry.get("memory_mb", [])
                 print(f"server [{label}] memory, MB: warm " + json.dumps(entry["memory_warm_mb"])
-                      + ", after each request: rss " + ", ".join(str(m.get("rss")) for m in entry["memory_mb"])
-                      + "; last " + json.dumps(entry["memory_mb"][-1]), flush=True)
+                      + ", after each request: rss " + ", ".join(str(m.get("rss")) for m in after)
+                      + ("; last " + json.dumps(after[-1]) if after else ""), flush=True)
             finally:
                 server.terminate()
                 server.wait(30)
@@ -333,6 +342,32 @@ def main() -> None:
 
     save()
     print(f"wrote {out_path}")
+
+
+def server_variants(text: str) -> list[tuple[str, dict[str, str]]]:
+    """``--server-variants``: ``;``-separated variants, each comma-separated ``NAME=VALUE`` settings named as
+    their ``LOCALGPT_`` variable without the prefix (an empty variant: the defaults), as (label, settings).
+    A name that is no setting, an item without ``=`` or a variant given twice is an error."""
+    from localgpt.config import Settings
+
+    out: list[tuple[str, dict[str, str]]] = []
+    for variant in (text.split(";") if text else [""]):
+        extra: dict[str, str] = {}
+        for item in (part.strip() for part in variant.split(",")):
+            if not item:
+                continue
+            name, sep, value = item.partition("=")
+            name = name.strip().upper()
+            if not sep or not name:
+                raise ValueError(f"server variant item {item!r}: write NAME=VALUE")
+            if name.lower() not in Settings.model_fields:
+                raise ValueError(f"server variant item {item!r}: LOCALGPT_{name} is no setting")
+            extra[name] = value.strip()
+        label = ",".join(f"{k}={v}" for k, v in extra.items()) or "defaults"
+        if label in (seen for seen, _ in out):
+            raise ValueError(f"server variant {label!r} given twice")
+        out.append((label, extra))
+    return out
 
 
 def memory_mb(pid: int) -> dict[str, float]:

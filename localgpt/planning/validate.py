@@ -47,7 +47,7 @@ def validate_plan(raw: Any, request: str = "", files: Sequence[str] = (), max_ta
     task that does not exist or comes later, a cycle, a missing or unknown argument, or an
     argument of the wrong kind (an image argument must be a user file or an image output; a text
     argument may not be a bare image, audio or video file name). A ``{"steps", "tasks"}`` object
-    keeps its steps.
+    keeps its steps, and so does ``{"tasks": [{"step", ...}]}`` where every task wrote its own.
     """
     steps, raw = _split_reply(raw)
     try:

@@ -302,15 +302,15 @@ def test_the_inline_steps_schema_decodes_each_step_before_its_task(llm: LlamaCpp
     assert plan.steps == [t["step"] for t in reply["tasks"]] and len(plan.tasks) == len(reply["tasks"])
 
 
-
 def test_the_gguf_is_read_into_memory_not_mapped(llm: LlamaCppLLM) -> None:
     """By default llama.cpp reads the model file (``use_mmap`` off: mapped, the pages of the weights it
     repacks would stay resident beside the repacked copy), and it plans from it as before."""
-    reply = llm.generate([{"role": "user", "content": "Say hi"}], max_tokens=4)
     import llama_cpp
 
+    reply = llm.generate([{"role": "user", "content": "Say hi"}], max_tokens=4)
     assert reply and llm.use_mmap is False
     assert llm._llama.model_params.load_mode == llama_cpp.LLAMA_LOAD_MODE_NONE
+
 
 def test_missing_gguf_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):

@@ -453,6 +453,14 @@ def test_inline_steps_put_each_step_just_before_its_task() -> None:
     assert planner.schemas() == [planner.schema, planner.schema_for(several)]
     # the steps-first layout is the default
     assert Planner(FakeLLM()).schema["required"] == ["steps", "tasks"]
+    # a demo whose steps are not one per task is still written inline, each task's type as its step
+    odd = Demo("Caption a.jpg and read it", ("a.jpg",),
+               ({"id": 0, "task": "image-to-text", "dep": [-1], "args": {"image": "a.jpg"}},
+                {"id": 1, "task": "text-to-speech", "dep": [0], "args": {"text": "<text>-0"}}),
+               ("Step 1: Caption a.jpg and read the caption aloud.",))
+    written = json.loads(planner.demo_reply(odd))
+    assert list(written) == ["tasks"]
+    assert [x["step"] for x in written["tasks"]] == ["Step 1: image-to-text", "Step 2: text-to-speech"]
 
 
 def test_inline_steps_reply_gives_a_plan_with_its_steps() -> None:
