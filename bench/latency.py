@@ -305,8 +305,9 @@ def main() -> None:
                 | {f"LOCALGPT_{k}": v for k, v in extra.items()}
             server, url, load, warm = start_server(server_env, work)
             print(f"server [{label}] accepting after {load:.1f} s, planner warm after {warm:.1f} s", flush=True)
+            after: list[dict[str, float]] = []  # the server's memory after each request
             entry: dict[str, Any] = {"load_seconds": load, "warm_seconds": warm,
-                                     "memory_warm_mb": memory_mb(server.pid)}
+                                     "memory_warm_mb": memory_mb(server.pid), "memory_mb": after}
             report["server"][label] = entry
             try:
                 for turn in range(1, args.server_rounds + 1):
@@ -314,8 +315,7 @@ def main() -> None:
                         request, files = REQUESTS[name]
                         record({"mode": "server", "variant": label, "round": turn, "request": name,
                                 **through_server(url, request, files, env, work, args.timeout)})
-                        entry.setdefault("memory_mb", []).append(memory_mb(server.pid))
-                after = entry.get("memory_mb", [])
+                        after.append(memory_mb(server.pid))
                 print(f"server [{label}] memory, MB: warm " + json.dumps(entry["memory_warm_mb"])
                       + ", after each request: rss " + ", ".join(str(m.get("rss")) for m in after)
                       + ("; last " + json.dumps(after[-1]) if after else ""), flush=True)

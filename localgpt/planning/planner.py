@@ -208,10 +208,10 @@ class Planner:
         tasks = list(demo.plan)
         if not self.options.decompose:
             return json.dumps(tasks, separators=(",", ":"), ensure_ascii=False)
-        steps = list(demo.steps) or [f"Step {i}: {t['task']}" for i, t in enumerate(tasks, 1)]
-        if self.options.inline_steps:  # a demo whose steps are not one per task: each task's type as its step
-            if len(steps) != len(tasks):
-                steps = [f"Step {i}: {t['task']}" for i, t in enumerate(tasks, 1)]
+        steps = list(demo.steps)
+        if not steps or (self.options.inline_steps and len(steps) != len(tasks)):  # each task's type as its step
+            steps = [f"Step {i}: {t['task']}" for i, t in enumerate(tasks, 1)]
+        if self.options.inline_steps:
             tasks = [{"step": step, **task} for step, task in zip(steps, tasks, strict=True)]
             return json.dumps({"tasks": tasks}, separators=(",", ":"), ensure_ascii=False)
         return json.dumps({"steps": steps, "tasks": tasks}, separators=(",", ":"), ensure_ascii=False)

@@ -57,7 +57,6 @@ def test_the_in_process_llm_gets_them(tmp_path: Path) -> None:
     assert (llm.flash_attn, llm.n_batch, llm.n_ubatch) == (False, 128, 128)
 
 
-
 def test_the_gguf_is_read_into_memory_unless_mapping_is_asked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # llama.cpp repacks most CPU weights into buffers of its own; mapped, the file's pages of those weights
     # would stay resident beside them (Qwen: 1.96 GB resident mapped, 1.37 GB read: docs/latency.md)
@@ -71,6 +70,7 @@ def test_the_gguf_is_read_into_memory_unless_mapping_is_asked(tmp_path: Path, mo
     monkeypatch.setenv("LOCALGPT_LLM_MMAP", "true")
     llm, _ = controller_llm(Settings.load(store=store, planner="tiny-planner"))
     assert isinstance(llm, LlamaCppLLM) and llm.use_mmap is True
+
 
 def state_settings(tmp_path: Path, **params: object) -> dict[str, object]:
     llm = LlamaCppLLM(gguf_in_store(tmp_path) / "tiny-planner" / "model.gguf", prompt_state=None)
