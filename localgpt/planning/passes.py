@@ -20,6 +20,7 @@ from localgpt.config import MAX_TASKS_LIMIT
 from localgpt.planning.language import Lexicon, detect, lexicon
 from localgpt.planning.quotes import outside_quotes
 from localgpt.planning.references import is_pure_reference, references, renumber
+from localgpt.planning.retrieval import tokens
 from localgpt.planning.validate import _media_file, named_files, user_files, validate_plan
 from localgpt.schema import Plan
 from localgpt.tasks import Kind, TaskSpec, kind_by_name
@@ -211,13 +212,18 @@ def follow_transforms(tasks: Tasks, ctx: Context) -> Tasks:
     return tasks
 
 
+def _stem(task_type: str) -> str:
+    """How a step names a task type: its words, or for a one-word type its first six letters ("translat",
+    "summar"; "conversation" for conversational, whose six would also be "convert")."""
+    words = task_type.replace("-", " ")
+    return words if " " in words else ("conversation" if words == "conversational" else words[:6])
+
+
 def _names_task(step: str, task_type: str) -> bool:
     """Whether ``step`` names a task type of the registry: its words ("token classification", "text to
     speech"), or for a one-word type the first six letters ("translat" in "the translated text",
     "summar" in "the summary"; "conversation" for conversational, whose six would also be "convert")."""
-    words = task_type.replace("-", " ")
-    stem = words if " " in words else ("conversation" if words == "conversational" else words[:6])
-    return re.search(r"(?<![^\W_])" + re.escape(stem), step.casefold().replace("-", " ")) is not None
+    return re.search(r"(?<![^\W_])" + re.escape(_stem(task_type)), step.casefold().replace("-", " ")) is not None
 
 
 def follow_steps(tasks: Tasks, ctx: Context) -> Tasks:
@@ -246,6 +252,52 @@ def follow_steps(tasks: Tasks, ctx: Context) -> Tasks:
             if named:
                 task["args"][inp.name] = f"<resource>-{named[-1]['id']}"
     return tasks
+
+
+# The tasks the LLM runs on an instruction (a prompt, a message, "the instruction and the text"): their text
+# may be the planner's own words or the user's whole message, not only data the user gave.
+PROMPTED = ("text-generation", "conversational", "text2text-generation")
+
+
+def _written_by_planner(ctx: Context, value: str) -> bool:
+    """Whether ``value`` is a text of the planner's own: three tokens or more (words in any script,
+    bigrams of unspaced scripts; one or two are a placeholder such as "input", not a text), most of
+    them not in the request."""
+    words = tokens(value)
+    return len(words) >= 3 and 2 * len(words & tokens(ctx.request)) < len(words)
+
+
+def _whole_request(ctx: Context, value: str) -> bool:
+    """Whether ``value`` holds every token of the request: the user's message itself, instruction and
+    all, not a text it gives to work on."""
+    asked = tokens(ctx.request)
+    return bool(asked) and asked <= tokens(value)
+
+
+def answer_from_knowledge(tasks: Tasks, ctx: Context) -> Tasks:
+    """A plan that analyses the planner's own words, or the user's message itself, is the LLM answering.
+
+    Given "who wrote pride and prejudice?", a small planner may name the entities of a sentence it
+    wrote ("Pride and Prejudice was written by Jane Austen."), answer from a context it made up, or
+    classify the question as it stands: the answer, if any, is in its arguments, and the task only
+    analyses it. When the user gave no file, every task is a text task the LLM serves (the registry's
+    ``llm_servable``), and some task other than one run on an instruction (:data:`PROMPTED`) takes as
+    a required text one of the planner's own (:func:`_written_by_planner`), or, as its one required
+    text, the whole request (:func:`_whole_request`; a question answered from a context may well be the
+    request), the plan becomes one text-generation task given the request. Tokens are
+    compared, so it reads every language alike and no word list."""
+    if ctx.files or "text-generation" not in ctx.specs or not tasks:
+        return tasks
+    specs = [_spec(t["task"]) for t in tasks]
+    if not all(s.llm_servable and all(i.kind is Kind.TEXT for i in s.inputs) for s in specs):
+        return tasks
+    made_up = any(not references(value) and (_written_by_planner(ctx, value)
+                                              or (len(spec.required) == 1 and _whole_request(ctx, value)))
+                  for task, spec in zip(tasks, specs, strict=True) if spec.name not in PROMPTED
+                  for inp in spec.required if (value := task["args"].get(inp.name, "")).strip())
+    if not made_up:
+        return tasks
+    return [{"id": 0, "task": "text-generation", "dep": [-1], "args": {"text": ctx.request.strip()}}]
 
 
 def _media_literals(task: dict[str, Any]) -> list[tuple[str, str, Kind]]:
@@ -308,6 +360,7 @@ Pass = Callable[[Tasks, Context], Tasks]
 
 # The passes in the order they run. Each name is what a PlanAttempt lists when that pass changed the plan.
 PASSES: tuple[tuple[str, Pass], ...] = (
+    ("answer_from_knowledge", answer_from_knowledge),
     ("ask_the_image", ask_the_image),
     ("look_at_the_image", look_at_the_image),
     ("merge_duplicates", merge_duplicates),

@@ -55,4 +55,5 @@ def test_quoted_text_stays_verbatim_in_its_language() -> None:
             assert attempt.plan is not None
             quoted = case["request"].split("「")[-1].split("」")[0] if "「" in case["request"] else \
                 case["request"].split("«")[-1].split("»")[0]
+            quoted = quoted.strip()  # French sets its guillemets off with spaces
             assert any(quoted in v for t in attempt.plan.tasks for v in t.args.values()), case["id"]
