@@ -355,7 +355,7 @@ def make_pipeline(args: argparse.Namespace) -> Any:
     return pipe
 
 
-LLM_SETTINGS = ("fast_forward",)  # settings of the in-process LLM that --against may change
+LLM_SETTINGS = ("fast_forward", "prompt_lookup")  # settings of the in-process LLM that --against may change
 
 
 def variant(planner: Any, change: str) -> Any:
@@ -481,9 +481,11 @@ def run(args: argparse.Namespace, items: list[dict[str, Any]]) -> dict[str, Any]
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     planners = [pipe.planner]
+    for change in (getattr(args, "with_", None) or "").split(",") if getattr(args, "with_", None) else ():
+        planners[0] = variant(planners[0], change)  # --with: this one run planned with these settings changed
     against = getattr(args, "against", None)
     if against:
-        changed = pipe.planner
+        changed = planners[0]
         for change in against.split(","):  # KEY=VALUE[,KEY=VALUE...]: several settings changed together
             changed = variant(changed, change)
         planners.append(changed)
@@ -545,14 +547,19 @@ def _document(args: argparse.Namespace, pipe: Any, planner: Any, out: _Output,
                      "max_tasks": pipe.settings.max_tasks, "demo_similarity": pipe.settings.demo_similarity,
                      "plan_tasks": pipe.settings.plan_tasks, "lang": args.lang, "limit": args.limit,
                      "step_repair": planner.options.step_repair, "n_demos": planner.n_demos,
-                     "rewrite": planner.options.rewrite,
-                     "fast_forward": getattr(planner.llm, "fast_forward", None)},
+                     "rewrite": planner.options.rewrite, "system_demos": planner.options.system_demos,
+                     "with": getattr(args, "with_", None),
+                     "fast_forward": getattr(planner.llm, "fast_forward", None),
+                     "prompt_lookup": getattr(planner.llm, "prompt_lookup", None)},
         "data": str(Path(args.data)),
         "split": "sha256(id), low bit of the last byte: 0 tuning, 1 locked",
         "metrics": score(chosen, out.plans, out.meta),
         "failed": [i for i in out.plans if out.meta.get(i, {}).get("llm_failed")],
         # tokens the constraint forced and fast_forward took without a decoding step, over the whole process
         "llm_forced_tokens": getattr(getattr(planner.llm, "stats", None), "forced_tokens", None),
+        # tokens prompt lookup drafted, and those kept, over the whole process
+        "llm_drafted_tokens": getattr(getattr(planner.llm, "stats", None), "drafted_tokens", None),
+        "llm_accepted_draft_tokens": getattr(getattr(planner.llm, "stats", None), "accepted_draft_tokens", None),
         "predictions": out.pred_path.name,
         "per_request": out.meta_path.name,
     }
@@ -753,6 +760,8 @@ def main(argv: Iterable[str] | None = None) -> int:
                    help="plan every request twice in this process, as set and with these planner settings "
                         "changed (n_demos=2, rewrite=1, system_demos=8,n_demos=1), in alternating order; the second "
                         "run is written as NAME-b and the paired comparison printed")
+    p.add_argument("--with", dest="with_", metavar="KEY=VALUE",
+                   help="plan with these planner settings changed, as --against names them (system_demos=10,n_demos=0)")
     p.add_argument("--name", help="file name stem of the outputs")
     p.add_argument("--resume", action="store_true", help="keep the requests an interrupted run of --name planned")
     p.add_argument("--out-dir", default=str(RESULTS), help="where the outputs go (default: bench/results)")

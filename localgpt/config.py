@@ -18,6 +18,7 @@ FLASH_ATTN_DEFAULT = False  # on: Qwen prompt 0.84x, but SmolLM2 replies changed
 N_BATCH_DEFAULT = 512
 N_UBATCH_DEFAULT = 512
 FAST_FORWARD_DEFAULT = False  # forced tokens of a constrained reply in one batch: opt-in (docs/latency.md)
+PROMPT_LOOKUP_DEFAULT = 0  # tokens drafted by prompt lookup per step of a constrained reply; 0: off (docs/latency.md)
 
 
 def _default_store() -> Path:
@@ -78,6 +79,9 @@ class Settings(BaseSettings):
     fast_forward: bool = Field(default=FAST_FORWARD_DEFAULT,
                                description="a greedy constrained reply takes the tokens the constraint forces "
                                            "without a decoding step each (in-process LLM)")
+    prompt_lookup: int = Field(default=PROMPT_LOOKUP_DEFAULT, ge=0, le=32,
+                               description="tokens a greedy constrained reply drafts by prompt lookup and checks in "
+                                           "one batch (in-process LLM); 0: off")
     n_batch: int = Field(default=N_BATCH_DEFAULT, ge=1,
                          description="prompt tokens llama.cpp submits per decode call (logical batch)")
     n_ubatch: int = Field(default=N_UBATCH_DEFAULT, ge=1,

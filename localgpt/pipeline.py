@@ -77,7 +77,8 @@ def controller_llm(settings: Settings, override: str | None = None) -> tuple[LLM
     model_id, gguf = resolve_planner(settings, override)
     return LlamaCppLLM(gguf, n_ctx=settings.n_ctx, n_threads=settings.threads, n_gpu_layers=settings.gpu_layers(),
                        prompt_cache_mb=settings.prompt_cache_mb, seed=settings.seed, flash_attn=settings.flash_attn,
-                       fast_forward=settings.fast_forward, use_mmap=settings.llm_mmap,
+                       fast_forward=settings.fast_forward, prompt_lookup=settings.prompt_lookup,
+                       use_mmap=settings.llm_mmap,
                        n_batch=settings.n_batch, n_ubatch=min(settings.n_ubatch, settings.n_batch)), \
         model_id or gguf.stem
 
@@ -198,7 +199,10 @@ class Pipeline:
             fixed = count(p.system_prompt()) + 2 * MESSAGE_OVERHEAD
             demos = sorted((count(p.user_prompt(d.request, d.files)) + count(p.demo_reply(d)) + 2 * MESSAGE_OVERHEAD
                             for d in p.demos), reverse=True)[: p.n_demos]
-            self._request_limit = self.llm.n_ctx - p.max_tokens() - fixed - sum(demos) - REQUEST_MARGIN
+            # a request not in English may go into another system prompt, with its demos and none chosen
+            largest = max([fixed + sum(demos)]
+                          + [count(other) + 2 * MESSAGE_OVERHEAD for other in p.system_prompts()[1:]])
+            self._request_limit = self.llm.n_ctx - p.max_tokens() - largest - REQUEST_MARGIN
         return self._request_limit
 
     def check_request(self, request: str, history: Sequence[Message] = (), files: Sequence[str | Path] = ()) -> int:
@@ -331,6 +335,8 @@ class Pipeline:
         if warm is None:
             return {}
         done = {"planner": str(warm(planned[:1], self.planner.schema))}
+        for n, other in enumerate(self.planner.system_prompts()[1:], 2):  # a request not in English has its own
+            done[f"planner-{n}"] = str(warm([{"role": "system", "content": other}], self.planner.schema))
         compile_: Any = getattr(self.llm, "constraint", None)
         for schema in self.planner.schemas() if compile_ is not None else ():  # a step floor has its own
             compile_(schema)

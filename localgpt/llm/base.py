@@ -93,6 +93,8 @@ class LLMStats:
     prompt_tokens_evaluated: int = 0
     completion_tokens: int = 0
     forced_tokens: int = 0  # of the completion tokens, those the constraint forced and decoding skipped
+    drafted_tokens: int = 0  # tokens proposed by prompt lookup (LlamaCppLLM's prompt_lookup)
+    accepted_draft_tokens: int = 0  # of those, the ones greedy decoding would have chosen, taken as they were
     decode_seconds: float = 0.0
     constraint_builds: dict[str, float] = field(default_factory=dict)
 

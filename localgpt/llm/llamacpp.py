@@ -13,7 +13,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from localgpt.config import FAST_FORWARD_DEFAULT, FLASH_ATTN_DEFAULT, N_BATCH_DEFAULT, N_UBATCH_DEFAULT
+from localgpt.config import (
+    FAST_FORWARD_DEFAULT,
+    FLASH_ATTN_DEFAULT,
+    N_BATCH_DEFAULT,
+    N_UBATCH_DEFAULT,
+    PROMPT_LOOKUP_DEFAULT,
+)
 from localgpt.errors import ConfigError, LocalGPTError
 from localgpt.llm.base import (
     MESSAGE_OVERHEAD,
@@ -132,9 +138,13 @@ class LlamaCppLLM:
     defaults are the settings', measured for prompt evaluation on a CPU). With ``fast_forward`` a greedy
     constrained reply is decoded by :meth:`_decode_forced`: the tokens the constraint leaves no choice about
     (``","dep":[`` between two values) are appended without a decoding step each and evaluated in one batch
-    with the next. :meth:`warm` does the first call's one-time work (load, constraint, system-prompt state)
-    ahead of it. The GGUF is read into memory unless ``use_mmap``: on a CPU llama.cpp repacks most quantised
-    weights into buffers of its own, and the mapped pages they came from would stay resident beside them.
+    with the next. With ``prompt_lookup`` > 0 the same greedy constrained reply also drafts up to that many
+    tokens by prompt lookup (:class:`NgramIndex`: what followed the reply's last tokens where they last
+    occurred in the prompt or the reply) and checks them in one batch: each drafted token greedy decoding
+    would have chosen is kept, the first it would not is replaced by its choice. :meth:`warm` does the first
+    call's one-time work (load, constraint, system-prompt state) ahead of it. The GGUF is read into memory
+    unless ``use_mmap``: on a CPU llama.cpp repacks most quantised weights into buffers of its own, and the
+    mapped pages they came from would stay resident beside them.
 
     Example::
 
@@ -157,6 +167,7 @@ class LlamaCppLLM:
         n_ubatch: int = N_UBATCH_DEFAULT,
         flash_attn: bool = FLASH_ATTN_DEFAULT,
         fast_forward: bool = FAST_FORWARD_DEFAULT,
+        prompt_lookup: int = PROMPT_LOOKUP_DEFAULT,
         use_mmap: bool = False,
     ) -> None:
         self.path = Path(path)
@@ -176,6 +187,7 @@ class LlamaCppLLM:
         self.n_ubatch = n_ubatch
         self.flash_attn = flash_attn
         self.fast_forward = fast_forward
+        self.prompt_lookup = prompt_lookup
         self.use_mmap = use_mmap
         self.prefix_events: list[str] = []  # per call: "disk", "memory", "evaluated" or "" (no prefix state)
         self._prefixes: OrderedDict[str, Any] = OrderedDict()  # state key -> llama_cpp.LlamaState
@@ -297,7 +309,6 @@ class LlamaCppLLM:
                     forced = self._decode_forced(messages, gen, max_tokens)
                 if forced is not None:
                     text, skipped = forced
-                    self.stats.forced_tokens += skipped
                 elif on_token is None:
                     text = gen(prompt, **kwargs)
                 else:
@@ -325,19 +336,21 @@ class LlamaCppLLM:
             return Completion(str(text), contents + MESSAGE_OVERHEAD * len(messages), generated)
 
     def _decode_forced(self, messages: Sequence[Message], gen: Any, max_tokens: int) -> tuple[str, int] | None:
-        """A greedy reply to ``messages`` under ``gen``'s llguidance constraint, decoded with the constraint's
-        forced tokens fast-forwarded: wherever the constraint admits one continuation only (a key, the
-        punctuation between values, the end of a task name once its start is chosen), its tokens
-        (``compute_ff_tokens``) are taken as they are and evaluated together with the next sampled token,
-        in one llama.cpp batch, instead of one decoding step each. Every other token is the argmax of the
-        masked logits, as in the plain path. Returns the text and how many tokens were forced, or None when
-        this path does not apply (no ``fast_forward``, another backend, no chat template); the caller then
-        decodes as usual. The prompt is the one llama-cpp-python's chat handler writes for ``messages``
-        (the GGUF's template, its generation prompt), and the RAM state cache is read and written as
-        ``create_completion`` does."""
+        """A greedy reply to ``messages`` under ``gen``'s llguidance constraint, decoded by localgpt's own loop
+        with ``fast_forward`` and ``prompt_lookup``. Fast-forward: wherever the constraint admits one
+        continuation only (a key, the punctuation between values, the end of a task name once its start is
+        chosen), its tokens (``compute_ff_tokens``) are taken as they are and evaluated together with the next
+        token, in one llama.cpp batch, instead of one decoding step each. Prompt lookup: the tokens that
+        followed the reply's last few where they last occurred (:class:`NgramIndex`) are evaluated in the same
+        batch, with logits at each, and kept as long as each is the argmax of its masked logits. Every token
+        not forced is the argmax of the masked logits, as in the plain path. Returns the text and how many
+        tokens were forced, or None when this path does not apply (both off, another backend, no chat
+        template); the caller then decodes as usual. The prompt is the one llama-cpp-python's chat handler
+        writes for ``messages`` (the GGUF's template, its generation prompt), and the RAM state cache is read
+        and written as ``create_completion`` does."""
         inner = getattr(gen.logits_processor, "inner", None)
         grammar, tokenizer = getattr(inner, "grammar", None), getattr(inner, "llg_tokenizer", None)
-        if not self.fast_forward or grammar is None or tokenizer is None:
+        if not (self.fast_forward or self.prompt_lookup > 0) or grammar is None or tokenizer is None:
             return None
         prompt = self._prompt_tokens(messages)
         if prompt is None:
@@ -355,8 +368,9 @@ class LlamaCppLLM:
         mask = llg_np.allocate_token_bitmask(1, tokenizer.vocab_size)
         failure: list[str] = []
         eos = llama.token_eos()
+        n_vocab = llama.n_vocab()
 
-        def constrain(_ids: Any, logits: Any) -> Any:  # llama.cpp's candidates: a strided view, so a copy
+        def masked(logits: Any) -> Any:  # the logits the constraint allows (a copy), or only EOS after a failure
             row = np.array(logits, dtype=np.float32)
             if not failure:
                 try:
@@ -369,16 +383,23 @@ class LlamaCppLLM:
             row[eos] = 0.0
             return row
 
+        def constrain(_ids: Any, logits: Any) -> Any:  # llama.cpp's candidates: a strided view, so a copy
+            return masked(logits)
+
+        def ends(token: int) -> bool:
+            return bool(failure) or token == eos or bool(llama_cpp.llama_vocab_is_eog(llama._model.vocab, token))
+
         self._reuse_cached(prompt)
         # the prompt's tokens already in the context (a loaded prefix state, the RAM cache's), less one at
         # least, so that one is evaluated and the logits are fresh
         common = min(llama_cpp.Llama.longest_token_prefix(llama._input_ids.tolist(), prompt), len(prompt) - 1)
         llama.n_tokens = common
         pending, out, skipped = list(prompt[common:]), list[int](), 0
+        index = NgramIndex(prompt) if self.prompt_lookup > 0 else None
         # a sampler of this call's own: llama-cpp-python leaves the last generate()'s on the Llama
         sampler = llama._init_sampler(temp=0.0, logits_processor=llama_cpp.LogitsProcessorList([constrain]))
         while True:
-            ff = matcher.compute_ff_tokens()[: max_tokens - len(out)]
+            ff = matcher.compute_ff_tokens()[: max_tokens - len(out)] if self.fast_forward else []
             if ff:
                 if not matcher.consume_tokens(ff):
                     failure.append(matcher.get_error() or "forced tokens refused")
@@ -386,18 +407,54 @@ class LlamaCppLLM:
                 out += ff
                 pending += ff
                 skipped += len(ff)
+                if index is not None:
+                    index.extend(ff)
             if len(out) >= max_tokens or matcher.is_stopped():
                 break
-            llama.eval(pending)
+            draft = index.draft(self.prompt_lookup) if index is not None and out else []
+            draft = draft[: max(0, min(max_tokens - len(out) - 1, llama.n_batch - len(pending)))]
+            if not draft:
+                llama.eval(pending)
+                pending = []
+                token = int(sampler.sample(llama._ctx, -1))
+                if ends(token):
+                    break
+                if not matcher.consume_token(token):
+                    failure.append(matcher.get_error() or f"token {token} refused")
+                    break
+                out.append(token)
+                pending = [token]
+                if index is not None:
+                    index.extend([token])
+                continue
+            # the draft checked in one batch: logits after the last pending token and after each drafted one
+            valid = llama.n_tokens + len(pending)  # context tokens known right once the batch is evaluated
+            rows = self._eval_rows(pending + draft, len(draft) + 1, n_vocab)
+            self.stats.drafted_tokens += len(draft)
+            taken, stop = 0, False
             pending = []
-            token = int(sampler.sample(llama._ctx, -1))
-            if failure or token == eos or llama_cpp.llama_vocab_is_eog(llama._model.vocab, token):
+            for j, row in enumerate(rows):
+                token = int(np.argmax(masked(row)))
+                if ends(token):
+                    stop = True
+                    break
+                if not matcher.consume_token(token):
+                    failure.append(matcher.get_error() or f"token {token} refused")
+                    break
+                out.append(token)
+                if index is not None:
+                    index.extend([token])
+                if j < len(draft) and token == draft[j]:
+                    taken += 1
+                    if len(out) >= max_tokens or matcher.is_stopped():
+                        break
+                    continue
+                pending = [token]  # the model's own choice where the draft went wrong (or after it all): not evaluated
                 break
-            if not matcher.consume_token(token):
-                failure.append(matcher.get_error() or f"token {token} refused")
+            self.stats.accepted_draft_tokens += taken
+            llama.n_tokens = valid + taken  # the next eval drops what the context holds past the kept draft
+            if failure or stop:
                 break
-            out.append(token)
-            pending = [token]
         if failure:
             raise LocalGPTError(f"the output constraint failed while decoding: {failure[0]}",
                                 f"try the other constraint backend (now {self.backend})")
@@ -405,7 +462,26 @@ class LlamaCppLLM:
             llama.eval(pending)
         if llama.cache is not None:
             llama.cache[prompt + out] = llama.save_state()
+        self.stats.forced_tokens += skipped
         return llama.detokenize(out).decode("utf-8", errors="ignore"), skipped
+
+    def _eval_rows(self, tokens: list[int], n_rows: int, n_vocab: int) -> list[Any]:
+        """Evaluate ``tokens`` after the context's first ``n_tokens`` in one llama.cpp batch (at most
+        ``n_batch`` tokens) and return the logits after each of the last ``n_rows`` (copies), as
+        ``Llama.eval`` does for the last one only."""
+        import numpy as np
+
+        llama = self._llama
+        llama._ctx.kv_cache_seq_rm(-1, llama.n_tokens, -1)
+        n_past = llama.n_tokens
+        llama._batch.set_batch(batch=tokens, n_past=n_past, logits_all=False)
+        for i in range(len(tokens) - n_rows, len(tokens)):
+            llama._batch.batch.logits[i] = True
+        llama._ctx.decode(llama._batch)
+        llama.input_ids[n_past:n_past + len(tokens)] = tokens
+        llama.n_tokens = n_past + len(tokens)
+        return [np.ctypeslib.as_array(llama._ctx.get_logits_ith(i), shape=(n_vocab,)).copy()
+                for i in range(len(tokens) - n_rows, len(tokens))]
 
     def _prompt_tokens(self, messages: Sequence[Message]) -> list[int] | None:
         """The prompt llama-cpp-python's chat handler makes of ``messages`` with the GGUF's chat template
@@ -588,3 +664,36 @@ class LlamaCppLLM:
                 self._llama.close()
             self._llama = None
             self._model = None
+
+
+class NgramIndex:
+    """Where each short run of tokens last occurred in a growing token list, for drafting by prompt lookup:
+    a plan copies spans of its prompt (file names, quoted text, a demo's keys and task names)."""
+
+    SIZES = (3, 2)  # the runs looked up, longest first
+
+    def __init__(self, tokens: Sequence[int] = ()) -> None:
+        self.tokens: list[int] = []
+        self._next: dict[tuple[int, ...], int] = {}  # a run -> the position after its latest occurrence
+        self.extend(tokens)
+
+    def extend(self, tokens: Sequence[int]) -> None:
+        """Append ``tokens``, indexing the runs that now end before the last token (the run ending at the
+        last token is what :meth:`draft` looks up, so it is indexed once a token follows it)."""
+        for token in tokens:
+            self.tokens.append(token)
+            end = len(self.tokens) - 1
+            for n in self.SIZES:
+                if end >= n:
+                    self._next[tuple(self.tokens[end - n:end])] = end
+
+    def draft(self, limit: int) -> list[int]:
+        """Up to ``limit`` tokens that followed the latest earlier occurrence of the list's last 3 tokens, else
+        of its last 2; none when neither occurred before."""
+        for n in self.SIZES:
+            if len(self.tokens) > n:
+                at = self._next.get(tuple(self.tokens[-n:]))
+                if at is not None:
+                    return self.tokens[at:at + limit]
+        return []
+

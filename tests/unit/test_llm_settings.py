@@ -92,10 +92,12 @@ def test_each_setting_that_changes_a_state_changes_its_key(tmp_path: Path) -> No
 def test_warm_builds_the_fixed_prompts_only(tmp_path: Path) -> None:
     llm = FakeLLM([])
     pipe = Pipeline(Settings(store=tmp_path, runs_dir=tmp_path / "runs"), llm, Catalog(tmp_path))
-    assert pipe.warm() == {"planner": "evaluated", "responder": "evaluated"}
-    planner, responder = llm.warmed
+    assert pipe.warm() == {"planner": "evaluated", "planner-2": "evaluated", "responder": "evaluated"}
+    planner, other, responder = llm.warmed
     assert planner.messages == [{"role": "system", "content": pipe.planner.system_prompt()}]
-    assert planner.schema == pipe.planner.schema
+    # the system prompt of a request not in English (its demos written in: other_language_demos)
+    assert other.messages == [{"role": "system", "content": pipe.planner.system_prompt("把 lecture.mp3 转成文字")}]
+    assert planner.schema == other.schema == pipe.planner.schema
     assert responder.messages[0]["role"] == "system" and len(responder.messages) == 1
     assert responder.schema is None and llm.calls == []  # nothing generated
 
@@ -118,3 +120,25 @@ def test_warm_builds_the_fixed_prompts_only(tmp_path: Path) -> None:
         warm = None  # type: ignore[assignment]
 
     assert Pipeline(Settings(store=tmp_path, runs_dir=tmp_path / "runs"), Engine([]), Catalog(tmp_path)).warm() == {}
+
+
+def test_ngram_index_drafts_what_followed_the_latest_occurrence() -> None:
+    from localgpt.llm.llamacpp import NgramIndex
+
+    index = NgramIndex([1, 2, 3, 4, 5, 9, 2, 3, 7, 8])
+    index.extend([2, 3])  # the last 3 tokens (8, 2, 3) never came before; the last 2 (2, 3) did, latest before 7
+    assert index.draft(4) == [7, 8, 2, 3]
+    assert index.draft(1) == [7]
+    index.extend([4])  # (2, 3, 4) came first at the start: 5 followed it
+    assert index.draft(3) == [5, 9, 2]
+    assert NgramIndex([1, 2, 3]).draft(4) == []  # nothing repeats
+    assert NgramIndex().draft(4) == []
+
+
+def test_prompt_lookup_is_a_setting_passed_to_the_llm(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("LOCALGPT_PROMPT_LOOKUP", "5")
+    assert Settings.load().prompt_lookup == 5
+    with pytest.raises(ConfigError, match="LOCALGPT_PROMPT_LOOKUP"):
+        Settings.load(prompt_lookup=-1)
+    llm, _ = controller_llm(Settings(store=gguf_in_store(tmp_path), planner="tiny-planner", prompt_lookup=4))
+    assert isinstance(llm, LlamaCppLLM) and llm.prompt_lookup == 4

@@ -752,3 +752,20 @@ def test_the_rewrite_option_plans_an_english_rewrite_and_keeps_the_users_quotes_
     llm = FakeLLM([json.dumps(plan)])
     Planner(llm, n_demos=0).attempt(request, ["foto.jpg"])
     assert len(llm.calls) == 1
+
+
+def test_a_request_not_in_english_gets_the_prompt_demos_and_none_chosen() -> None:
+    # other_language_demos (default 10): measured on the tuning half's 76 requests not in English
+    # (docs/planning.md); an English request is planned as before.
+    planner = Planner(FakeLLM())
+    english = planner.messages("Describe photo.jpg and read it aloud", ["photo.jpg"])
+    german = planner.messages("Beschreibe foto.jpg und lies die Beschreibung vor", ["foto.jpg"])
+    chinese = planner.messages("把 lecture.mp3 转成文字", ["lecture.mp3"])
+    assert len(english) == 1 + 2 * planner.n_demos + 1 and "Examples" not in english[0]["content"]
+    assert len(german) == len(chinese) == 2  # the system prompt and the request
+    assert german[0] == chinese[0] and "Examples" in german[0]["content"]
+    assert german[0]["content"].count("\nReply: ") == 10
+    assert planner.system_prompts() == [english[0]["content"], german[0]["content"]]
+    off = Planner(FakeLLM(), options=PlannerOptions(other_language_demos=0))
+    assert len(off.messages("Beschreibe foto.jpg und lies die Beschreibung vor", ["foto.jpg"])) == 2 * off.n_demos + 2
+    assert off.system_prompts() == [english[0]["content"]]
