@@ -74,8 +74,9 @@ class PlannerOptions:
       request no prompt tokens; the ``n_demos`` chosen per request come from the other demos;
     - ``other_language_demos``: for a request not in English (:func:`language.detect`), write that many
       prompt demos into the system prompt, as ``system_demos`` does, and choose none per request (0: such a
-      request is planned as an English one). On the tuning half's 76 requests not in English it planned
-      better and about twice as fast; on the English ones it planned worse (docs/planning.md);
+      request is planned as an English one; so it is too when the planner shows demos of the user's own).
+      On the tuning half's 76 requests not in English it planned better and about twice as fast; on the
+      English ones it planned worse (docs/planning.md);
     - ``passes``: the passes run over every accepted plan (:data:`PASSES`);
     - ``inline_steps``: when decomposing, each task writes its own step (``"step"``) just before its type,
       instead of all the steps first and then the tasks; the step floor is then a floor of tasks. Off
@@ -169,7 +170,8 @@ class Planner:
         ``other_language_demos`` for a request not in English."""
         if self.options.system_demos > 0:
             return self.options.system_demos
-        if self.options.other_language_demos > 0 and request and detect(request) != "en":
+        if (self.options.other_language_demos > 0 and self.demos == DEMOS and request
+                and detect(request) != "en"):  # (the user's own demos are chosen from, in every language)
             return self.options.other_language_demos
         return 0
 
@@ -183,7 +185,7 @@ class Planner:
         """Every system prompt this planner writes: an English request's, and another language's when it
         differs (``other_language_demos``)."""
         counts = dict.fromkeys([self.prompt_demo_count(), self.options.system_demos
-                                or self.options.other_language_demos])
+                                or (self.options.other_language_demos if self.demos == DEMOS else 0)])
         return [self._instructions(k) for k in counts]
 
     def _instructions(self, k: int) -> str:

@@ -7,7 +7,7 @@ import pytest
 from localgpt.planning.demos import DEMOS
 from localgpt.planning.language import LEXICONS, NONE, detect, lexicon
 from localgpt.planning.passes import make_context
-from localgpt.planning.planner import Planner, min_steps
+from localgpt.planning.planner import Planner, PlannerOptions, min_steps
 from localgpt.planning.quotes import outside_quotes, quoted_passages
 from localgpt.planning.retrieval import tokens, word_overlap
 from localgpt.testing import FakeLLM
@@ -50,7 +50,9 @@ def test_word_overlap_scores_cjk_requests_against_cjk_demos() -> None:
     scores = word_overlap("画一只在草地上睡觉的狐狸", ["画一只在雪地里奔跑的狐狸", "Draw a fox", "Tell me a joke."])
     assert scores[0] > 0 and scores[1] == scores[2] == 0
     # the planner shows a Chinese request the Chinese demos closest to it, not the first demos of the list
-    chosen = Planner(FakeLLM(), n_demos=1).choose_demos("请画一只在雪地里睡觉的狐狸")
+    # (with the prompt demos for requests not in English off: by default it gets those instead)
+    chosen = Planner(FakeLLM(), n_demos=1, options=PlannerOptions(other_language_demos=0)).choose_demos(
+        "请画一只在雪地里睡觉的狐狸")
     assert chosen[0].request == "画一只在雪地里奔跑的狐狸" and chosen[0] is not DEMOS[0]
 
 

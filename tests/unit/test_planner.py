@@ -769,3 +769,6 @@ def test_a_request_not_in_english_gets_the_prompt_demos_and_none_chosen() -> Non
     off = Planner(FakeLLM(), options=PlannerOptions(other_language_demos=0))
     assert len(off.messages("Beschreibe foto.jpg und lies die Beschreibung vor", ["foto.jpg"])) == 2 * off.n_demos + 2
     assert off.system_prompts() == [english[0]["content"]]
+    mine = planner.with_demos(DEMOS[:5])  # the user's own demos are chosen from in every language
+    assert len(mine.messages("Beschreibe foto.jpg und lies die Beschreibung vor", ["foto.jpg"])) == 2 * 3 + 2
+    assert mine.system_prompts() == [english[0]["content"]]

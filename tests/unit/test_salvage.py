@@ -398,7 +398,7 @@ def test_tidy_asks_an_image_a_question_that_speaks_of_one() -> None:
     no_vqa = [spec for spec in registry.TASKS if spec.name != "visual-question-answering"]
     for question, request, kw in (("What is the main topic?", "photo.jpg", {}),
                                   ("What form of energy is it?", "photo.jpg", {}),
-                                  ("What is in the image?", "no file here", {}),
+                                  ("What is in the image?", "What is in the image? (no file here)", {}),
                                   ("What is in the image?", "photo.jpg", {"specs": no_vqa})):
         plan = validate_plan([qa(question)], request)
         assert tidy_plan(plan, request, **kw) is plan, question
