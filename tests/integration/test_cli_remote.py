@@ -162,7 +162,7 @@ def test_a_server_warming_its_planner_takes_the_request(world: FakeWorld, tmp_pa
     assert "is still warming its planner" in proc.stderr and f"Using the localgpt server at {server.url}" in proc.stderr
     assert ANSWER in proc.stdout and world.planner_prompts  # planned by the server, after its warm-up
     llm = world.llms[0]
-    assert len(llm.warmed) == 2 and llm.warmed[0].at <= llm.calls[0].at
+    assert len(llm.warmed) == 3 and llm.warmed[0].at <= llm.calls[0].at  # two planner prompts, the responder's
 
 
 def test_a_server_error_is_one_clear_line(served: Served, tmp_path: Path) -> None:

@@ -372,8 +372,10 @@ def test_the_planner_is_warm_before_the_first_request(tmp_path: Path) -> None:
             assert early.result().status_code == 200
         wait_for(served.url, lambda h: h["planner"] == "ready")
         llm = world.llms[0]
-        planner, responder = llm.warmed
+        planner, other, responder = llm.warmed  # other: the planner's prompt for a request not in English
         assert planner.messages[0]["content"].startswith("You are the planner") and planner.schema is not None
+        assert other.messages[0]["content"].startswith("You are the planner") and "Examples" in other.messages[0][
+            "content"]
         assert responder.messages[0]["content"].startswith("You are localgpt, an assistant that answered")
         assert all(len(w.messages) == 1 for w in llm.warmed)  # the fixed part only
         assert llm.calls and planner.at <= llm.calls[0].at
@@ -576,7 +578,7 @@ def test_real_models_behind_the_server(settings: Settings, tmp_path: Path) -> No
         wait_for(served.url, lambda h: h["planner"] != "loading", timeout=120)
         assert httpx.get(served.url + "/health").json()["planner"] == "ready"
         warmed = served.server.config.app.state.localgpt.pipeline.llm  # type: ignore[attr-defined]
-        assert warmed._llama is not None and len(warmed._prefixes) == 2  # loaded; planner and responder states
+        assert warmed._llama is not None and len(warmed._prefixes) == 3  # loaded; two planner states, the responder's
         with httpx.Client(base_url=served.url, timeout=300) as client:
             ids = [m["id"] for m in client.get("/v1/models").json()["data"]]
             assert {PIPER, WHISPER, "controller-llm"} <= set(ids)
