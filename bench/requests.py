@@ -481,8 +481,9 @@ def run(args: argparse.Namespace, items: list[dict[str, Any]]) -> dict[str, Any]
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     planners = [pipe.planner]
-    for change in (getattr(args, "with_", None) or "").split(",") if getattr(args, "with_", None) else ():
-        planners[0] = variant(planners[0], change)  # --with: this one run planned with these settings changed
+    with_ = getattr(args, "with_", None)
+    for change in with_.split(",") if with_ else ():  # --with: this one run planned with these settings changed
+        planners[0] = variant(planners[0], change)
     against = getattr(args, "against", None)
     if against:
         changed = planners[0]

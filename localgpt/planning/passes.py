@@ -212,18 +212,13 @@ def follow_transforms(tasks: Tasks, ctx: Context) -> Tasks:
     return tasks
 
 
-def _stem(task_type: str) -> str:
-    """How a step names a task type: its words, or for a one-word type its first six letters ("translat",
-    "summar"; "conversation" for conversational, whose six would also be "convert")."""
-    words = task_type.replace("-", " ")
-    return words if " " in words else ("conversation" if words == "conversational" else words[:6])
-
-
 def _names_task(step: str, task_type: str) -> bool:
     """Whether ``step`` names a task type of the registry: its words ("token classification", "text to
     speech"), or for a one-word type the first six letters ("translat" in "the translated text",
     "summar" in "the summary"; "conversation" for conversational, whose six would also be "convert")."""
-    return re.search(r"(?<![^\W_])" + re.escape(_stem(task_type)), step.casefold().replace("-", " ")) is not None
+    words = task_type.replace("-", " ")
+    stem = words if " " in words else ("conversation" if words == "conversational" else words[:6])
+    return re.search(r"(?<![^\W_])" + re.escape(stem), step.casefold().replace("-", " ")) is not None
 
 
 def follow_steps(tasks: Tasks, ctx: Context) -> Tasks:
@@ -259,18 +254,17 @@ def follow_steps(tasks: Tasks, ctx: Context) -> Tasks:
 PROMPTED = ("text-generation", "conversational", "text2text-generation")
 
 
-def _written_by_planner(ctx: Context, value: str) -> bool:
+def _written_by_planner(asked: set[str], value: str) -> bool:
     """Whether ``value`` is a text of the planner's own: three tokens or more (words in any script,
     bigrams of unspaced scripts; one or two are a placeholder such as "input", not a text), most of
-    them not in the request."""
+    them not among the request's tokens ``asked``."""
     words = tokens(value)
-    return len(words) >= 3 and 2 * len(words & tokens(ctx.request)) < len(words)
+    return len(words) >= 3 and 2 * len(words & asked) < len(words)
 
 
-def _whole_request(ctx: Context, value: str) -> bool:
-    """Whether ``value`` holds every token of the request: the user's message itself, instruction and
-    all, not a text it gives to work on."""
-    asked = tokens(ctx.request)
+def _whole_request(asked: set[str], value: str) -> bool:
+    """Whether ``value`` holds every one of the request's tokens ``asked``: the user's message itself,
+    instruction and all, not a text it gives to work on."""
     return bool(asked) and asked <= tokens(value)
 
 
@@ -291,8 +285,9 @@ def answer_from_knowledge(tasks: Tasks, ctx: Context) -> Tasks:
     specs = [_spec(t["task"]) for t in tasks]
     if not all(s.llm_servable and all(i.kind is Kind.TEXT for i in s.inputs) for s in specs):
         return tasks
-    made_up = any(not references(value) and (_written_by_planner(ctx, value)
-                                              or (len(spec.required) == 1 and _whole_request(ctx, value)))
+    asked = tokens(ctx.request)
+    made_up = any(not references(value) and (_written_by_planner(asked, value)
+                                              or (len(spec.required) == 1 and _whole_request(asked, value)))
                   for task, spec in zip(tasks, specs, strict=True) if spec.name not in PROMPTED
                   for inp in spec.required if (value := task["args"].get(inp.name, "")).strip())
     if not made_up:

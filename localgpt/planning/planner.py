@@ -165,15 +165,23 @@ class Planner:
         other.demos = tuple(demos)
         return other
 
+    def _other_language_demos(self) -> int:
+        """``other_language_demos`` where it applies: no ``system_demos``, and the built-in demos (a user's
+        own are chosen from in every language); else 0."""
+        o = self.options
+        return o.other_language_demos if o.system_demos <= 0 and self.demos == DEMOS else 0
+
+    def _prompt_demos_only(self, request: str) -> bool:
+        """Whether ``request`` is planned from the system prompt's demos alone: one not in English, while
+        :meth:`_other_language_demos` applies."""
+        return self._other_language_demos() > 0 and bool(request) and detect(request) != "en"
+
     def prompt_demo_count(self, request: str = "") -> int:
         """How many prompt demos the system prompt for ``request`` shows: ``system_demos``, else
         ``other_language_demos`` for a request not in English."""
         if self.options.system_demos > 0:
             return self.options.system_demos
-        if (self.options.other_language_demos > 0 and self.demos == DEMOS and request
-                and detect(request) != "en"):  # (the user's own demos are chosen from, in every language)
-            return self.options.other_language_demos
-        return 0
+        return self._other_language_demos() if self._prompt_demos_only(request) else 0
 
     def system_prompt(self, request: str = "") -> str:
         """The fixed instructions: the task types and the rules of a plan (and, for some requests, demos:
@@ -184,8 +192,7 @@ class Planner:
     def system_prompts(self) -> list[str]:
         """Every system prompt this planner writes: an English request's, and another language's when it
         differs (``other_language_demos``)."""
-        counts = dict.fromkeys([self.prompt_demo_count(), self.options.system_demos
-                                or (self.options.other_language_demos if self.demos == DEMOS else 0)])
+        counts = dict.fromkeys([self.prompt_demo_count(), self.options.system_demos or self._other_language_demos()])
         return [self._instructions(k) for k in counts]
 
     def _instructions(self, k: int) -> str:
@@ -262,7 +269,7 @@ class Planner:
         """
         if self.n_demos <= 0 or not self.demos:
             return []
-        if self.options.system_demos <= 0 and self.prompt_demo_count(request) > 0:
+        if self._prompt_demos_only(request):
             return []  # a request not in English: the system prompt's demos only (other_language_demos)
         if self.options.fixed_demos:
             return list(self.demos[: self.n_demos])
