@@ -31,7 +31,7 @@ from localgpt.planning.validate import validate_plan
 from localgpt.runtime.executor import Executor
 from localgpt.runtime.pool import ModelPool
 from localgpt.runtime.responder import Responder, produced_files
-from localgpt.runtime.runs import InputFiles, RunDir
+from localgpt.runtime.runs import InputFiles, RunDir, planner_names, with_paths
 from localgpt.runtime.selector import Selector, StandIn
 from localgpt.schema import Event, ModelCard, Plan, RunResult, Selection
 from localgpt.store.catalog import Catalog, valid_id
@@ -227,9 +227,10 @@ class Pipeline:
 
     def plan(self, request: str, files: Sequence[str | Path] = (), history: Sequence[Message] = ()) -> Plan:
         """Plan only; files named need not exist."""
+        names = planner_names(files)
         if request.strip():
-            self.check_request(request, history, files)
-        return self.planner.plan(request, [str(f) for f in files], history)
+            self.check_request(request, history, names)
+        return with_paths(self.planner.plan(request, names, history), files)
 
     def run(self, request: str, files: Sequence[str | Path] = (), history: Sequence[Message] = (),
             on_event: Emit | None = None, plan: Plan | None = None, respond: bool = True,
@@ -246,10 +247,10 @@ class Pipeline:
 
         start = time.perf_counter()
         if plan is None:
-            plan = self.planner.plan(request, inputs.names(), history)
+            plan = with_paths(self.planner.plan(request, inputs.names(), history), inputs.files)
         else:  # a plan given by the caller (batch, API) gets the same checks as a decoded one
             plan = validate_plan({"steps": list(plan.steps), "tasks": [t.model_dump() for t in plan.tasks]}, request,
-                                 inputs.names(), self.settings.max_tasks)
+                                 [str(f) for f in inputs.files], self.settings.max_tasks)
         timings["plan"] = time.perf_counter() - start
         emit(Event(type="plan", data={"tasks": [t.model_dump() for t in plan.tasks], "steps": list(plan.steps)}))
 

@@ -8,13 +8,15 @@ import os
 import tempfile
 import time
 import uuid
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from localgpt.errors import InputError
 from localgpt.fileio import sha256_file
 from localgpt.runtime.media import MAX_INPUT_BYTES, check_media
+from localgpt.schema import Plan
 from localgpt.tasks import Kind
 
 
@@ -122,6 +124,23 @@ def recover_runs(root: Path) -> tuple[list[str], int]:
     return failed, removed
 
 
+def planner_names(files: Sequence[str | Path]) -> list[str]:
+    """``files`` as the planner is shown them: each by its bare name, as users and the planner's demos
+    write file names (fewer tokens to read and to copy into a plan), unless another of them has the same
+    name; then as given."""
+    counts = Counter(Path(f).name for f in files)
+    return [Path(f).name if counts[Path(f).name] == 1 else str(f) for f in files]
+
+
+def with_paths(plan: Plan, files: Sequence[str | Path]) -> Plan:
+    """``plan`` with every argument that is one of ``files``' :func:`planner_names` written as that file
+    again, as the rest of a run (events, results, the server's ids) names the user's files."""
+    given = {name: str(f) for name, f in zip(planner_names(files), files, strict=True)}
+    tasks = [t.model_copy(update={"args": {k: given.get(v, v) if isinstance(v, str) else v
+                                           for k, v in t.args.items()}}) for t in plan.tasks]
+    return plan.model_copy(update={"tasks": tasks})
+
+
 class InputFiles:
     """The files a user may refer to, checked for existence, readability and kind.
 
@@ -138,8 +157,8 @@ class InputFiles:
             self.files.append(self.check(f, explicit=True))
 
     def names(self) -> list[str]:
-        """The given files as the planner should see them."""
-        return [str(f) for f in self.files]
+        """The given files as the planner sees them (:func:`planner_names`); :meth:`find` resolves each."""
+        return planner_names(self.files)
 
     def allowed(self, path: Path) -> bool:
         """Whether ``path`` lies inside an allowed root or is a given file."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -67,9 +68,12 @@ def test_run_json_and_an_uploaded_file(served: Served, world: FakeWorld, tmp_pat
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     assert proc.stderr == ""  # --json prints nothing else
-    # the server saw its copy of the file, named in the request and in the file list
+    # the server's planner saw its copy of the file by its id, the same in the request and the file list
+    # (no server path: a short name to read and copy)
     request = world.planner_prompts[-1][-1]["content"]
-    assert "/uploads/u-" in request and "photo.png" not in request
+    ids = re.findall(r"u-[0-9a-f]{32}\.png", request)
+    assert len(ids) == 2 and ids[0] == ids[1] and request.endswith(f"\nFiles: {ids[0]}")
+    assert "/uploads/" not in request and "photo.png" not in request
     # and the client reads its own path back
     (task,) = result["plan"]["tasks"]
     assert task["args"]["image"] == str(photo.resolve())
@@ -96,7 +100,8 @@ def test_chat_through_the_server(served: Served, world: FakeWorld, tmp_path: Pat
     (drawing,) = (tmp_path / "runs").rglob("*.png")
     # the second turn used the first turn's drawing: the server read its own copy, sent by id, not uploaded
     second = world.planner_prompts[-1][-1]["content"]
-    assert "/runs/" in second.split("\nFiles: ")[1] and "image-to-text" in proc.stderr
+    given = second.split("\nFiles: ")[1]  # by its name in the server's runs folder, not by a path
+    assert re.fullmatch(r"[0-9a-f]{16}\.png", given) and "/runs/" not in second and "image-to-text" in proc.stderr
     assert not list((world.tmp / "data" / "uploads").glob("u-*"))
     assert str(drawing.resolve()) in proc.stderr  # /files lists the local copy
 

@@ -162,7 +162,7 @@ def test_explicit_files(roots: tuple[Path, Path], tmp_path: Path) -> None:
     _, outside = roots
     secret = outside / "secret.png"
     files = InputFiles([secret], roots=[tmp_path / "inside"])
-    assert files.names() == [str(secret.resolve())]
+    assert files.names() == ["secret.png"]  # the planner sees the bare name, which resolves to the file
     # a given file is allowed wherever it lies, by path or by bare name
     assert files.check("secret.png", kind=Kind.IMAGE) == secret.resolve()
     assert files.check(str(secret), kind=Kind.IMAGE) == secret.resolve()
@@ -174,3 +174,50 @@ def test_explicit_files(roots: tuple[Path, Path], tmp_path: Path) -> None:
         InputFiles([outside / "missing.png"])
     with pytest.raises(InputError, match="not a file"):
         InputFiles([outside])
+
+
+def test_the_planner_sees_bare_names_unless_two_given_files_share_one(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    for folder in ("a", "b"):
+        (tmp_path / folder / "photo.png").write_bytes(png_bytes(folder))
+    (tmp_path / "a" / "cat.png").write_bytes(png_bytes("c"))
+    files = InputFiles([tmp_path / "a" / "cat.png", tmp_path / "a" / "photo.png", tmp_path / "b" / "photo.png"],
+                       roots=[tmp_path])
+    names = files.names()
+    assert names == ["cat.png", *(str((tmp_path / d / "photo.png").resolve()) for d in ("a", "b"))]
+    assert [files.check(n, kind=Kind.IMAGE) for n in names] == files.files
+
+
+def test_the_server_names_its_files_to_the_planner_by_name(tmp_path: Path) -> None:
+    from localgpt.server.files import FileStore
+
+    store = FileStore(tmp_path / "data")
+    upload = "u-" + "a" * 32 + ".png"
+    (store.uploads / upload).write_bytes(png_bytes("u"))
+    run = store.runs / "20200101-000000-00000000"
+    run.mkdir()
+    (run / ("b" * 16 + ".png")).write_bytes(png_bytes("r"))
+    made = "r-20200101-000000-00000000-" + "b" * 16 + ".png"
+    text = f"compare {upload} with {made} and u-{'c' * 32}.png"
+    # for experts: paths; for the planner: the names InputFiles.names shows (an unknown id stays as written)
+    unknown = f"u-{'c' * 32}.png"
+    assert store.unscrub(text) == f"compare {store.uploads / upload} with {run / ('b' * 16 + '.png')} and {unknown}"
+    assert store.unscrub(text, names=True) == f"compare {upload} with {'b' * 16}.png and u-{'c' * 32}.png"
+    files = InputFiles([store.path_of(upload), store.path_of(made)], roots=[])
+    assert files.names() == [upload, "b" * 16 + ".png"]
+
+
+def test_a_plan_made_from_bare_names_names_the_files_as_given() -> None:
+    from localgpt.runtime.runs import planner_names, with_paths
+    from localgpt.schema import Plan
+
+    files = ["/data/uploads/a.png", "/x/b.png", "/y/b.png"]
+    assert planner_names(files) == ["a.png", "/x/b.png", "/y/b.png"]
+    plan = Plan.model_validate({"tasks": [
+        {"id": 0, "task": "image-to-text", "dep": [-1], "args": {"image": "a.png"}},
+        {"id": 1, "task": "visual-question-answering", "dep": [-1], "args": {"image": "/y/b.png", "text": "a.png?"}},
+        {"id": 2, "task": "text-to-speech", "dep": [0], "args": {"text": "<resource>-0"}}]})
+    args = [t.args for t in with_paths(plan, files).tasks]
+    assert args == [{"image": "/data/uploads/a.png"}, {"image": "/y/b.png", "text": "a.png?"},
+                    {"text": "<resource>-0"}]
