@@ -13,6 +13,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from localgpt import tasks as registry
 from localgpt.errors import InputError
 from localgpt.fileio import sha256_file
 from localgpt.runtime.media import MAX_INPUT_BYTES, check_media
@@ -133,10 +134,16 @@ def planner_names(files: Sequence[str | Path]) -> list[str]:
 
 
 def with_paths(plan: Plan, files: Sequence[str | Path]) -> Plan:
-    """``plan`` with every argument that is one of ``files``' :func:`planner_names` written as that file
-    again, as the rest of a run (events, results, the server's ids) names the user's files."""
+    """``plan`` with every file argument (an input of a media kind) that is one of ``files``'
+    :func:`planner_names` written as that file again, as the rest of a run (events, results, the server's
+    ids) names the user's files. A text is left as written, even one that reads as a file name."""
     given = {name: str(f) for name, f in zip(planner_names(files), files, strict=True)}
-    tasks = [t.model_copy(update={"args": {k: given.get(v, v) if isinstance(v, str) else v
+
+    def is_file(task: str, arg: str) -> bool:
+        spec = registry.get(task) if registry.is_known(task) else None
+        return spec is None or any(i.name == arg and i.kind is not Kind.TEXT for i in spec.inputs)
+
+    tasks = [t.model_copy(update={"args": {k: given.get(v, v) if isinstance(v, str) and is_file(t.task, k) else v
                                            for k, v in t.args.items()}}) for t in plan.tasks]
     return plan.model_copy(update={"tasks": tasks})
 

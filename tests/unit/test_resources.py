@@ -221,3 +221,6 @@ def test_a_plan_made_from_bare_names_names_the_files_as_given() -> None:
     args = [t.args for t in with_paths(plan, files).tasks]
     assert args == [{"image": "/data/uploads/a.png"}, {"image": "/y/b.png", "text": "a.png?"},
                     {"text": "<resource>-0"}]
+    spoken = Plan.model_validate(
+        {"tasks": [{"id": 0, "task": "text-to-speech", "dep": [-1], "args": {"text": "a.png"}}]})
+    assert with_paths(spoken, files).tasks[0].args == {"text": "a.png"}  # a text is not a file argument
