@@ -396,6 +396,20 @@ class LlamaCppLLM:
         llama.n_tokens = common
         pending, out, skipped = list(prompt[common:]), list[int](), 0
         index = NgramIndex(prompt) if self.prompt_lookup > 0 else None
+
+        def take(token: int) -> bool:
+            """Whether ``token`` continues the reply: then the constraint has consumed it and it is appended
+            (and indexed for prompt lookup); False at the reply's end or when the constraint refuses it."""
+            if ends(token):
+                return False
+            if not matcher.consume_token(token):
+                failure.append(matcher.get_error() or f"token {token} refused")
+                return False
+            out.append(token)
+            if index is not None:
+                index.extend([token])
+            return True
+
         # a sampler of this call's own: llama-cpp-python leaves the last generate()'s on the Llama
         sampler = llama._init_sampler(temp=0.0, logits_processor=llama_cpp.LogitsProcessorList([constrain]))
         while True:
@@ -417,15 +431,9 @@ class LlamaCppLLM:
                 llama.eval(pending)
                 pending = []
                 token = int(sampler.sample(llama._ctx, -1))
-                if ends(token):
+                if not take(token):
                     break
-                if not matcher.consume_token(token):
-                    failure.append(matcher.get_error() or f"token {token} refused")
-                    break
-                out.append(token)
                 pending = [token]
-                if index is not None:
-                    index.extend([token])
                 continue
             # the draft checked in one batch: logits after the last pending token and after each drafted one
             valid = llama.n_tokens + len(pending)  # context tokens known right once the batch is evaluated
@@ -435,15 +443,9 @@ class LlamaCppLLM:
             pending = []
             for j, row in enumerate(rows):
                 token = int(np.argmax(masked(row)))
-                if ends(token):
+                if not take(token):
                     stop = True
                     break
-                if not matcher.consume_token(token):
-                    failure.append(matcher.get_error() or f"token {token} refused")
-                    break
-                out.append(token)
-                if index is not None:
-                    index.extend([token])
                 if j < len(draft) and token == draft[j]:
                     taken += 1
                     if len(out) >= max_tokens or matcher.is_stopped():

@@ -453,10 +453,10 @@ class ServerState:
                 continue
             if path not in files:
                 files.append(path)
-        request = self.files.unscrub(texts[last][1], names=True)
+        request = self.files.unscrub(texts[last][1])
         if not request.strip():
             raise InputError("the last user message is empty", "say what you want done")
-        history: list[Message] = [{"role": role, "content": self.files.unscrub(text, names=True)}
+        history: list[Message] = [{"role": role, "content": self.files.unscrub(text)}
                                   for role, text in texts[:last] if role in ("user", "assistant") and text]
         return request, history, files
 

@@ -161,16 +161,15 @@ class FileStore:
                     found.append(match.group(0))
         return found
 
-    def unscrub(self, text: str, names: bool = False) -> str:
-        """``text`` with every known file id replaced by the file's path (what experts read); with ``names``,
-        by the file's name (an upload's id is its name), as the planner is shown the files given to a run
-        (``InputFiles.names``: fewer tokens to read and to copy, and the name resolves among those files)."""
+    def unscrub(self, text: str) -> str:
+        """``text`` with every known file id replaced by the file's name (an upload's id is its name), as the
+        planner is shown the files given to a run (``InputFiles.names``: fewer tokens to read and to copy than
+        a path, and the name resolves among those files)."""
         def swap(match: re.Match[str]) -> str:
             try:
-                path = self.path_of(match.group(0))
+                return self.path_of(match.group(0)).name
             except InputError:
                 return match.group(0)
-            return path.name if names else str(path)
         return ANY_ID.sub(swap, text)
 
 
