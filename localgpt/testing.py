@@ -252,6 +252,10 @@ def plan_for(request: str, files: list[str]) -> list[dict[str, Any]]:
         tasks.append({"id": 0, "task": "text-to-image", "dep": [-1], "args": {"text": "a red square"}})
         if "caption it" in request:
             tasks.append({"id": 1, "task": "image-to-text", "dep": [0], "args": {"image": "<resource>-0"}})
+    elif "caption each" in request:
+        images = [f for f in files if IMAGE_FILE.fullmatch(f)]
+        tasks.extend({"id": i, "task": "image-to-text", "dep": [-1], "args": {"image": f}}
+                     for i, f in enumerate(images))
     elif "caption" in request and image:
         tasks.append({"id": 0, "task": "image-to-text", "dep": [-1], "args": {"image": image}})
     elif "depth" in request and image:

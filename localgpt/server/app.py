@@ -56,7 +56,7 @@ from localgpt.errors import (
 )
 from localgpt.llm import Message
 from localgpt.pipeline import Pipeline
-from localgpt.runtime.runs import RUN_STATES, RunDir, is_temporary, read_record, recover_runs
+from localgpt.runtime.runs import RUN_STATES, RunDir, is_temporary, planner_names, read_record, recover_runs
 from localgpt.schema import Event, RunResult, Task
 from localgpt.server.files import (
     RUN_ID,
@@ -453,10 +453,11 @@ class ServerState:
                 continue
             if path not in files:
                 files.append(path)
-        request = self.files.unscrub(texts[last][1])
+        shown = dict(zip(files, planner_names(files), strict=True))  # as the run's planner lists them
+        request = self.files.unscrub(texts[last][1], shown)
         if not request.strip():
             raise InputError("the last user message is empty", "say what you want done")
-        history: list[Message] = [{"role": role, "content": self.files.unscrub(text)}
+        history: list[Message] = [{"role": role, "content": self.files.unscrub(text, shown)}
                                   for role, text in texts[:last] if role in ("user", "assistant") and text]
         return request, history, files
 

@@ -1,7 +1,9 @@
 """The server's files: uploads and produced files live under one data folder and leave it only as ids.
 
-An uploaded file's id is ``u-<32 hex><suffix>`` and is also its file name in ``<data>/uploads/``; a
-produced file's id is ``r-<run folder>-<16 hex><suffix>``, naming ``<data>/runs/<run folder>/<16 hex><suffix>``.
+An uploaded file's id is ``u-<32 hex><suffix>``, the folder ``<data>/uploads/<id>/`` that holds it under the
+user's own file name (:func:`upload_name`), so the planner, shown a file by its name, reads the user's; an
+upload kept by an earlier version as the file ``<data>/uploads/<id>`` is still found. A produced file's id is
+``r-<run folder>-<16 hex><suffix>``, naming ``<data>/runs/<run folder>/<16 hex><suffix>``.
 Ids are checked against these exact shapes before any path is built, so no id can point elsewhere.
 Every string the server sends passes through :meth:`FileStore.scrub`, which turns paths under the
 data folder back into ids.
@@ -12,17 +14,21 @@ from __future__ import annotations
 import re
 import shutil
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from localgpt.errors import InputError
 from localgpt.runtime.media import sniff_kind
-from localgpt.tasks import Kind
+from localgpt.runtime.runs import is_temporary
+from localgpt.tasks import Kind, kind_by_name
 
 UPLOAD_ID = re.compile(r"u-[0-9a-f]{32}\.[a-z0-9]{2,4}")
 RUN_ID = re.compile(r"r-(\d{8}-\d{6}-[0-9a-f]{8})-([0-9a-f]{16}\.[a-z0-9]{2,4})")
 ANY_ID = re.compile(rf"\b(?:{UPLOAD_ID.pattern}|{RUN_ID.pattern})\b")
+UPLOAD_NAME_MAX = 80  # characters of the stem of a user's file name kept with an upload
+# what could end a path in a text (FileStore.scrub) or name another folder: made "_" in an upload's name
+_UNSAFE_IN_NAME = re.compile(r"[\s\"'<>()\[\],;:/\\|*?\x00-\x1f\x7f]")
 
 # the suffix an upload is stored under, from its first bytes (the client's file name is not trusted)
 _MAGIC: list[tuple[int, bytes, str]] = [
@@ -54,6 +60,20 @@ def sniff_suffix(path: Path) -> str | None:
     return ".m4a" if kind is Kind.AUDIO else ".mp4"  # the MP4 family (ftyp)
 
 
+def upload_name(filename: str, suffix: str) -> str:
+    """The name an upload is kept under: the last part of the user's file name, its characters that could
+    end a path in a text or name a folder made ``_`` (no leading dot), the stem cut to
+    :data:`UPLOAD_NAME_MAX` characters; its ending is kept when it names the kind of media the content is
+    (``suffix``, sniffed), and replaced by ``suffix`` otherwise. Any script is kept as it is."""
+    last = filename.replace("\\", "/").rsplit("/", 1)[-1]
+    stem, dot, ending = _UNSAFE_IN_NAME.sub("_", last).rpartition(".")
+    if not dot:
+        stem, ending = ending, ""
+    stem = stem.lstrip(".")[:UPLOAD_NAME_MAX] or "upload"
+    ending = f".{ending}" if ending and kind_by_name(f"x.{ending}") is kind_by_name(f"x{suffix}") else suffix
+    return stem + ending
+
+
 class FileStore:
     """Uploads and produced files under ``data_dir``, addressed by id.
 
@@ -77,21 +97,26 @@ class FileStore:
     def path_of(self, file_id: str) -> Path:
         """The file an id names; :class:`InputError` for a malformed id, :class:`UnknownFile` for none."""
         if UPLOAD_ID.fullmatch(file_id):
-            path = self.uploads / file_id
+            path, folder = self.uploads / file_id, self.uploads
+            if path.is_dir():  # the one file the upload's folder holds
+                kept = [p for p in path.iterdir() if not is_temporary(p)]
+                path, folder = (kept[0] if len(kept) == 1 else path / file_id), path
         elif match := RUN_ID.fullmatch(file_id):
-            path = self.runs / match.group(1) / match.group(2)
+            path, folder = self.runs / match.group(1) / match.group(2), self.runs / match.group(1)
         else:
             raise InputError(f"'{file_id[:80]}' is not a file id", "use an id returned by POST /v1/files or a run")
         resolved = path.resolve()
-        if resolved.parent.parent not in (self.root, self.runs) or not resolved.is_file():
+        if resolved.parent != folder.resolve() or not resolved.is_file():
             raise UnknownFile(f"there is no file '{file_id}'", "upload it with POST /v1/files")
         return resolved
 
     def id_of(self, path: str | Path) -> str | None:
         """The id of a file under the data folder, or None for any other path."""
         p = Path(path)
-        if p.parent == self.uploads and UPLOAD_ID.fullmatch(p.name):
+        if p.parent == self.uploads and UPLOAD_ID.fullmatch(p.name):  # kept by an earlier version
             return p.name
+        if p.parent.parent == self.uploads and UPLOAD_ID.fullmatch(p.parent.name):
+            return p.parent.name
         if p.parent.parent == self.runs:
             candidate = f"r-{p.parent.name}-{p.name}"
             if RUN_ID.fullmatch(candidate):
@@ -99,10 +124,11 @@ class FileStore:
         return None
 
     def describe(self, file_id: str) -> dict[str, Any]:
-        """An id's public description: id, url, kind, media type and size."""
+        """An id's public description: id, url, file name (an upload's as the user named it, made safe:
+        :func:`upload_name`), kind, media type and size."""
         path = self.path_of(file_id)
         kind = sniff_kind(path)
-        return {"id": file_id, "object": "file", "url": f"/v1/files/{file_id}",
+        return {"id": file_id, "object": "file", "url": f"/v1/files/{file_id}", "filename": path.name,
                 "kind": kind.value if kind else "text", "media_type": media_type(path),
                 "bytes": path.stat().st_size}
 
@@ -126,12 +152,12 @@ class FileStore:
                                  "upload PNG/JPEG/GIF/BMP/WebP/TIFF images, WAV/FLAC/OGG/MP3/M4A audio "
                                  "or MP4/WebM/MKV/AVI video")
             file_id = f"u-{uuid.uuid4().hex}{suffix}"
-            shutil.move(str(tmp), self.uploads / file_id)
+            folder = self.uploads / file_id
+            folder.mkdir()
+            shutil.move(str(tmp), folder / upload_name(filename, suffix))
         finally:
             tmp.unlink(missing_ok=True)
-        info = self.describe(file_id)
-        info["filename"] = filename
-        return info
+        return self.describe(file_id)
 
     # what goes out, what comes in
     def scrub(self, value: Any) -> Any:
@@ -161,15 +187,17 @@ class FileStore:
                     found.append(match.group(0))
         return found
 
-    def unscrub(self, text: str) -> str:
-        """``text`` with every known file id replaced by the file's name (an upload's id is its name), as the
-        planner is shown the files given to a run (``InputFiles.names``: fewer tokens to read and to copy than
-        a path, and the name resolves among those files)."""
+    def unscrub(self, text: str, shown: Mapping[Path, str] | None = None) -> str:
+        """``text`` with every known file id replaced by the name the planner is shown for that file:
+        ``shown[path]`` (a run's ``planner_names`` of its files), else the file's name (an upload's is the
+        user's own, :func:`upload_name`): fewer tokens to read and to copy than a path or an id, and the
+        name resolves among the run's files. An id naming no file stays as written."""
         def swap(match: re.Match[str]) -> str:
             try:
-                return self.path_of(match.group(0)).name
+                path = self.path_of(match.group(0))
             except InputError:
                 return match.group(0)
+            return (shown or {}).get(path, path.name)
         return ANY_ID.sub(swap, text)
 
 

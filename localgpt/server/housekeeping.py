@@ -1,6 +1,6 @@
 """Retention of the server's data folder: uploads and run folders do not grow forever.
 
-An *item* is one upload (``uploads/u-...``) or one run folder (``runs/<id>/``, removed whole). A sweep
+An *item* is one upload (``uploads/u-.../``, its folder) or one run folder (``runs/<id>/``, removed whole). A sweep
 removes, oldest first, every item older than ``retention_hours``, then more until the folder holds at
 most ``max_bytes``; it never removes an item a running request uses (``in_use``, asked again just
 before each removal) nor a run recorded as running. Leftover temporary files (``*.part``) older than an
@@ -107,7 +107,7 @@ def sweep(root: Path, retention_hours: float, max_bytes: int, in_use: Callable[[
         too_big = max_bytes > 0 and total > max_bytes
         if not (too_old or too_big):
             continue
-        if item.path.resolve() in in_use() or _running(item.path):
+        if _used(item.path, in_use()) or _running(item.path):
             report.skipped_in_use += 1
             continue
         _remove(item.path)
@@ -116,6 +116,12 @@ def sweep(root: Path, retention_hours: float, max_bytes: int, in_use: Callable[[
         report.removed.append(item.path.relative_to(root).as_posix())
     report.kept_bytes = total
     return report
+
+
+def _used(path: Path, in_use: set[Path]) -> bool:
+    """Whether ``path`` (an item) or a file in it (an upload's file, a run's input) is in use."""
+    path = path.resolve()
+    return any(p == path or path in p.parents for p in in_use)
 
 
 def _running(path: Path) -> bool:

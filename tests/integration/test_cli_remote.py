@@ -68,18 +68,33 @@ def test_run_json_and_an_uploaded_file(served: Served, world: FakeWorld, tmp_pat
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     assert proc.stderr == ""  # --json prints nothing else
-    # the server's planner saw its copy of the file by its id, the same in the request and the file list
-    # (no server path: a short name to read and copy)
+    # the server's planner saw its copy of the file by the user's own name, the same in the request and the
+    # file list, as a local run's planner does (neither an upload id nor a server path)
     request = world.planner_prompts[-1][-1]["content"]
-    ids = re.findall(r"u-[0-9a-f]{32}\.png", request)
-    assert len(ids) == 2 and ids[0] == ids[1] and request.endswith(f"\nFiles: {ids[0]}")
-    assert "/uploads/" not in request and "photo.png" not in request
+    assert request == "Request: caption photo.png\nFiles: photo.png"
     # and the client reads its own path back
     (task,) = result["plan"]["tasks"]
     assert task["args"]["image"] == str(photo.resolve())
     assert result["results"][0]["status"] == "done" and result["answer"].startswith(ANSWER)
     assert result["timings"]["plan"] >= 0 and "first_token" in result["timings"]
     assert result["plan"]["steps"] == ["Step 1: run image-to-text"]
+
+
+def test_files_of_one_name_through_the_server(served: Served, world: FakeWorld, tmp_path: Path) -> None:
+    """Two files of one name in different folders: the server's planner tells them apart (as a local planner
+    does, by path), and each task reads its own file."""
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "photo.png").write_bytes(png_bytes(folder))
+    proc = localgpt("run", "caption each of a/photo.png and b/photo.png", "--file", "a/photo.png",
+                    "--file", "b/photo.png", "--json", cwd=tmp_path, server=served.url)
+    assert proc.returncode == 0, proc.stderr
+    request = world.planner_prompts[-1][-1]["content"]
+    shown = request.split("\nFiles: ")[1].split(", ")
+    assert len(set(shown)) == 2 and request.startswith(f"Request: caption each of {shown[0]} and {shown[1]}\n")
+    tasks = json.loads(proc.stdout)["plan"]["tasks"]
+    assert [t["args"]["image"] for t in tasks] == [str((tmp_path / f / "photo.png").resolve()) for f in ("a", "b")]
+    assert sorted(r["read"]["image"] for r in world.recorder.runs[-2:]) == [png_bytes("a"), png_bytes("b")]
 
 
 def test_plan_through_the_server(served: Served, world: FakeWorld, tmp_path: Path) -> None:

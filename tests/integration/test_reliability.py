@@ -167,10 +167,11 @@ def test_retention_spares_files_in_use(tmp_path: Path) -> None:
             ids = [c.post("/v1/files", files={"file": (f"{i}.png", png_bytes(f"keep{i}"), "image/png")}).json()["id"]
                    for i in range(2)]
             uploads = world.tmp / "data" / "uploads"
-            for i in ids:
-                os.utime(uploads / i, (time.time() - 7200, time.time() - 7200))
             state = served.server.config.app.state.localgpt
-            token = state.claim([uploads / ids[0]])
+            for i in ids:  # an upload is its folder and the file in it
+                for p in (state.files.path_of(i), uploads / i):
+                    os.utime(p, (time.time() - 7200, time.time() - 7200))
+            token = state.claim([state.files.path_of(ids[0])])  # as a request claims its files
             state.housekeeping()
             assert (uploads / ids[0]).exists() and not (uploads / ids[1]).exists()
             state.release(token)

@@ -147,7 +147,8 @@ def test_upload_use_and_multi_turn(client: httpx.Client, world: FakeWorld) -> No
     photo = png_bytes("cat photo")
     info = upload(client, photo, "holiday.wav")  # the name lies; the content decides
     assert info["kind"] == "image" and info["id"].endswith(".png") and info["bytes"] == len(photo)
-    assert info["filename"] == "holiday.wav" and client.get(info["url"]).content == photo
+    # kept under the user's name with the ending of what it is: the planner reads "holiday.png"
+    assert info["filename"] == "holiday.png" and client.get(info["url"]).content == photo
 
     before = len(world.recorder.runs)
     reply = client.post("/v1/chat/completions", json=chat("caption this picture", files=[info["id"]]))

@@ -69,6 +69,15 @@ def test_in_use_and_running_are_never_removed(tmp_path: Path, now: float) -> Non
     assert report.removed == [] and report.skipped_in_use == 2 and len(asked) == 2  # asked before each removal
 
 
+def test_an_upload_whose_file_is_in_use_stays(tmp_path: Path, now: float) -> None:
+    used = make(tmp_path, "uploads/u-used.png/photo.png", 10, 500, now)
+    old = make(tmp_path, "uploads/u-old.png/photo.png", 10, 500, now)
+    for f in (used, old):
+        os.utime(f.parent, (now - 500 * HOUR, now - 500 * HOUR))
+    report = sweep(tmp_path, 1, 0, lambda: {used.resolve()}, now=now)  # a request claims the file, not its folder
+    assert report.removed == ["uploads/u-old.png"] and used.exists() and report.skipped_in_use == 1
+
+
 def test_old_temporary_files_go(tmp_path: Path, now: float) -> None:
     stale = make(tmp_path, "uploads/.abc.part", 10, 2, now)
     fresh = make(tmp_path, "uploads/.def.part", 10, 0, now)

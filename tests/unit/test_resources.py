@@ -10,7 +10,7 @@ import pytest
 from localgpt.errors import InputError
 from localgpt.planning.references import is_pure_reference, references
 from localgpt.runtime.media import sniff_kind
-from localgpt.runtime.runs import InputFiles, RunDir
+from localgpt.runtime.runs import InputFiles, RunDir, planner_names
 from localgpt.tasks import Kind, kind_by_name
 from localgpt.testing import mp4_bytes, png_bytes, wav_bytes
 
@@ -190,20 +190,44 @@ def test_the_planner_sees_bare_names_unless_two_given_files_share_one(tmp_path: 
 
 
 def test_the_server_names_its_files_to_the_planner_by_name(tmp_path: Path) -> None:
+    import io
+
     from localgpt.server.files import FileStore
 
     store = FileStore(tmp_path / "data")
-    upload = "u-" + "a" * 32 + ".png"
-    (store.uploads / upload).write_bytes(png_bytes("u"))
+    upload = store.save_upload(io.BytesIO(png_bytes("u")), "C:\\Users\\me\\杯子 (1).png", limit=1 << 20)["id"]
+    assert store.path_of(upload) == store.uploads / upload / "杯子__1_.png"
+    assert store.id_of(store.path_of(upload)) == upload
+    legacy = "u-" + "a" * 32 + ".png"  # kept as a bare file by an earlier version
+    (store.uploads / legacy).write_bytes(png_bytes("l"))
     run = store.runs / "20200101-000000-00000000"
     run.mkdir()
     (run / ("b" * 16 + ".png")).write_bytes(png_bytes("r"))
     made = "r-20200101-000000-00000000-" + "b" * 16 + ".png"
-    text = f"compare {upload} with {made} and u-{'c' * 32}.png"
-    # the names InputFiles.names shows, not server paths (an unknown id stays as written)
-    assert store.unscrub(text) == f"compare {upload} with {'b' * 16}.png and u-{'c' * 32}.png"
-    files = InputFiles([store.path_of(upload), store.path_of(made)], roots=[])
-    assert files.names() == [upload, "b" * 16 + ".png"]
+    text = f"compare {upload}, {legacy} with {made} and u-{'c' * 32}.png"
+    # the names InputFiles.names shows, the user's own for an upload, not server paths (an unknown id stays)
+    assert store.unscrub(text) == f"compare 杯子__1_.png, {legacy} with {'b' * 16}.png and u-{'c' * 32}.png"
+    files = InputFiles([store.path_of(upload), store.path_of(legacy), store.path_of(made)], roots=[])
+    assert files.names() == ["杯子__1_.png", legacy, "b" * 16 + ".png"]
+    # a run's names win: two uploads of one name are told apart as its planner tells them apart
+    twin = store.save_upload(io.BytesIO(png_bytes("t")), "杯子 (1).png", limit=1 << 20)["id"]
+    paths = [store.path_of(upload), store.path_of(twin)]
+    shown = dict(zip(paths, planner_names(paths), strict=True))
+    assert store.unscrub(f"{upload} {twin}", shown) == f"{paths[0]} {paths[1]}"
+    assert store.scrub(f"see {paths[0]}.") == f"see {upload}."  # and a path goes out as its id
+
+
+@pytest.mark.parametrize(("given", "suffix", "kept"), [
+    ("photo.JPG", ".jpg", "photo.JPG"),  # an ending of the content's kind stays as written
+    ("holiday.wav", ".png", "holiday.png"),  # one of another kind says what the content is
+    ("notes", ".wav", "notes.wav"), ("", ".png", "upload.png"), (".hidden.png", ".png", "hidden.png"),
+    ("../../etc/passwd", ".png", "passwd.png"), ("a b;c\"d'.ogg", ".ogg", "a_b_c_d_.ogg"),
+    ("رسالة 1.ogg", ".ogg", "رسالة_1.ogg"), ("x" * 200 + ".png", ".png", "x" * 80 + ".png"),
+])
+def test_an_upload_is_kept_under_a_safe_form_of_the_users_name(given: str, suffix: str, kept: str) -> None:
+    from localgpt.server.files import upload_name
+
+    assert upload_name(given, suffix) == kept
 
 
 def test_a_plan_made_from_bare_names_names_the_files_as_given() -> None:
