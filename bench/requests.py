@@ -412,7 +412,8 @@ def plan_one(pipe: Any, item: dict[str, Any], planner: Any = None
         attempt = (planner or pipe.planner).attempt(item["request"], item["files"])
         info.update(mended=attempt.salvaged, raw=list(attempt.raws), passes=list(attempt.passes),
                     prompt_tokens=attempt.prompt_tokens, generated_tokens=attempt.generated_tokens,
-                    step_repair=attempt.step_repair, step_repair_kept=attempt.step_repair_kept)
+                    step_repair=attempt.step_repair, step_repair_kept=attempt.step_repair_kept,
+                    close_odds=attempt.close_odds, more_steps_kept=attempt.more_steps_kept)
         if attempt.plan is not None:
             tasks = [t.model_dump() for t in attempt.plan.tasks]
         else:

@@ -408,7 +408,7 @@ def run(args: argparse.Namespace, records: list[dict[str, Any]],
                              sample_temperature=args.sample_temperature, demo_diversity=args.demo_diversity,
                              type_shortlist=args.type_shortlist, fixed_demos=args.demos == "fixed",
                              step_repair=args.step_repair, system_demos=args.system_demos,
-                             inline_steps=args.inline_steps)
+                             inline_steps=args.inline_steps, step_close=args.step_close)
     base = Planner(llm, max_tasks=8, n_demos=0 if args.demos == "none" else args.n_demos,
                    specs=specs, similarity=make_similarity(args), options=options)
     name = args.name or f"taskbench-{Path(args.model).parent.name}"
@@ -441,7 +441,8 @@ def run(args: argparse.Namespace, records: list[dict[str, Any]],
                 attempt = planner.attempt(rec["user_request"], files)
                 raws, salvaged = attempt.raws, attempt.salvaged
                 usage = {"prompt_tokens": attempt.prompt_tokens, "generated_tokens": attempt.generated_tokens,
-                         "step_repair": attempt.step_repair, "step_repair_kept": attempt.step_repair_kept}
+                         "step_repair": attempt.step_repair, "step_repair_kept": attempt.step_repair_kept,
+                         "close_odds": attempt.close_odds, "more_steps_kept": attempt.more_steps_kept}
                 if attempt.plan is None:
                     assert attempt.error is not None
                     raise attempt.error
@@ -500,6 +501,7 @@ def run(args: argparse.Namespace, records: list[dict[str, Any]],
                      "offered": [spec.name for spec in base.specs],
                      "type_shortlist": args.type_shortlist,
                      "fast_forward": args.fast_forward, "system_demos": args.system_demos,
+                     "step_close": args.step_close,
                      "inline_steps": args.inline_steps,
                      "demo_data": str(args.demo_data) if args.demo_source != "localgpt" else None},
         "metrics": metrics,
@@ -609,6 +611,9 @@ def main(argv: Iterable[str] | None = None) -> int:
                    help="ablation: no floor of two steps for a request that reads as several actions")
     p.add_argument("--step-repair", action="store_true",
                    help="one focused repair when the plan has fewer tasks than the steps the LLM wrote")
+    p.add_argument("--step-close", type=float, default=0.0, metavar="P",
+                   help="a step list the LLM closed with odds below P gets one more try with one step more "
+                        "(PlannerOptions.step_close; 0: off)")
     p.add_argument("--fast-forward", action="store_true",
                    help="the tokens the constraint forces are evaluated in one batch, not decoded one by one "
                         "(LOCALGPT_FAST_FORWARD; docs/latency.md)")

@@ -11,6 +11,7 @@ from localgpt.llm.base import (
     TokenCallback,
     complete,
     context_budget,
+    ending_logprobs,
     prompt_tokens,
     schema_key,
     schema_label,
@@ -18,4 +19,5 @@ from localgpt.llm.base import (
 )
 
 __all__ = ["FREE_TEXT_REPEAT_PENALTY", "LLM", "MESSAGE_OVERHEAD", "Completion", "LLMStats", "Message", "TokenCallback",
-           "complete", "context_budget", "prompt_tokens", "schema_key", "schema_label", "trim_history"]
+           "complete", "context_budget", "ending_logprobs", "prompt_tokens", "schema_key", "schema_label",
+           "trim_history"]

@@ -84,6 +84,16 @@ def complete(llm: LLM, messages: Sequence[Message], **kwargs: Any) -> Completion
     return Completion(text, prompt_tokens(llm, messages), llm.count_tokens(text))
 
 
+def ending_logprobs(llm: LLM, messages: Sequence[Message], prefix: str, endings: Sequence[str]) -> list[float] | None:
+    """The log-probability ``llm`` gives each of ``endings`` right after ``prefix`` at the start of its reply
+    to ``messages``, unconstrained, when the engine can say (an ``ending_logprobs`` method, as
+    :class:`~localgpt.llm.llamacpp.LlamaCppLLM` has); None otherwise."""
+    method = getattr(llm, "ending_logprobs", None)
+    if not callable(method):
+        return None
+    return list(method(messages, prefix, endings))
+
+
 @dataclass
 class LLMStats:
     """Counters an LLM keeps: calls, tokens, decode time and constraint build times."""

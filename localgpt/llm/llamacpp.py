@@ -467,6 +467,51 @@ class LlamaCppLLM:
         self.stats.forced_tokens += skipped
         return llama.detokenize(out).decode("utf-8", errors="ignore"), skipped
 
+    def ending_logprobs(self, messages: Sequence[Message], prefix: str, endings: Sequence[str]) -> list[float]:
+        """The log-probability the model gives each of ``endings`` written right after ``prefix`` at the start
+        of its reply to ``messages``, with no constraint: the model's own preference between them. The tokens
+        of ``prefix + ending`` past those all the endings share are scored one by one (an ending is a few
+        tokens). The context comes from the RAM state cache when a reply to ``messages`` was just decoded, so
+        only the endings are evaluated. :class:`LocalGPTError` when the model has no chat template."""
+        import llama_cpp
+        import numpy as np
+
+        def logsoftmax_at(row: Any, token: int) -> float:
+            top = float(row.max())
+            return float(row[token]) - top - float(np.log(np.exp(row - top).sum()))
+
+        with self._lock:
+            self._ensure_loaded()
+            llama = self._llama
+            prompt = self._prompt_tokens(messages)
+            if prompt is None:
+                raise LocalGPTError("the planner model has no chat template", "use a GGUF file that has one")
+            seqs = [prompt + llama.tokenize((prefix + e).encode("utf-8"), add_bos=False, special=False)
+                    for e in endings]
+            shared = len(prompt)
+            while all(len(q) > shared for q in seqs) and len({q[shared] for q in seqs}) == 1:
+                shared += 1
+            base, n_vocab = seqs[0][:shared], llama.n_vocab()
+            if max(len(q) for q in seqs) >= self.n_ctx:
+                raise LocalGPTError("the prompt and its endings exceed the context window")
+            try:
+                self._load_prefix(messages)
+                self._reuse_cached(base)
+                common = min(llama_cpp.Llama.longest_token_prefix(llama._input_ids.tolist(), base), len(base) - 1)
+                llama.n_tokens = common
+                if len(base) - 1 > common:
+                    llama.eval(base[common:-1])
+                first = self._eval_rows([base[-1]], 1, n_vocab)[0]
+                scores = []
+                for q in seqs:
+                    tail = q[shared:]
+                    llama.n_tokens = len(base)
+                    rows = [first, *(self._eval_rows(tail[:-1], len(tail) - 1, n_vocab) if len(tail) > 1 else [])]
+                    scores.append(sum(logsoftmax_at(row, t) for row, t in zip(rows, tail, strict=False)))
+                return scores
+            finally:
+                llama.reset()
+
     def _eval_rows(self, tokens: list[int], n_rows: int, n_vocab: int) -> list[Any]:
         """Evaluate ``tokens`` after the context's first ``n_tokens`` in one llama.cpp batch (at most
         ``n_batch`` tokens) and return the logits after each of the last ``n_rows`` (copies), as

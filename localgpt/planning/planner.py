@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -12,7 +13,7 @@ from typing import Any
 from localgpt import tasks as registry
 from localgpt.config import DEFAULT_MAX_TASKS
 from localgpt.errors import PlanError
-from localgpt.llm import LLM, Completion, Message, complete, context_budget, trim_history
+from localgpt.llm import LLM, Completion, Message, complete, context_budget, ending_logprobs, trim_history
 from localgpt.planning.demos import DEMOS, PROMPT_DEMOS, Demo
 from localgpt.planning.language import detect, lexicon
 from localgpt.planning.mend import salvage_plan
@@ -84,6 +85,10 @@ class PlannerOptions:
     - ``step_repair``: when decomposing under the constraint, a plan with fewer tasks than the steps the
       LLM wrote gets one focused repair (:meth:`Planner.repair_steps`). Off until measured to help
       (docs/planning.md).
+    - ``step_close``: when decomposing under the constraint, a step list the LLM closed without being sure
+      (the odds it gave closing there against writing one more step, unconstrained, below ``step_close``:
+      :meth:`Planner.close_odds`) gets one more try with one step more at least (:meth:`Planner.more_steps`).
+      0: off. Off until measured (docs/planning.md);
     - ``rewrite``: a request not in English is first rewritten in English by the LLM (one constrained
       call, file names and quoted passages kept as written: :meth:`Planner.rewrite`) and planned from
       that; validation, mending and the passes still read the user's own request. Off: on the tuning
@@ -107,6 +112,7 @@ class PlannerOptions:
     step_repair: bool = False
     rewrite: bool = False
     inline_steps: bool = False
+    step_close: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -116,7 +122,10 @@ class PlanAttempt:
     mended, the seconds it took, the passes that changed it, and the tokens of the LLM calls that made
     it, summed over every reply in ``raws``: their prompts' (``prompt_tokens``) and the tokens they
     generated (``generated_tokens``). ``step_repair``: a step repair was asked for (its reply is the last
-    of ``raws``); ``step_repair_kept``: its plan replaced the one before (:meth:`Planner.repair_steps`)."""
+    of ``raws``); ``step_repair_kept``: its plan replaced the one before (:meth:`Planner.repair_steps`).
+    ``close_odds``: how sure the LLM was to close its first reply's step list (:meth:`Planner.close_odds`;
+    None when not asked); ``more_steps_kept``: the plan asked with one step more replaced it
+    (:meth:`Planner.more_steps`)."""
 
     plan: Plan | None
     raws: tuple[str, ...] = ()
@@ -128,6 +137,8 @@ class PlanAttempt:
     generated_tokens: int = 0
     step_repair: bool = False
     step_repair_kept: bool = False
+    close_odds: float | None = None
+    more_steps_kept: bool = False
 
 
 class Planner:
@@ -349,6 +360,11 @@ class Planner:
         """``schema`` asking for ``floor`` steps at least (when decomposing with ``step_floor``)."""
         if not self.options.decompose or not self.options.step_floor:
             return schema
+        return self._with_min_steps(schema, floor)
+
+    def _with_min_steps(self, schema: dict[str, Any], floor: int) -> dict[str, Any]:
+        """``schema`` asking for ``floor`` steps at least (tasks, with ``inline_steps``), within its most;
+        ``schema`` itself when it asks for as many already or cannot ask for more."""
         key = "tasks" if self.options.inline_steps else "steps"  # inline: a task per step
         steps = schema["properties"][key]
         floor = min(floor, steps.get("maxItems", 1))
@@ -381,12 +397,14 @@ class Planner:
             raise PlanError("the request is empty", "say what you want done")
         start = time.perf_counter()
         replies: list[Completion] = []  # this call's own, never kept on the planner
+        closing: list[tuple[float, bool]] = []  # (close odds, more steps kept), when asked
 
         def done(plan: Plan | None, salvaged: bool = False, passes: tuple[str, ...] = (),
                  failure: PlanError | None = None, repaired: tuple[bool, bool] = (False, False)) -> PlanAttempt:
+            odds, kept = closing[0] if closing else (None, False)
             return PlanAttempt(plan, tuple(r.text for r in replies), salvaged, time.perf_counter() - start, passes,
                                failure, sum(r.prompt_tokens for r in replies),
-                               sum(r.completion_tokens for r in replies), *repaired)
+                               sum(r.completion_tokens for r in replies), *repaired, odds, kept)
 
         text = self.rewrite(request, replies) if self.options.rewrite else request  # what the LLM plans
         msgs = first = self.messages(text, files, history)
@@ -403,6 +421,8 @@ class Planner:
                     {"role": "user", "content": f"That plan is invalid: {exc.message}. Reply with a corrected plan."},
                 ]
                 continue
+            if msgs is first:
+                accepted = self.more_steps(accepted, raw, first, schema, request, files, replies, closing)
             accepted = self._consensus(accepted, first, schema, request, files, replies)
             asked = len(replies)
             better = self.repair_steps(accepted, first, schema, request, files, replies)
@@ -454,6 +474,61 @@ class Planner:
             return accepted
         covered = min(len(repaired.plan.tasks), wanted)
         return repaired if covered > len(accepted.plan.tasks) else accepted
+
+    def close_odds(self, raw: str, msgs: list[Message]) -> tuple[int, float] | None:
+        """Where the reply ``raw`` to ``msgs`` (compact JSON, as decoded under the constraint) closed its step
+        list: the number of steps, and how sure the LLM was to close it there, P(close) / (P(close) + P(one
+        more step)), each the probability of the few tokens that write it, unconstrained
+        (:func:`~localgpt.llm.ending_logprobs`; each ending stops where a token of such a reply ends, since a
+        token cut short would be scored as unlikely). It reads only the reply's shape and the model's own
+        probabilities, so it is the same in every language. None when ``raw`` has no step list written that
+        way or the engine cannot say."""
+        try:
+            steps = json.loads(raw).get("steps")
+        except (json.JSONDecodeError, AttributeError):
+            return None
+        if not isinstance(steps, list) or not steps or not all(isinstance(x, str) for x in steps):
+            return None
+        head = '{"steps":' + json.dumps(steps, ensure_ascii=False, separators=(",", ":"))
+        if not raw.startswith(head + ',"tasks":'):
+            return None
+        endings = ['"],"tasks":[{"id":0', f'","Step {len(steps) + 1}:']  # close the list; write one more step
+        scores = ending_logprobs(self.llm, msgs, head[:-2], endings)  # (head ends with the last step's '"]')
+        if scores is None:
+            return None
+        top = max(scores)
+        close, more = (math.exp(x - top) for x in scores)
+        return len(steps), close / (close + more)
+
+    def more_steps(self, accepted: Accepted, raw: str, msgs: list[Message], schema: dict[str, Any] | None,
+                   request: str, files: Sequence[str], replies: list[Completion],
+                   closing: list[tuple[float, bool]]) -> Accepted:
+        """A step list closed without being sure gets one more try (``step_close`` > 0, when decomposing under
+        the constraint): when the odds the LLM gave closing its steps where ``raw`` closed them
+        (:meth:`close_odds`) are below ``step_close``, it is asked again with the same messages and one step
+        more at least (the schema's floor). That plan is kept when its reply can be made a valid plan and it
+        has more tasks than ``accepted``. The odds, and whether the new plan was kept, go to ``closing``; the
+        reply to ``replies``."""
+        o = self.options
+        if o.step_close <= 0 or not o.decompose or o.inline_steps or schema is None:
+            return accepted
+        odds = self.close_odds(raw, msgs)
+        if odds is None:
+            return accepted
+        count, sure = odds
+        floored = self._with_min_steps(schema, count + 1)
+        if sure >= o.step_close or floored is schema:
+            closing.append((sure, False))
+            return accepted
+        again = self._ask(replies, msgs, floored)
+        try:
+            other = self._accept(again, request, files)
+        except PlanError:
+            closing.append((sure, False))
+            return accepted
+        kept = len(other.plan.tasks) > len(accepted.plan.tasks)
+        closing.append((sure, kept))
+        return other if kept else accepted
 
     def _ask(self, replies: list[Completion], msgs: list[Message], schema: dict[str, Any] | None,
              **kwargs: Any) -> str:

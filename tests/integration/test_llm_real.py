@@ -397,6 +397,28 @@ def test_a_reply_continued_from_the_ram_cache_is_the_reply_evaluated_in_full() -
     plain.close()
 
 
+def test_ending_logprobs_read_from_the_cache_equal_those_evaluated_in_full() -> None:
+    """The odds of two endings of a reply just decoded come from the RAM cache's state and equal those of a
+    model that evaluates everything; the state is left as it was (the reply decodes the same after), and the
+    planner's close odds come from them."""
+    cached = LlamaCppLLM(model_path(), n_threads=2, prompt_cache_mb=256, prompt_state=None)
+    planner = Planner(cached, n_demos=1, options=PlannerOptions(step_close=0.5))
+    msgs = planner.messages("Read 'good morning' aloud, then transcribe it", [])
+    reply = cached.generate(msgs, schema=planner.schema, max_tokens=planner.max_tokens())
+    prefix, endings = reply[: reply.index('],"tasks":') - 1], ['"],"tasks":[{"id":0', '","Step 9:']
+    scores = cached.ending_logprobs(msgs, prefix, endings)
+    assert len(scores) == 2 and all(x < 0 for x in scores) and scores[0] != scores[1]
+    assert cached.generate(msgs, schema=planner.schema, max_tokens=planner.max_tokens()) == reply
+    plain = LlamaCppLLM(model_path(), n_threads=2, prompt_cache_mb=0, prompt_state=None)
+    assert plain.ending_logprobs(msgs, prefix, endings) == pytest.approx(scores, rel=0.02, abs=0.1)  # batched
+    plain.close()
+    odds = planner.close_odds(reply, msgs)
+    assert odds is not None and odds[0] == len(json.loads(reply)["steps"]) and 0 < odds[1] < 1
+    attempt = planner.attempt("Read 'good morning' aloud, then transcribe it")
+    assert attempt.plan is not None and attempt.close_odds is not None
+    cached.close()
+
+
 def test_prompt_cache_stays_within_its_capacity() -> None:
     """Every saved state counts in full (logits included) and the cache never exceeds its capacity."""
     capacity_mb = 64  # room for about two states of this prompt (34 task types), so eviction is exercised

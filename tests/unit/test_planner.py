@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import pytest
@@ -711,6 +712,65 @@ def test_a_step_repair_that_is_invalid_or_covers_no_more_keeps_the_original(bad:
     assert len(llm.calls) == 2 and attempt.step_repair and not attempt.step_repair_kept
     assert attempt.plan is not None and [x.task for x in attempt.plan.tasks] == ["translation", "summarization"]
     assert attempt.raws == (_reply(THREE_STEPS, TWO_TASKS), bad) and not attempt.salvaged
+
+
+# --- a step list closed without being sure: one more try with one step more ---
+
+ONE_STEP, TWO_STEPS = THREE_STEPS[:1], THREE_STEPS[:2]
+ONE_TASK = TWO_TASKS[:1]
+
+
+def _compact(steps: list[str], tasks: list[dict[str, Any]]) -> str:  # as decoded under the constraint
+    return json.dumps({"steps": steps, "tasks": tasks}, ensure_ascii=False, separators=(",", ":"))
+
+
+class OddsLLM(FakeLLM):
+    """A FakeLLM that says how likely each ending is: P(close the steps) = ``close``, else another step."""
+
+    def __init__(self, replies: list[str], close: float) -> None:
+        super().__init__(replies)
+        self.close = close
+        self.asked: list[tuple[str, list[str]]] = []
+
+    def ending_logprobs(self, messages: Any, prefix: str, endings: list[str]) -> list[float]:
+        self.asked.append((prefix, list(endings)))
+        return [math.log(self.close), math.log(1 - self.close)]
+
+
+def test_a_step_list_closed_unsure_is_asked_again_with_one_step_more() -> None:
+    llm = OddsLLM([_compact(ONE_STEP, ONE_TASK), _compact(TWO_STEPS, TWO_TASKS)], close=0.3)
+    attempt = Planner(llm, options=PlannerOptions(step_close=0.8)).attempt(STEP_REQUEST)
+    assert attempt.plan is not None and [x.task for x in attempt.plan.tasks] == ["translation", "summarization"]
+    assert attempt.close_odds == pytest.approx(0.3) and attempt.more_steps_kept and len(llm.calls) == 2
+    # the odds were read where the first reply closed its steps (any language: only the shape is read)
+    ((prefix, endings),) = llm.asked
+    assert prefix == '{"steps":["第一步：翻译成英语' and endings == ['"],"tasks":[{"id":0', '","Step 2:']
+    first, again = llm.calls
+    assert again.messages == first.messages and again.schema is not None
+    assert again.schema["properties"]["steps"]["minItems"] == 2
+    assert attempt.raws == (_compact(ONE_STEP, ONE_TASK), _compact(TWO_STEPS, TWO_TASKS))
+
+
+@pytest.mark.parametrize(("close", "second", "calls"), [
+    (0.95, None, 1),  # sure to close: no second call
+    (0.3, "not json", 2),  # the second reply cannot be made a plan
+    (0.3, _compact(TWO_STEPS, ONE_TASK), 2),  # it has no more tasks
+])
+def test_a_step_list_closed_surely_or_a_second_try_no_better_keeps_the_plan(close: float, second: str | None,
+                                                                            calls: int) -> None:
+    llm = OddsLLM([_compact(ONE_STEP, ONE_TASK), *([second] if second else [])], close=close)
+    attempt = Planner(llm, options=PlannerOptions(step_close=0.8)).attempt(STEP_REQUEST)
+    assert attempt.plan is not None and [x.task for x in attempt.plan.tasks] == ["translation"]
+    assert len(llm.calls) == calls and attempt.close_odds == pytest.approx(close) and not attempt.more_steps_kept
+
+
+def test_the_close_odds_are_off_by_default_and_need_an_engine_that_can_say() -> None:
+    llm = OddsLLM([_compact(ONE_STEP, ONE_TASK)], close=0.1)
+    attempt = Planner(llm).attempt(STEP_REQUEST)
+    assert llm.asked == [] and len(llm.calls) == 1 and attempt.close_odds is None
+    plain = FakeLLM([_compact(ONE_STEP, ONE_TASK)])  # no ending_logprobs
+    attempt = Planner(plain, options=PlannerOptions(step_close=0.8)).attempt(STEP_REQUEST)
+    assert len(plain.calls) == 1 and attempt.close_odds is None and attempt.plan is not None
 
 
 def test_the_rewrite_option_plans_an_english_rewrite_and_keeps_the_users_quotes_and_files() -> None:
