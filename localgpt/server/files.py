@@ -26,7 +26,7 @@ from localgpt.tasks import Kind, kind_by_name
 UPLOAD_ID = re.compile(r"u-[0-9a-f]{32}\.[a-z0-9]{2,4}")
 RUN_ID = re.compile(r"r-(\d{8}-\d{6}-[0-9a-f]{8})-([0-9a-f]{16}\.[a-z0-9]{2,4})")
 ANY_ID = re.compile(rf"\b(?:{UPLOAD_ID.pattern}|{RUN_ID.pattern})\b")
-UPLOAD_NAME_MAX = 80  # characters of the stem of a user's file name kept with an upload
+UPLOAD_NAME_MAX = 120  # bytes (UTF-8) of the stem of a user's file name kept with an upload (a file name: 255)
 # what could end a path in a text (FileStore.scrub) or name another folder: made "_" in an upload's name
 _UNSAFE_IN_NAME = re.compile(r"[\s\"'<>()\[\],;:/\\|*?\x00-\x1f\x7f]")
 
@@ -63,13 +63,13 @@ def sniff_suffix(path: Path) -> str | None:
 def upload_name(filename: str, suffix: str) -> str:
     """The name an upload is kept under: the last part of the user's file name, its characters that could
     end a path in a text or name a folder made ``_`` (no leading dot), the stem cut to
-    :data:`UPLOAD_NAME_MAX` characters; its ending is kept when it names the kind of media the content is
-    (``suffix``, sniffed), and replaced by ``suffix`` otherwise. Any script is kept as it is."""
+    :data:`UPLOAD_NAME_MAX` bytes of UTF-8 (whole characters); its ending is kept when it names the kind of
+    media the content is (``suffix``, sniffed), and replaced by ``suffix`` otherwise. Any script is kept."""
     last = filename.replace("\\", "/").rsplit("/", 1)[-1]
     stem, dot, ending = _UNSAFE_IN_NAME.sub("_", last).rpartition(".")
     if not dot:
         stem, ending = ending, ""
-    stem = stem.lstrip(".")[:UPLOAD_NAME_MAX] or "upload"
+    stem = stem.lstrip(".").encode("utf-8")[:UPLOAD_NAME_MAX].decode("utf-8", errors="ignore") or "upload"
     ending = f".{ending}" if ending and kind_by_name(f"x.{ending}") is kind_by_name(f"x{suffix}") else suffix
     return stem + ending
 

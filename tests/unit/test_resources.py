@@ -6,6 +6,8 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from localgpt.errors import InputError
 from localgpt.planning.references import is_pure_reference, references
@@ -222,12 +224,28 @@ def test_the_server_names_its_files_to_the_planner_by_name(tmp_path: Path) -> No
     ("holiday.wav", ".png", "holiday.png"),  # one of another kind says what the content is
     ("notes", ".wav", "notes.wav"), ("", ".png", "upload.png"), (".hidden.png", ".png", "hidden.png"),
     ("../../etc/passwd", ".png", "passwd.png"), ("a b;c\"d'.ogg", ".ogg", "a_b_c_d_.ogg"),
-    ("رسالة 1.ogg", ".ogg", "رسالة_1.ogg"), ("x" * 200 + ".png", ".png", "x" * 80 + ".png"),
+    ("رسالة 1.ogg", ".ogg", "رسالة_1.ogg"), ("x" * 200 + ".png", ".png", "x" * 120 + ".png"),
+    ("杯" * 100 + ".png", ".png", "杯" * 40 + ".png"),  # 120 bytes of UTF-8: a file name holds 255
 ])
 def test_an_upload_is_kept_under_a_safe_form_of_the_users_name(given: str, suffix: str, kept: str) -> None:
     from localgpt.server.files import upload_name
 
     assert upload_name(given, suffix) == kept
+
+
+@settings(max_examples=300, derandomize=True, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])  # the test removes what it writes
+@given(name=st.text(max_size=300), suffix=st.sampled_from([".png", ".jpg", ".wav", ".ogg", ".mp4", ".mkv"]))
+def test_any_upload_name_is_one_safe_file_name_of_the_contents_kind(tmp_path: Path, name: str, suffix: str) -> None:
+    from localgpt.server.files import UPLOAD_NAME_MAX, upload_name
+
+    kept = upload_name(name, suffix)
+    assert kept and not kept.startswith(".") and kind_by_name(kept) is kind_by_name("x" + suffix)
+    assert not any(c.isspace() or c in "\"'<>()[],;:/\\|*?" or ord(c) < 32 for c in kept)
+    assert len(kept.rsplit(".", 1)[0].encode("utf-8")) <= UPLOAD_NAME_MAX
+    (tmp_path / kept).write_bytes(b"x")  # the file system takes it as one name
+    assert [p.name for p in tmp_path.iterdir()] == [kept]
+    (tmp_path / kept).unlink()
 
 
 def test_a_plan_made_from_bare_names_names_the_files_as_given() -> None:
