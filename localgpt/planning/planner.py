@@ -12,7 +12,7 @@ from typing import Any
 
 from localgpt import tasks as registry
 from localgpt.config import DEFAULT_MAX_TASKS
-from localgpt.errors import PlanError
+from localgpt.errors import LocalGPTError, PlanError
 from localgpt.llm import LLM, Completion, Message, complete, context_budget, ending_logprobs, trim_history
 from localgpt.planning.demos import DEMOS, PROMPT_DEMOS, Demo
 from localgpt.planning.language import detect, lexicon
@@ -480,9 +480,9 @@ class Planner:
         list: the number of steps, and how sure the LLM was to close it there, P(close) / (P(close) + P(one
         more step)), each the probability of the few tokens that write it, unconstrained
         (:func:`~localgpt.llm.ending_logprobs`; each ending stops where a token of such a reply ends, since a
-        token cut short would be scored as unlikely). It reads only the reply's shape and the model's own
-        probabilities, so it is the same in every language. None when ``raw`` has no step list written that
-        way or the engine cannot say."""
+        token cut short would be scored as unlikely). It reads the reply's shape, the "Step N:" label the
+        prompt and its demos write in every language, and the model's own probabilities; no word of the
+        request. None when ``raw`` has no step list written that way or the engine cannot say (or fails)."""
         try:
             steps = json.loads(raw).get("steps")
         except (json.JSONDecodeError, AttributeError):
@@ -493,7 +493,10 @@ class Planner:
         if not raw.startswith(head + ',"tasks":'):
             return None
         endings = ['"],"tasks":[{"id":0', f'","Step {len(steps) + 1}:']  # close the list; write one more step
-        scores = ending_logprobs(self.llm, msgs, head[:-2], endings)  # (head ends with the last step's '"]')
+        try:
+            scores = ending_logprobs(self.llm, msgs, head[:-2], endings)  # (head ends with the last step's '"]')
+        except (LocalGPTError, ValueError, RuntimeError):  # the plan in hand stands
+            return None
         if scores is None:
             return None
         top = max(scores)

@@ -296,7 +296,7 @@ class ServerState:
         self.add_claim(token, run.path)
         ids = [i for i in (self.files.id_of(f) for f in files) if i is not None]
         run.record(state="running", created=time.time(), route=route, files=ids,
-                   request=self.files.scrub(request[:REQUEST_IN_RECORD]))
+                   request=self.files.scrub(request)[:REQUEST_IN_RECORD])  # cut after: no path half kept
         return run
 
     def end_run(self, run: RunDir, error: BaseException | None = None) -> None:
@@ -679,7 +679,7 @@ def create_app(settings: Settings, pipeline_factory: PipelineFactory | None = No
     @app.get("/v1/files/{file_id}", response_class=FileResponse, responses=documented(400, 401, 404, ok=FILE_TYPES))
     async def download(file_id: Annotated[str, PathParam(json_schema_extra=FILE_ID_SHAPE)]) -> FileResponse:
         path = state.files.path_of(file_id)
-        return FileResponse(path, media_type=media_type(path))
+        return FileResponse(path, media_type=media_type(Path(file_id)))  # the id's ending is the content's
 
     # --- the pipeline ---
 

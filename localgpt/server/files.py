@@ -106,7 +106,7 @@ class FileStore:
         else:
             raise InputError(f"'{file_id[:80]}' is not a file id", "use an id returned by POST /v1/files or a run")
         resolved = path.resolve()
-        if resolved.parent != folder.resolve() or not resolved.is_file():
+        if resolved.parent != folder or not resolved.is_file():  # (no link on the way: root is resolved)
             raise UnknownFile(f"there is no file '{file_id}'", "upload it with POST /v1/files")
         return resolved
 
@@ -129,7 +129,7 @@ class FileStore:
         path = self.path_of(file_id)
         kind = sniff_kind(path)
         return {"id": file_id, "object": "file", "url": f"/v1/files/{file_id}", "filename": path.name,
-                "kind": kind.value if kind else "text", "media_type": media_type(path),
+                "kind": kind.value if kind else "text", "media_type": media_type(Path(file_id)),
                 "bytes": path.stat().st_size}
 
     # uploads
@@ -151,10 +151,14 @@ class FileStore:
                 raise UnsupportedMedia(f"'{filename[:80]}' is not a recognised image, audio or video file",
                                  "upload PNG/JPEG/GIF/BMP/WebP/TIFF images, WAV/FLAC/OGG/MP3/M4A audio "
                                  "or MP4/WebM/MKV/AVI video")
-            file_id = f"u-{uuid.uuid4().hex}{suffix}"
+            file_id, name = f"u-{uuid.uuid4().hex}{suffix}", upload_name(filename, suffix)
             folder = self.uploads / file_id
             folder.mkdir()
-            shutil.move(str(tmp), folder / upload_name(filename, suffix))
+            try:
+                shutil.move(str(tmp), folder / name)
+            except OSError:
+                shutil.rmtree(folder, ignore_errors=True)
+                raise
         finally:
             tmp.unlink(missing_ok=True)
         return self.describe(file_id)

@@ -110,6 +110,14 @@ def test_run_record_is_served(client: httpx.Client, world: BuggyWorld) -> None:
     assert record["state"] == "finished" and record["id"] == run_id and record["files"] == [upload["id"]]
     assert record["request"].startswith("caption this") and record["error"] is None
     assert str(world.tmp) not in str(record)
+    # two uploads of one name are shown to the planner by server path; the record, cut to its length, keeps
+    # their ids and no part of a path
+    twins = [client.post("/v1/files", files={"file": ("p.png", png_bytes(f"t{i}"), "image/png")}).json()["id"]
+             for i in range(2)]
+    long = client.post("/v1/chat/completions", json=chat(f"caption {'x' * 400} {twins[0]} and {twins[1]}"))
+    assert long.status_code == 200, long.text
+    record = client.get(f"/v1/runs/{long.json()['localgpt']['run']}").json()
+    assert "/" not in record["request"] and record["request"].endswith(f"{twins[0]} and {twins[1]}")
     failed = client.post("/v1/chat/completions", json=chat("crash it")).json()
     assert failed["error_id"]
     assert client.get("/v1/runs/20990101-000000-00000000").status_code == 404

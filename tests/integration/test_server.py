@@ -149,6 +149,9 @@ def test_upload_use_and_multi_turn(client: httpx.Client, world: FakeWorld) -> No
     assert info["kind"] == "image" and info["id"].endswith(".png") and info["bytes"] == len(photo)
     # kept under the user's name with the ending of what it is: the planner reads "holiday.png"
     assert info["filename"] == "holiday.png" and client.get(info["url"]).content == photo
+    named = upload(client, photo, "cat.jpg")  # an ending of the same kind stays; the media type is the content's
+    assert named["filename"] == "cat.jpg" and named["media_type"] == "image/png"
+    assert client.get(named["url"]).headers["content-type"] == "image/png"
 
     before = len(world.recorder.runs)
     reply = client.post("/v1/chat/completions", json=chat("caption this picture", files=[info["id"]]))

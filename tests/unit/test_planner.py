@@ -773,6 +773,15 @@ def test_the_close_odds_are_off_by_default_and_need_an_engine_that_can_say() -> 
     assert len(plain.calls) == 1 and attempt.close_odds is None and attempt.plan is not None
 
 
+    class FailingOdds(OddsLLM):
+        def ending_logprobs(self, messages: Any, prefix: str, endings: list[str]) -> list[float]:
+            raise RuntimeError("llama_decode returned -3")
+
+    failing = FailingOdds([_compact(ONE_STEP, ONE_TASK)], close=0.1)  # the plan in hand stands
+    attempt = Planner(failing, options=PlannerOptions(step_close=0.8)).attempt(STEP_REQUEST)
+    assert len(failing.calls) == 1 and attempt.close_odds is None and attempt.plan is not None
+
+
 def test_the_rewrite_option_plans_an_english_rewrite_and_keeps_the_users_quotes_and_files() -> None:
     from localgpt.planning.planner import REWRITE_PROMPT, REWRITE_SCHEMA
 
