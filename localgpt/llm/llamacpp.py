@@ -389,11 +389,7 @@ class LlamaCppLLM:
         def ends(token: int) -> bool:
             return bool(failure) or token == eos or bool(llama_cpp.llama_vocab_is_eog(llama._model.vocab, token))
 
-        self._reuse_cached(prompt)
-        # the prompt's tokens already in the context (a loaded prefix state, the RAM cache's), less one at
-        # least, so that one is evaluated and the logits are fresh
-        common = min(llama_cpp.Llama.longest_token_prefix(llama._input_ids.tolist(), prompt), len(prompt) - 1)
-        llama.n_tokens = common
+        common = self._resume(prompt)
         pending, out, skipped = list(prompt[common:]), list[int](), 0
         index = NgramIndex(prompt) if self.prompt_lookup > 0 else None
 
@@ -473,7 +469,6 @@ class LlamaCppLLM:
         of ``prefix + ending`` past those all the endings share are scored one by one (an ending is a few
         tokens). The context comes from the RAM state cache when a reply to ``messages`` was just decoded, so
         only the endings are evaluated. :class:`LocalGPTError` when the model has no chat template."""
-        import llama_cpp
         import numpy as np
 
         def logsoftmax_at(row: Any, token: int) -> float:
@@ -496,9 +491,7 @@ class LlamaCppLLM:
                 raise LocalGPTError("the prompt and its endings exceed the context window")
             try:
                 self._load_prefix(messages)
-                self._reuse_cached(base)
-                common = min(llama_cpp.Llama.longest_token_prefix(llama._input_ids.tolist(), base), len(base) - 1)
-                llama.n_tokens = common
+                common = self._resume(base)
                 if len(base) - 1 > common:
                     llama.eval(base[common:-1])
                 first = self._eval_rows([base[-1]], 1, n_vocab)[0]
@@ -558,21 +551,25 @@ class LlamaCppLLM:
                                    bos_token=text_of(self._llama.token_bos()),
                                    add_generation_prompt=generation_prompt)
 
-    def _reuse_cached(self, prompt: list[int]) -> None:
-        """Load the RAM state cache's entry sharing the longest prefix with ``prompt`` when it shares more
-        than the context holds now, as ``create_completion`` does."""
+    def _resume(self, prompt: list[int]) -> int:
+        """Keep in the context as much of ``prompt`` as is already evaluated, and say how many tokens: first
+        the RAM state cache's entry sharing the longest prefix with ``prompt`` is loaded when it shares more
+        than the context holds now (as ``create_completion`` does); then the context is cut to the tokens it
+        shares with ``prompt`` (a loaded prefix state, the cache's), less one at least, so that one is
+        evaluated and the logits are fresh."""
         import llama_cpp
 
         llama = self._llama
-        if llama.cache is None:
-            return
-        try:
-            item = llama.cache[prompt]
-        except KeyError:
-            return
         have = llama_cpp.Llama.longest_token_prefix(llama._input_ids.tolist(), prompt)
-        if llama_cpp.Llama.longest_token_prefix(item.input_ids.tolist(), prompt) > have:
+        try:
+            item = llama.cache[prompt] if llama.cache is not None else None
+        except KeyError:
+            item = None
+        if item is not None and llama_cpp.Llama.longest_token_prefix(item.input_ids.tolist(), prompt) > have:
             llama.load_state(item)
+            have = llama_cpp.Llama.longest_token_prefix(llama._input_ids.tolist(), prompt)
+        llama.n_tokens = min(have, len(prompt) - 1)
+        return int(llama.n_tokens)
 
     def warm(self, messages: Sequence[Message], schema: dict[str, Any] | None = None) -> str:
         """Do ahead of a chat that starts like ``messages`` (under ``schema``) the work its first call would

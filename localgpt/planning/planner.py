@@ -397,14 +397,13 @@ class Planner:
             raise PlanError("the request is empty", "say what you want done")
         start = time.perf_counter()
         replies: list[Completion] = []  # this call's own, never kept on the planner
-        closing: list[tuple[float, bool]] = []  # (close odds, more steps kept), when asked
 
         def done(plan: Plan | None, salvaged: bool = False, passes: tuple[str, ...] = (),
-                 failure: PlanError | None = None, repaired: tuple[bool, bool] = (False, False)) -> PlanAttempt:
-            odds, kept = closing[0] if closing else (None, False)
+                 failure: PlanError | None = None, repaired: tuple[bool, bool] = (False, False),
+                 closing: tuple[float | None, bool] = (None, False)) -> PlanAttempt:
             return PlanAttempt(plan, tuple(r.text for r in replies), salvaged, time.perf_counter() - start, passes,
                                failure, sum(r.prompt_tokens for r in replies),
-                               sum(r.completion_tokens for r in replies), *repaired, odds, kept)
+                               sum(r.completion_tokens for r in replies), *repaired, *closing)
 
         text = self.rewrite(request, replies) if self.options.rewrite else request  # what the LLM plans
         msgs = first = self.messages(text, files, history)
@@ -421,13 +420,14 @@ class Planner:
                     {"role": "user", "content": f"That plan is invalid: {exc.message}. Reply with a corrected plan."},
                 ]
                 continue
+            odds, kept = None, False  # (only the first reply's steps are weighed)
             if msgs is first:
-                accepted = self.more_steps(accepted, raw, first, schema, request, files, replies, closing)
+                accepted, odds, kept = self.more_steps(accepted, raw, first, schema, request, files, replies)
             accepted = self._consensus(accepted, first, schema, request, files, replies)
             asked = len(replies)
             better = self.repair_steps(accepted, first, schema, request, files, replies)
             return done(better.plan, better.mended, better.passes,
-                        repaired=(len(replies) > asked, better is not accepted))
+                        repaired=(len(replies) > asked, better is not accepted), closing=(odds, kept))
         assert error is not None
         return done(None, failure=PlanError(f"could not make a valid plan: {error.message}",
                                             "rephrase the request, or name the files it uses", raw=error.raw))
@@ -504,34 +504,31 @@ class Planner:
         return len(steps), close / (close + more)
 
     def more_steps(self, accepted: Accepted, raw: str, msgs: list[Message], schema: dict[str, Any] | None,
-                   request: str, files: Sequence[str], replies: list[Completion],
-                   closing: list[tuple[float, bool]]) -> Accepted:
+                   request: str, files: Sequence[str], replies: list[Completion]
+                   ) -> tuple[Accepted, float | None, bool]:
         """A step list closed without being sure gets one more try (``step_close`` > 0, when decomposing under
         the constraint): when the odds the LLM gave closing its steps where ``raw`` closed them
         (:meth:`close_odds`) are below ``step_close``, it is asked again with the same messages and one step
         more at least (the schema's floor). That plan is kept when its reply can be made a valid plan and it
-        has more tasks than ``accepted``. The odds, and whether the new plan was kept, go to ``closing``; the
-        reply to ``replies``."""
+        has more tasks than ``accepted``. Returns the plan kept, the odds (None when not asked) and whether the
+        new plan was kept; the reply goes to ``replies``."""
         o = self.options
         if o.step_close <= 0 or not o.decompose or o.inline_steps or schema is None:
-            return accepted
+            return accepted, None, False
         odds = self.close_odds(raw, msgs)
         if odds is None:
-            return accepted
+            return accepted, None, False
         count, sure = odds
         floored = self._with_min_steps(schema, count + 1)
         if sure >= o.step_close or floored is schema:
-            closing.append((sure, False))
-            return accepted
+            return accepted, sure, False
         again = self._ask(replies, msgs, floored)
         try:
             other = self._accept(again, request, files)
         except PlanError:
-            closing.append((sure, False))
-            return accepted
+            return accepted, sure, False
         kept = len(other.plan.tasks) > len(accepted.plan.tasks)
-        closing.append((sure, kept))
-        return other if kept else accepted
+        return (other if kept else accepted), sure, kept
 
     def _ask(self, replies: list[Completion], msgs: list[Message], schema: dict[str, Any] | None,
              **kwargs: Any) -> str:

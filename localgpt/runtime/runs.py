@@ -140,8 +140,10 @@ def with_paths(plan: Plan, files: Sequence[str | Path]) -> Plan:
     given = {name: str(f) for name, f in zip(planner_names(files), files, strict=True)}
 
     def is_file(task: str, arg: str) -> bool:
-        spec = registry.get(task) if registry.is_known(task) else None
-        return spec is None or any(i.name == arg and i.kind is not Kind.TEXT for i in spec.inputs)
+        if not registry.is_known(task):
+            return True
+        inp = registry.get(task).input(arg)
+        return inp is not None and inp.kind is not Kind.TEXT
 
     tasks = [t.model_copy(update={"args": {k: given.get(v, v) if isinstance(v, str) and is_file(t.task, k) else v
                                            for k, v in t.args.items()}}) for t in plan.tasks]
