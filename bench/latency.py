@@ -45,6 +45,7 @@ import wave
 from pathlib import Path
 from typing import Any
 
+from localgpt.llm.prompt_state import DEFAULT_LIMIT_MB
 from localgpt.testing import free_port
 
 REPO = Path(__file__).resolve().parent.parent
@@ -223,6 +224,11 @@ def main() -> None:
                         help="server mode: ';'-separated variants, each comma-separated NAME=VALUE LOCALGPT_ settings "
                              "(e.g. 'LLM_MMAP=1,PROMPT_CACHE_MB=512;' is the old defaults, then today's), "
                              "each run as a server of its own; its memory after every request is recorded")
+    parser.add_argument("--cold-variants", default="",
+                        help="cold modes: ';'-separated variants as --server-variants takes them (each primes a "
+                             "prompt-state folder of its own)")
+    parser.add_argument("--cold-rounds", type=int, default=1,
+                        help="times the cold-on mode runs the list (round 2 finds the states round 1 saved)")
     parser.add_argument("--out", default=None)
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--eval-child", help=argparse.SUPPRESS)
@@ -237,6 +243,10 @@ def main() -> None:
     modes = args.modes.split(",")
     try:
         variants = server_variants(args.server_variants)
+    except ValueError as exc:
+        parser.error(str(exc))
+    try:
+        cold_variants = server_variants(args.cold_variants)
     except ValueError as exc:
         parser.error(str(exc))
     if args.server_variants and "server" not in modes:
@@ -284,16 +294,27 @@ def main() -> None:
     for mode in ("cold-off", "cold-on"):
         if mode not in modes:
             continue
-        mode_env = env | {"LOCALGPT_PROMPT_CACHE_DISK_MB": "0" if mode == "cold-off" else "512"}
-        if mode == "cold-on":  # prime the folder once, as the first start after an install does
-            primed, wall = spawn("child", {"request": QUICK, "files": [], "settings": settings, "plan_only": True,
-                                           "cwd": str(work)}, mode_env, args.timeout)
-            report["primed"] = {"wall": wall, **primed}
-        for name in names:
-            request, files = REQUESTS[name]
-            out, wall = spawn("child", {"request": request, "files": files, "settings": settings,
-                                        "cwd": str(work)}, mode_env, args.timeout)
-            record({"mode": mode, "request": name, "wall": wall, **out})
+        for label, extra in cold_variants:  # each variant with a prompt-state folder of its own
+            folder = state_dir if label == cold_variants[0][0] else work / f"prompt-state-{mode}-{label}"
+            mode_env = env | {"LOCALGPT_PROMPT_CACHE_DISK_MB": "0" if mode == "cold-off" else str(DEFAULT_LIMIT_MB),
+                              "LOCALGPT_PROMPT_CACHE_DIR": str(folder)} | {f"LOCALGPT_{k}": v for k, v in extra.items()}
+            if mode == "cold-on":  # prime the folder once, as the first start after an install does
+                primed, wall = spawn("child", {"request": QUICK, "files": [], "settings": settings,
+                                               "plan_only": True, "cwd": str(work)}, mode_env, args.timeout)
+                report.setdefault("primed_variants", {})[label] = {"wall": wall, **primed}
+                if label == cold_variants[0][0]:
+                    report["primed"] = {"wall": wall, **primed}
+            for turn in range(1, (args.cold_rounds if mode == "cold-on" else 1) + 1):
+                for name in names:
+                    request, files = REQUESTS[name]
+                    out, wall = spawn("child", {"request": request, "files": files, "settings": settings,
+                                                "cwd": str(work)}, mode_env, args.timeout)
+                    row: dict[str, Any] = {"mode": mode, "request": name, "wall": wall, **out}
+                    if len(cold_variants) > 1:
+                        row["variant"] = label
+                    if args.cold_rounds > 1 and mode == "cold-on":
+                        row["round"] = turn
+                    record(row)
 
     if "server" in modes:
         report["server"] = {}
@@ -301,7 +322,8 @@ def main() -> None:
             folder = work / f"prompt-state-server-{i}"  # each starts from what the cold modes left, no more
             if state_dir.is_dir():
                 shutil.copytree(state_dir, folder)
-            server_env = env | {"LOCALGPT_PROMPT_CACHE_DISK_MB": "512", "LOCALGPT_PROMPT_CACHE_DIR": str(folder)} \
+            server_env = env | {"LOCALGPT_PROMPT_CACHE_DISK_MB": str(DEFAULT_LIMIT_MB),
+                                "LOCALGPT_PROMPT_CACHE_DIR": str(folder)} \
                 | {f"LOCALGPT_{k}": v for k, v in extra.items()}
             server, url, load, warm = start_server(server_env, work)
             print(f"server [{label}] accepting after {load:.1f} s, planner warm after {warm:.1f} s", flush=True)

@@ -408,7 +408,8 @@ def run(args: argparse.Namespace, records: list[dict[str, Any]],
                              sample_temperature=args.sample_temperature, demo_diversity=args.demo_diversity,
                              type_shortlist=args.type_shortlist, fixed_demos=args.demos == "fixed",
                              step_repair=args.step_repair, system_demos=args.system_demos,
-                             inline_steps=args.inline_steps, step_close=args.step_close)
+                             inline_steps=args.inline_steps, step_close=args.step_close,
+                             demo_state=not args.no_demo_state)
     base = Planner(llm, max_tasks=8, n_demos=0 if args.demos == "none" else args.n_demos,
                    specs=specs, similarity=make_similarity(args), options=options)
     name = args.name or f"taskbench-{Path(args.model).parent.name}"
@@ -501,7 +502,7 @@ def run(args: argparse.Namespace, records: list[dict[str, Any]],
                      "offered": [spec.name for spec in base.specs],
                      "type_shortlist": args.type_shortlist,
                      "fast_forward": args.fast_forward, "system_demos": args.system_demos,
-                     "step_close": args.step_close,
+                     "step_close": args.step_close, "demo_state": not args.no_demo_state,
                      "inline_steps": args.inline_steps,
                      "demo_data": str(args.demo_data) if args.demo_source != "localgpt" else None},
         "metrics": metrics,
@@ -614,6 +615,8 @@ def main(argv: Iterable[str] | None = None) -> int:
     p.add_argument("--step-close", type=float, default=0.0, metavar="P",
                    help="a step list the LLM closed with odds below P gets one more try with one step more "
                         "(PlannerOptions.step_close; 0: off)")
+    p.add_argument("--no-demo-state", action="store_true",
+                   help="do not keep the prompt's state up to its first demo (PlannerOptions.demo_state)")
     p.add_argument("--fast-forward", action="store_true",
                    help="the tokens the constraint forces are evaluated in one batch, not decoded one by one "
                         "(LOCALGPT_FAST_FORWARD; docs/latency.md)")

@@ -94,6 +94,10 @@ class Settings(BaseSettings):
     max_input_mb: int = Field(default=512, ge=1, description="largest input file a task accepts")
     vram_budget_mb: int = Field(
         default=0, ge=0, description="GPU memory the model pool may hold; 0: 90% of the first GPU's memory")
+    demo_state: bool = Field(
+        default=True,
+        description="keep the evaluated state of the planner's prompt up to its first demo in the prompt-state disk "
+                    "cache, for the requests shown that demo first (docs/latency.md)")
     demo_similarity: str = Field(
         default="auto", pattern="^(auto|embedding|words)$",
         description="how the planner picks its demos: sentence embeddings (auto: when a model is installed) or words")

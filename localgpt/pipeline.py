@@ -25,7 +25,7 @@ from localgpt.llm.http import HTTPLLM, is_engine_url, parse_engine_url
 from localgpt.llm.llamacpp import LlamaCppLLM
 from localgpt.planning.demo_file import DemoFile, load_demo_file
 from localgpt.planning.demos import DEMOS, task_types
-from localgpt.planning.planner import Planner
+from localgpt.planning.planner import Planner, PlannerOptions
 from localgpt.planning.retrieval import EmbeddingSimilarity, Similarity, word_overlap
 from localgpt.planning.validate import validate_plan
 from localgpt.runtime.executor import Executor
@@ -125,7 +125,8 @@ class Pipeline:
         extra = self.demo_file.demos if self.demo_file else []
         demos = [d for d in (*DEMOS, *extra) if d.uses_only(names)]
         self.planner = Planner(llm, max_tasks=settings.max_tasks, specs=specs, demos=demos,
-                               similarity=self._demo_similarity())
+                               similarity=self._demo_similarity(),
+                               options=PlannerOptions(demo_state=settings.demo_state))
         self.selector = Selector(catalog, llm, substitutes=settings.substitutes)
         self.executor = Executor(self.pool, max_workers=settings.max_workers, timeout=settings.task_timeout)
         self.responder = Responder(llm)

@@ -3,6 +3,7 @@
 
 from localgpt.llm.base import (
     FREE_TEXT_REPEAT_PENALTY,
+    KEEP,
     LLM,
     MESSAGE_OVERHEAD,
     Completion,
@@ -12,12 +13,13 @@ from localgpt.llm.base import (
     complete,
     context_budget,
     ending_logprobs,
+    plain,
     prompt_tokens,
     schema_key,
     schema_label,
     trim_history,
 )
 
-__all__ = ["FREE_TEXT_REPEAT_PENALTY", "LLM", "MESSAGE_OVERHEAD", "Completion", "LLMStats", "Message", "TokenCallback",
-           "complete", "context_budget", "ending_logprobs", "prompt_tokens", "schema_key", "schema_label",
-           "trim_history"]
+__all__ = ["FREE_TEXT_REPEAT_PENALTY", "KEEP", "LLM", "MESSAGE_OVERHEAD", "Completion", "LLMStats", "Message",
+           "TokenCallback", "complete", "context_budget", "ending_logprobs", "plain", "prompt_tokens", "schema_key",
+           "schema_label", "trim_history"]

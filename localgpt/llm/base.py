@@ -17,6 +17,16 @@ TokenCallback = Callable[[str], None]
 # constrained replies (plans, model choices) are decoded without it.
 FREE_TEXT_REPEAT_PENALTY = 1.1
 
+# A message key saying that the chat up to and including this message is a prefix other chats repeat (the
+# planner's system prompt and worked examples, when the same examples come back): an engine that keeps
+# evaluated prompt states may keep this prefix's too. Any true value counts; engines send only role and content.
+KEEP = "keep"
+
+
+def plain(messages: Sequence[Message]) -> list[Message]:
+    """``messages`` with their role and content only (no :data:`KEEP` mark), as a chat template takes them."""
+    return [{"role": m["role"], "content": m["content"]} for m in messages]
+
 MESSAGE_OVERHEAD = 8  # tokens a chat template adds around one message's content (role, separators)
 
 

@@ -21,7 +21,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from localgpt.errors import ConfigError, LocalGPTError
-from localgpt.llm.base import Completion, LLMStats, Message, TokenCallback, prompt_tokens
+from localgpt.llm.base import Completion, LLMStats, Message, TokenCallback, plain, prompt_tokens
 from localgpt.llm.engine_schema import ENGINES, FIX_HINTS, constraint_fields
 
 log = logging.getLogger(__name__)
@@ -349,7 +349,7 @@ class HTTPLLM:
     def _body(self, messages: Sequence[Message], schema: dict[str, Any] | None, max_tokens: int,
               temperature: float, stream: bool, seed: int | None, repeat_penalty: float) -> dict[str, Any]:
         seed = self.seed if seed is None else seed
-        msgs = [{"role": m["role"], "content": m["content"]} for m in messages]
+        msgs = plain(messages)
         if self.engine == "ollama":
             options: dict[str, Any] = {"num_predict": max_tokens, "temperature": temperature, "seed": seed,
                                        "num_ctx": self.n_ctx}

@@ -22,11 +22,13 @@ from localgpt.config import (
 )
 from localgpt.errors import ConfigError, LocalGPTError
 from localgpt.llm.base import (
+    KEEP,
     MESSAGE_OVERHEAD,
     Completion,
     LLMStats,
     Message,
     TokenCallback,
+    plain,
     schema_key,
     schema_label,
 )
@@ -34,6 +36,7 @@ from localgpt.llm.prompt_state import PromptStateCache, SavedState, model_identi
 
 CONSTRAINT_CACHE = 32  # compiled constraints kept (least recently used dropped first)
 PREFIX_MIN_TOKENS = 48  # a system prompt shorter than this is re-read rather than kept (a few ms of work)
+KEEP_ALIGN = 8  # a marked prefix's state ends a multiple of this many tokens past the system prompt's (_load_kept)
 log = logging.getLogger(__name__)
 _DEFAULT: Any = object()
 class CheckedProcessor:
@@ -189,7 +192,9 @@ class LlamaCppLLM:
         self.fast_forward = fast_forward
         self.prompt_lookup = prompt_lookup
         self.use_mmap = use_mmap
-        self.prefix_events: list[str] = []  # per call: "disk", "memory", "evaluated" or "" (no prefix state)
+        # per call: "disk", "memory", "evaluated", "kept" (a marked prefix's state from disk), "failed" (a state
+        # llama.cpp refused) or "" (no prefix state)
+        self.prefix_events: list[str] = []
         self._prefixes: OrderedDict[str, Any] = OrderedDict()  # state key -> llama_cpp.LlamaState
         self._formatter: Any = None
         self._chat_formatter: Any = None
@@ -295,7 +300,7 @@ class LlamaCppLLM:
 
         with self._lock:
             gen = self.constraint(schema)
-            prompt = Chat([dict(m) for m in messages])
+            prompt = Chat(plain(messages))
             kwargs: dict[str, Any] = {"max_tokens": max_tokens, "temperature": temperature,
                                       "seed": self.seed if seed is None else seed}
             if repeat_penalty != 1.0:
@@ -490,7 +495,7 @@ class LlamaCppLLM:
             if max(len(q) for q in seqs) >= self.n_ctx:
                 raise LocalGPTError("the prompt and its endings exceed the context window")
             try:
-                self._load_prefix(messages)
+                self.prefix_events.append(self._load_prefix(messages))
                 common = self._resume(base)
                 if len(base) - 1 > common:
                     llama.eval(base[common:-1])
@@ -530,7 +535,7 @@ class LlamaCppLLM:
             self._chat_formatter = self._template_formatter(generation_prompt=True)
         if not self._chat_formatter:
             return None
-        result = self._chat_formatter(messages=[dict(m) for m in messages])
+        result = self._chat_formatter(messages=plain(messages))
         return list(self._llama.tokenize(result.prompt.encode("utf-8"), add_bos=not result.added_special,
                                          special=True))
 
@@ -592,11 +597,27 @@ class LlamaCppLLM:
         render it as a prefix."""
         if not messages or messages[0].get("role") != "system":
             return None
+        return self._rendered_prefix(messages[:1])
+
+    def kept_text(self, messages: Sequence[Message]) -> str | None:
+        """The text the chat template writes for the messages up to the last one marked :data:`KEEP` after
+        the system message (the planner's worked examples, when they come back for other requests), which
+        the chat starts with; None when no such message is marked (or the template does not render them as a
+        prefix)."""
+        if not messages or messages[0].get("role") != "system":
+            return None
+        marked = [i for i, m in enumerate(messages) if i > 0 and m.get(KEEP)]
+        if not marked or marked[-1] >= len(messages) - 1:
+            return None
+        return self._rendered_prefix(messages[: marked[-1] + 1])
+
+    def _rendered_prefix(self, first: Sequence[Message]) -> str | None:
+        """The template's text of ``first``, when a chat going on after them starts with it."""
         if self._formatter is None:
             self._formatter = self._template_formatter(generation_prompt=False)
         if not self._formatter:
             return None
-        first = [{"role": "system", "content": messages[0]["content"]}]
+        first = plain(first)
         try:
             prefix = self._formatter(messages=first).prompt
             whole = self._formatter(messages=[*first, {"role": "user", "content": "?"}]).prompt
@@ -615,11 +636,89 @@ class LlamaCppLLM:
 
     def _load_prefix(self, messages: Sequence[Message]) -> str:
         """Put the evaluated state of the chat's system prompt into the context before the call, from
-        this process's memory, from the disk cache, or by evaluating it (and saving it). Only a prefix
+        this process's memory, from the disk cache, or by evaluating it (and saving it); when the chat marks
+        a longer prefix (:meth:`kept_text`), that prefix's state from the disk cache ("kept"), or, when it is
+        not there, the system prompt's with the rest of the prefix evaluated on top and saved. Only a prefix
         of the prompt's tokens is ever loaded, and llama.cpp keeps only as much of it as matches the real
-        prompt, so a state never changes a reply. What happened, for the counters."""
+        prompt (and a marked prefix's is cut where the numbers after it stay those of a full evaluation), so a
+        state never changes a reply. What happened, for the counters."""
         if self.prompt_state is None and self.prompt_cache_mb <= 0:
             return ""
+        kept = self._load_kept(messages) if self.prompt_state is not None else None
+        if kept == "kept":
+            return kept
+        how = self._load_system(messages)
+        if kept is not None and how != "failed":
+            self._save_kept(*kept)
+        return how
+
+    def _load_kept(self, messages: Sequence[Message]) -> Any:
+        """The longer prefix a chat marks (:meth:`kept_text`) from the disk cache: "kept" when its state is
+        loaded into the context; else, when there is one, its (tokens, start, key) for :meth:`_save_kept` to save
+        once the system prompt's state is in the context; None when the chat marks none. Such states are kept
+        on disk only (there may be one per worked-example set; read back from the page cache they cost a few
+        milliseconds), not in this process's memory.
+
+        The state holds the marked prefix's tokens up to a multiple of :data:`KEEP_ALIGN` past the system
+        prompt's (evaluated as one batch after the system prompt's state), not its last few: llama.cpp's CPU
+        kernels take a batch's rows in groups, so a row's numbers depend on where its batch starts modulo the
+        group. Cut so, the kept rows are bit for bit those a call evaluating everything after the system
+        prompt in one batch makes, and so are the rows evaluated after them: the reply is the same as
+        without the state."""
+        text = self.kept_text(messages)
+        if text is None or self.prompt_state is None or not self._aligned_batches():
+            return None
+        tokens = list(self._llama.tokenize(text.encode("utf-8"), add_bos=False, special=True))
+        system = list(self._llama.tokenize((self.prefix_text(messages) or "").encode("utf-8"), add_bos=False,
+                                           special=True))
+        start = len(system)
+        if start < PREFIX_MIN_TOKENS:
+            start = 0  # no system state: the call evaluates its prompt from the first token
+        elif tokens[:start] != system:
+            return None  # the system state would be loaded and cut short: no aligned point to keep
+        end = start + (len(tokens) - start) // KEEP_ALIGN * KEEP_ALIGN
+        if end - start < KEEP_ALIGN or end >= self.n_ctx:
+            return None
+        tokens = tokens[:end]
+        if (self._prompt_tokens(messages) or [])[:end] != tokens:
+            return None  # the whole prompt splits the text at the cut otherwise: the state would be cut short
+        key = state_key(self._identity(), text, self._state_settings())
+        saved = self.prompt_state.load(key)
+        if saved is not None and saved.tokens != tokens:
+            log.warning("prompt state %s holds other tokens than its prompt; it will be rebuilt", key[:12])
+            saved = None
+        if saved is not None:
+            try:
+                self._llama.load_state(self._state_of(saved))
+                return "kept"
+            except RuntimeError as exc:
+                log.warning("prompt state %s could not be loaded (%s); evaluating the prompt", key[:12], exc)
+                self.prompt_state.path(key).unlink(missing_ok=True)
+                self._llama.reset()
+        return tokens, start, key
+
+    def _aligned_batches(self) -> bool:
+        """Whether a prefix state cut at :data:`KEEP_ALIGN` tokens gives the numbers of a full evaluation: on
+        the CPU (measured there; a GPU's kernels batch otherwise), with batch sizes that are multiples of it."""
+        import llama_cpp
+
+        on_cpu = self.n_gpu_layers == 0 or not llama_cpp.llama_supports_gpu_offload()
+        return on_cpu and self.n_batch % KEEP_ALIGN == 0 and self.n_ubatch % KEEP_ALIGN == 0
+
+    def _save_kept(self, tokens: list[int], start: int, key: str) -> None:
+        """Evaluate the marked prefix's ``tokens`` past the first ``start`` (the system prompt's, whose state the
+        context holds; 0: none) in one batch, and save the state on disk under ``key``; the context then holds
+        those tokens."""
+        assert self.prompt_state is not None
+        if start == 0:
+            self._llama.reset()
+        self._llama.n_tokens = start
+        self._llama.eval(tokens[start:])
+        saved = SavedState(tokens=list(tokens), state=self._context_bytes(), seed=int(self._llama._seed))
+        self.prompt_state.save(key, saved)
+
+    def _load_system(self, messages: Sequence[Message]) -> str:
+        """:meth:`_load_prefix` for the system message's state."""
         text = self.prefix_text(messages)
         if text is None:
             return ""
@@ -648,6 +747,8 @@ class LlamaCppLLM:
                 self._prefixes.popitem(last=False)
         else:
             self._prefixes.move_to_end(key)
+            if self.prompt_state is not None:  # in use: the disk's least recently used go before it
+                self.prompt_state.touch(key)
         try:
             self._llama.load_state(state)
         except RuntimeError as exc:  # a state this build cannot take: drop it, evaluate as usual

@@ -12,7 +12,7 @@ the settings that change the state's layout and the llama.cpp bindings' version.
 one log line and rebuilt, never trusted.
 
 ``LOCALGPT_PROMPT_CACHE_DIR`` names the folder (default: ``$XDG_CACHE_HOME/localgpt/prompt-state``, i.e.
-``~/.cache/localgpt/prompt-state``); ``LOCALGPT_PROMPT_CACHE_DISK_MB`` its limit (default 512; 0 turns the
+``~/.cache/localgpt/prompt-state``); ``LOCALGPT_PROMPT_CACHE_DISK_MB`` its limit (default 2048; 0 turns the
 disk cache off).
 
 Example::
@@ -40,7 +40,7 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 MAGIC = b"LGPSTATE1\n"
-DEFAULT_LIMIT_MB = 512
+DEFAULT_LIMIT_MB = 2048  # the system prompts and ~50 first-demo states of ~33 MB (Qwen): docs/latency.md
 HEADER = struct.Struct("<Q")  # the JSON header's length, before it
 
 
@@ -135,6 +135,11 @@ class PromptStateCache:
         with contextlib.suppress(OSError):
             os.utime(path)  # most recently used
         return saved
+
+    def touch(self, key: str) -> None:
+        """Mark the state saved under ``key`` (if any) as just used, as :meth:`load` does."""
+        with contextlib.suppress(OSError):
+            os.utime(self.path(key))
 
     def save(self, key: str, saved: SavedState) -> Path | None:
         """Write ``saved`` under ``key`` (whole or not at all), then trim the folder to its limit. A state

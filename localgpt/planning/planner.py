@@ -13,7 +13,7 @@ from typing import Any
 from localgpt import tasks as registry
 from localgpt.config import DEFAULT_MAX_TASKS
 from localgpt.errors import LocalGPTError, PlanError
-from localgpt.llm import LLM, Completion, Message, complete, context_budget, ending_logprobs, trim_history
+from localgpt.llm import KEEP, LLM, Completion, Message, complete, context_budget, ending_logprobs, trim_history
 from localgpt.planning.demos import DEMOS, PROMPT_DEMOS, Demo
 from localgpt.planning.language import detect, lexicon
 from localgpt.planning.mend import salvage_plan
@@ -89,6 +89,10 @@ class PlannerOptions:
       (the odds it gave closing there against writing one more step, unconstrained, below ``step_close``:
       :meth:`Planner.close_odds`) gets one more try with one step more at least (:meth:`Planner.more_steps`).
       0: off. Off until measured (docs/planning.md);
+    - ``demo_state``: the chat up to the first demo chosen for a request (the system prompt and that demo,
+      one of as many as there are demos) is marked for the engine to keep its evaluated state
+      (:data:`~localgpt.llm.base.KEEP`), so the next request shown that demo first reads it from there;
+      the prompt is unchanged (docs/latency.md);
     - ``rewrite``: a request not in English is first rewritten in English by the LLM (one constrained
       call, file names and quoted passages kept as written: :meth:`Planner.rewrite`) and planned from
       that; validation, mending and the passes still read the user's own request. Off: on the tuning
@@ -113,6 +117,7 @@ class PlannerOptions:
     rewrite: bool = False
     inline_steps: bool = False
     step_close: float = 0.0
+    demo_state: bool = True
 
 
 @dataclass(frozen=True)
@@ -329,6 +334,8 @@ class Planner:
         for demo in self.choose_demos(request):
             msgs.append({"role": "user", "content": self.user_prompt(demo.request, demo.files)})
             msgs.append({"role": "assistant", "content": self.demo_reply(demo)})
+        if self.options.demo_state and len(msgs) > 2:  # the first demo comes back first for other requests
+            msgs[2][KEEP] = "1"
         current = {"role": "user", "content": self.user_prompt(request, files)}
         msgs.extend(trim_history(self.llm, history, context_budget(self.llm, self.max_tokens(), [*msgs, current])))
         msgs.append(current)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from localgpt.llm import Message
-from localgpt.llm.llamacpp import LlamaCppLLM
+from localgpt.llm.llamacpp import KEEP_ALIGN, LlamaCppLLM
 from localgpt.llm.prompt_state import PromptStateCache
 from localgpt.planning.planner import Planner, PlannerOptions
 from localgpt.testing import FakeLLM
@@ -128,3 +128,92 @@ def test_flash_attention_has_its_own_state(gguf: Path, tmp_path: Path) -> None:
         finally:
             llm.close()
     assert len(list(tmp_path.glob("*.state"))) == 2
+
+
+def demo_chat(request: str) -> list[Message]:
+    """A planner's chat with demos chosen for ``request``; the chat up to the first one is marked to keep."""
+    return Planner(FakeLLM([])).messages(request, ["talk.wav"])
+
+
+def test_a_marked_prefix_is_kept_on_disk_and_gives_the_same_reply(gguf: Path, tmp_path: Path) -> None:
+    """The system prompt and the first demo, which the planner marks: the first process evaluates them and
+    saves their state beside the system prompt's; the next one loads it ("kept") and reads only the rest,
+    replying as a full evaluation does; another request shown the same first demo reuses it."""
+    msgs = demo_chat(REQUEST)
+    assert [i for i, m in enumerate(msgs) if m.get("keep")] == [2]
+    fresh, _ = reply(gguf, None, msgs)
+    cache = PromptStateCache(tmp_path, 1 << 30)
+    first, llm1 = reply(gguf, cache, msgs)
+    assert llm1.prefix_events == ["evaluated"] and len(list(tmp_path.glob("*.state"))) == 2
+    second, llm2 = reply(gguf, cache, msgs)
+    assert llm2.prefix_events == ["kept"]
+    assert first == second == fresh
+    counter = LlamaCppLLM(gguf, n_threads=2, prompt_state=None, prompt_cache_mb=0)
+    try:
+        counter._ensure_loaded()
+        whole = len(counter._prompt_tokens(msgs) or [])
+        kept = len(counter._llama.tokenize((counter.kept_text(msgs) or "").encode(), add_bos=False, special=True))
+    finally:
+        counter.close()
+    assert llm1.stats.prompt_tokens_evaluated >= whole - 1 > kept > 0
+    assert llm2.stats.prompt_tokens_evaluated <= whole - kept + KEEP_ALIGN  # (the state ends up to 7 short)
+    other = demo_chat("Transcribe talk.wav, then read the summary aloud.")
+    assert other[:3] == msgs[:3] and other != msgs  # the same first demo, another chat after it
+    _, llm3 = reply(gguf, cache, other)
+    assert llm3.prefix_events == ["kept"] and len(list(tmp_path.glob("*.state"))) == 2
+
+
+def test_a_damaged_kept_prefix_is_rebuilt(gguf: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    msgs = demo_chat(REQUEST)
+    fresh, _ = reply(gguf, None, msgs)
+    cache = PromptStateCache(tmp_path, 1 << 30)
+    reply(gguf, cache, msgs)
+    kept = max(tmp_path.glob("*.state"), key=lambda p: p.stat().st_size)  # the longer prefix's
+    data = bytearray(kept.read_bytes())
+    data[len(data) // 2] ^= 0x55
+    kept.write_bytes(bytes(data))
+    with caplog.at_level(logging.WARNING):
+        text, llm = reply(gguf, cache, msgs)
+    assert text == fresh and llm.prefix_events == ["disk"]  # the system prompt's state, the rest evaluated
+    assert len([r for r in caplog.records if "prompt state" in r.getMessage()]) == 1
+    _, again = reply(gguf, cache, msgs)
+    assert again.prefix_events == ["kept"]
+
+
+def test_a_kept_prefix_changes_no_number(gguf: Path, tmp_path: Path) -> None:
+    """The kept state ends a multiple of KEEP_ALIGN tokens past the system prompt's, where llama.cpp's kernels
+    take the same rows in the same groups as a call reading everything after the system prompt at once: the
+    model's log-probabilities after it are those of that call, to the last bit."""
+    msgs = demo_chat(REQUEST)
+    unmarked = [{"role": m["role"], "content": m["content"]} for m in msgs]
+    cache = PromptStateCache(tmp_path, 1 << 30)
+    reply(gguf, cache, msgs)  # saves the system prompt's state and the kept one
+    saved = [cache.load(p.stem) for p in tmp_path.glob("*.state")]
+    system, kept = sorted((s for s in saved if s is not None), key=lambda s: len(s.tokens))
+    assert kept.tokens[: len(system.tokens)] == system.tokens
+    assert (len(kept.tokens) - len(system.tokens)) % KEEP_ALIGN == 0 and len(kept.tokens) > len(system.tokens)
+    scores = {}
+    for name, chat_ in (("kept", msgs), ("disk", unmarked)):
+        llm = LlamaCppLLM(gguf, n_threads=2, prompt_state=cache, prompt_cache_mb=0)
+        try:
+            scores[name] = llm.ending_logprobs(chat_, '{"steps":["Step 1:', [" Transcribe", " Read", " Say"])
+        finally:
+            llm.close()
+        assert llm.prefix_events == [name]
+    assert scores["kept"] == scores["disk"]
+
+
+def test_no_prefix_is_kept_where_batches_are_not_aligned(gguf: Path, tmp_path: Path) -> None:
+    """With a batch size that is not a multiple of KEEP_ALIGN the cut would not give a full evaluation's numbers:
+    only the system prompt's state is saved and loaded, and the reply is the same."""
+    msgs = demo_chat(REQUEST)
+    fresh, _ = reply(gguf, None, msgs)
+    cache = PromptStateCache(tmp_path, 1 << 30)
+    for expected in ("evaluated", "disk"):
+        llm = LlamaCppLLM(gguf, n_threads=2, prompt_state=cache, prompt_cache_mb=0, n_batch=500, n_ubatch=500)
+        try:
+            assert not llm._aligned_batches()
+            assert llm.generate(msgs, max_tokens=24) == fresh
+        finally:
+            llm.close()
+        assert llm.prefix_events == [expected] and len(list(tmp_path.glob("*.state"))) == 1

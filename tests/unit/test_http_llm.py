@@ -17,7 +17,7 @@ import pytest
 
 from localgpt.config import Settings
 from localgpt.errors import ConfigError
-from localgpt.llm import complete
+from localgpt.llm import KEEP, complete
 from localgpt.llm.engine_schema import GBNF, constraint_fields, for_gbnf, grammar_for, word_class_body
 from localgpt.llm.http import HTTPLLM, EngineError, estimate_tokens, is_engine_url, parse_engine_url
 from localgpt.pipeline import Pipeline, controller_name
@@ -171,6 +171,15 @@ def test_each_engine_is_detected_and_gets_the_schema_in_its_form(engines: list[F
     else:
         assert sent["type"] == "json_schema" and sent["json_schema"]["strict"] is True
         assert sent["json_schema"]["schema"] == (ODD if kind in ("vllm", "openai") else for_gbnf(ODD))
+    llm.close()
+
+
+def test_a_message_marked_to_keep_is_sent_as_role_and_content(engines: list[FakeEngine]) -> None:
+    engine = start(engines, "vllm")
+    llm = HTTPLLM(engine.url + "/v1")
+    marked = [{**CHAT[0], KEEP: "1"}, *CHAT[1:]]
+    llm.generate(marked, max_tokens=8)
+    assert engine.bodies("/v1/chat/completions")[-1]["messages"] == [dict(m) for m in CHAT]
     llm.close()
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from localgpt import tasks as registry
 from localgpt.errors import PlanError
-from localgpt.llm import MESSAGE_OVERHEAD, context_budget, trim_history
+from localgpt.llm import KEEP, MESSAGE_OVERHEAD, context_budget, trim_history
 from localgpt.planning.demos import DEMOS, PROMPT_DEMOS, Demo
 from localgpt.planning.planner import Planner, PlannerOptions, min_steps, plan_agreement
 from localgpt.planning.validate import validate_plan
@@ -313,6 +313,20 @@ def test_diverse_demos_leave_out_a_near_duplicate() -> None:
     assert len(Planner(FakeLLM(), demos=[twin_a, other], n_demos=3).choose_demos(request)) == 2
     # a request that reads as one action gets the most similar demos, diversity or not
     assert diverse.choose_demos("translate this french text into english") == [twin_b, twin_a]
+
+
+def test_the_chat_up_to_the_first_demo_is_marked_to_keep() -> None:
+    """``demo_state`` (on): the system prompt and the first demo shown, a prefix other requests repeat, are
+    marked for the engine; the prompt itself is the same with it off, and a chat without chosen demos (a
+    request not in English) marks nothing."""
+    request = "Transcribe lecture.mp3 and give me a short summary of it."
+    on = Planner(FakeLLM(), n_demos=3).messages(request, ["lecture.mp3"])
+    off = Planner(FakeLLM(), n_demos=3, options=PlannerOptions(demo_state=False)).messages(request, ["lecture.mp3"])
+    assert [i for i, m in enumerate(on) if m.get(KEEP)] == [2] and on[2]["role"] == "assistant"
+    assert not any(m.get(KEEP) for m in off)
+    assert [(m["role"], m["content"]) for m in on] == [(m["role"], m["content"]) for m in off]
+    german = Planner(FakeLLM()).messages("Übersetze diesen Text ins Französische und lies ihn vor", [])
+    assert len(german) == 2 and not any(m.get(KEEP) for m in german)  # its demos are in the system prompt
 
 
 def test_closest_demo_sits_just_before_request() -> None:

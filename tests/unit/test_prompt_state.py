@@ -118,3 +118,17 @@ def test_settings_from_the_environment(tmp_path: Path, monkeypatch: pytest.Monke
     assert PromptStateCache.from_env() is None
     monkeypatch.setenv("LOCALGPT_PROMPT_CACHE_DISK_MB", "lots")
     assert PromptStateCache.from_env() is None
+
+
+def test_touch_makes_a_state_the_most_recently_used(tmp_path: Path) -> None:
+    """A state used from memory is touched on disk, so longer states saved meanwhile go first."""
+    cache = PromptStateCache(tmp_path / "c", 1 << 30)
+    size = len((cache.save("a", saved(size=100_000)) or Path()).read_bytes())
+    cache.save("b", saved(size=100_000))
+    os.utime(cache.path("a"), (500, 500))
+    os.utime(cache.path("b"), (1000, 1000))
+    cache.touch("a")
+    cache.touch("missing")  # nothing there: nothing happens
+    cache.limit_bytes = 2 * size + size // 2
+    cache.save("c", saved(size=100_000))
+    assert sorted(p.stem for p in cache.folder.glob("*.state")) == ["a", "c"]
