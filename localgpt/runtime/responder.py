@@ -40,7 +40,8 @@ def notes_section(results: Sequence[TaskResult]) -> str:
 
 
 def results_for_prompt(results: Sequence[TaskResult], limit: int = RESULT_TEXT_MAX) -> list[dict[str, object]]:
-    """A compact, JSON-ready view of the results for the responder, each text cut to ``limit``."""
+    """A compact, JSON-ready view of the results for the responder, each text cut to ``limit``; a result's
+    details leave out what its outputs already say (a transcript, a caption) and empty values."""
     view = []
     for r in results:
         item: dict[str, object] = {"id": r.id, "task": r.task, "status": r.status}
@@ -50,13 +51,22 @@ def results_for_prompt(results: Sequence[TaskResult], limit: int = RESULT_TEXT_M
             item["stood_in"] = f"{r.stand_in} ran in place of {r.task}; say so"
         if r.status == "done":
             item["outputs"] = {k: v[:limit] for k, v in r.outputs.items()}
-            if r.data is not None:
-                text = json.dumps(r.data, default=str)
-                item["details"] = text if len(text) <= limit // 2 else text[: limit // 2] + "..."
+            data = r.data
+            if isinstance(data, dict):
+                data = {k: v for k, v in data.items() if v is not None and v not in r.outputs.values()} or None
+            if data is not None:
+                text = json.dumps(data, default=str, ensure_ascii=False)
+                # short: the value itself (no escaped quotes to read); long: its JSON text, cut
+                item["details"] = json.loads(text) if len(text) <= limit // 2 else text[: limit // 2] + "..."
         else:
             item["error"] = r.error
         view.append(item)
     return view
+
+
+def results_text(view: Sequence[dict[str, object]]) -> str:
+    """The results as the responder reads them: a JSON list, one result a line."""
+    return "[\n" + ",\n".join(json.dumps(item, ensure_ascii=False) for item in view) + "\n]"
 
 
 class Responder:
@@ -90,7 +100,7 @@ class Responder:
         room = context_budget(self.llm, self.max_tokens, text=system + request, margin=64)
         limit = RESULT_TEXT_MAX
         while True:  # shrink each result's text until the results fit the context window
-            body = json.dumps(results_for_prompt(results, limit), ensure_ascii=False, indent=1)
+            body = results_text(results_for_prompt(results, limit))
             if self.llm.count_tokens(body) <= room or limit <= 100:
                 break
             limit //= 2

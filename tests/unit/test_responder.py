@@ -3,6 +3,7 @@ its own (never the planner's)."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -72,3 +73,25 @@ def test_the_prompt_is_the_request_and_results_only() -> None:
     msgs = Responder(FakeLLM()).messages("say hi", RESULTS)
     assert [m["role"] for m in msgs] == ["system", "user"]
     assert "planner" not in msgs[0]["content"] and msgs[1]["content"].startswith("Request: say hi\nResults:")
+
+
+def test_the_results_are_one_line_each_without_what_the_outputs_already_say() -> None:
+    """A transcript in a result's outputs is not repeated in its details, nor an empty value shown; what the
+    outputs do not say (the audio's length) stays; the results read as one JSON list, a result a line."""
+    results = [
+        TaskResult(id=0, task="automatic-speech-recognition", status="done", model="whisper",
+                   outputs={"text": "the train leaves at nine"},
+                   data={"text": "the train leaves at nine", "seconds": 2.5, "score": None}),
+        TaskResult(id=1, task="image-to-text", status="done", model="blip", outputs={"text": "a cat"},
+                   data={"caption": "a cat"}),
+        TaskResult(id=2, task="text-to-speech", status="failed", error="no voice"),
+    ]
+    user = Responder(FakeLLM()).messages("transcribe it", results)[-1]["content"]
+    body = user.split("Results:\n", 1)[1]
+    lines = body.splitlines()
+    assert lines[0] == "[" and lines[-1] == "]" and len(lines) == 5
+    view = json.loads(body)
+    assert view[0]["details"] == {"seconds": 2.5}
+    assert "details" not in view[1] and view[1]["outputs"] == {"text": "a cat"}
+    assert view[2]["error"] == "no voice"
+    assert user.count("the train leaves at nine") == 1
