@@ -53,7 +53,9 @@ def results_for_prompt(results: Sequence[TaskResult], limit: int = RESULT_TEXT_M
             item["outputs"] = {k: v[:limit] for k, v in r.outputs.items()}
             data = r.data
             if isinstance(data, dict):
-                data = {k: v for k, v in data.items() if v is not None and v not in r.outputs.values()} or None
+                shown = set(r.outputs.values())
+                data = {k: v for k, v in data.items()
+                        if v is not None and not (isinstance(v, str) and v in shown)} or None
             if data is not None:
                 text = json.dumps(data, default=str, ensure_ascii=False)
                 # short: the value itself (no escaped quotes to read); long: its JSON text, cut

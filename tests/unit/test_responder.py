@@ -95,3 +95,14 @@ def test_the_results_are_one_line_each_without_what_the_outputs_already_say() ->
     assert "details" not in view[1] and view[1]["outputs"] == {"text": "a cat"}
     assert view[2]["error"] == "no voice"
     assert user.count("the train leaves at nine") == 1
+
+
+def test_details_of_any_type_are_shown() -> None:
+    """Details an expert returns as arrays or other objects are compared with the outputs only when they are
+    text, and written as JSON text (anything else as its str)."""
+    import numpy as np
+
+    result = TaskResult(id=0, task="depth-estimation", status="done", model="dpt", outputs={"image": "/r/d.png"},
+                        data={"range": np.array([0.5, 2.0]), "path": "/r/d.png", "size": [4, 4]})
+    view = json.loads(Responder(FakeLLM()).messages("depth of x.png", [result])[-1]["content"].split("Results:\n")[1])
+    assert view[0]["details"] == {"range": "[0.5 2. ]", "size": [4, 4]}
