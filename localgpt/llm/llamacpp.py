@@ -656,15 +656,17 @@ class LlamaCppLLM:
         """The longer prefix a chat marks (:meth:`kept_text`) from the disk cache: "kept" when its state is
         loaded into the context; else, when there is one, its (tokens, start, key) for :meth:`_save_kept` to save
         once the system prompt's state is in the context; None when the chat marks none. Such states are kept
-        on disk only (there may be one per worked-example set; read back from the page cache they cost a few
-        milliseconds), not in this process's memory.
+        on disk only (there may be one per worked-example set; read back from the page cache and checked, ~70 ms
+        for Qwen), not in this process's memory.
 
         The state holds the marked prefix's tokens up to a multiple of :data:`KEEP_ALIGN` past the system
         prompt's (evaluated as one batch after the system prompt's state), not its last few: llama.cpp's CPU
         kernels take a batch's rows in groups, so a row's numbers depend on where its batch starts modulo the
         group. Cut so, the kept rows are bit for bit those a call evaluating everything after the system
         prompt in one batch makes, and so are the rows evaluated after them: the reply is the same as
-        without the state."""
+        without the state. That was measured where the prompt after the system prompt is one batch; where it
+        is longer (two batches without the state), one TaskBench prompt of four had other numbers, so such a
+        prompt keeps nothing."""
         text = self.kept_text(messages)
         if text is None or self.prompt_state is None or not self._aligned_batches():
             return None
@@ -680,8 +682,11 @@ class LlamaCppLLM:
         if end - start < KEEP_ALIGN or end >= self.n_ctx:
             return None
         tokens = tokens[:end]
-        if (self._prompt_tokens(messages) or [])[:end] != tokens:
+        whole = self._prompt_tokens(messages) or []
+        if whole[:end] != tokens:
             return None  # the whole prompt splits the text at the cut otherwise: the state would be cut short
+        if len(whole) - start > min(self.n_batch, self.n_ubatch):
+            return None  # read in two batches without the state: the rows after the cut are not those numbers
         key = state_key(self._identity(), text, self._state_settings())
         saved = self.prompt_state.load(key)
         if saved is not None and saved.tokens != tokens:
