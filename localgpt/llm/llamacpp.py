@@ -644,15 +644,27 @@ class LlamaCppLLM:
         state never changes a reply. What happened, for the counters."""
         if self.prompt_state is None and self.prompt_cache_mb <= 0:
             return ""
-        kept = self._load_kept(messages) if self.prompt_state is not None else None
+        system = self._system_prefix(messages)
+        kept = self._load_kept(messages, system)
         if kept == "kept":
             return kept
-        how = self._load_system(messages)
+        how = self._load_system(*system) if system is not None else ""
         if kept is not None and how != "failed":
             self._save_kept(*kept)
         return how
 
-    def _load_kept(self, messages: Sequence[Message]) -> Any:
+    def _system_prefix(self, messages: Sequence[Message]) -> tuple[str, list[int]] | None:
+        """The system prompt's text (:meth:`prefix_text`) and tokens, when it is long enough to keep a state of
+        and fits the context; else None."""
+        text = self.prefix_text(messages)
+        if text is None:
+            return None
+        tokens = list(self._llama.tokenize(text.encode("utf-8"), add_bos=False, special=True))
+        if len(tokens) < PREFIX_MIN_TOKENS or len(tokens) >= self.n_ctx:
+            return None
+        return text, tokens
+
+    def _load_kept(self, messages: Sequence[Message], system: tuple[str, list[int]] | None) -> Any:
         """The longer prefix a chat marks (:meth:`kept_text`) from the disk cache: "kept" when its state is
         loaded into the context; else, when there is one, its (tokens, start, key) for :meth:`_save_kept` to save
         once the system prompt's state is in the context; None when the chat marks none. Such states are kept
@@ -671,12 +683,8 @@ class LlamaCppLLM:
         if text is None or self.prompt_state is None or not self._aligned_batches():
             return None
         tokens = list(self._llama.tokenize(text.encode("utf-8"), add_bos=False, special=True))
-        system = list(self._llama.tokenize((self.prefix_text(messages) or "").encode("utf-8"), add_bos=False,
-                                           special=True))
-        start = len(system)
-        if start < PREFIX_MIN_TOKENS:
-            start = 0  # no system state: the call evaluates its prompt from the first token
-        elif tokens[:start] != system:
+        start = 0 if system is None else len(system[1])  # no system state: the prompt is read from its start
+        if system is not None and tokens[:start] != system[1]:
             return None  # the system state would be loaded and cut short: no aligned point to keep
         end = start + (len(tokens) - start) // KEEP_ALIGN * KEEP_ALIGN
         if end - start < KEEP_ALIGN or end >= self.n_ctx:
@@ -688,18 +696,13 @@ class LlamaCppLLM:
         if len(whole) - start > min(self.n_batch, self.n_ubatch):
             return None  # read in two batches without the state: the rows after the cut are not those numbers
         key = state_key(self._identity(), text, self._state_settings())
-        saved = self.prompt_state.load(key)
-        if saved is not None and saved.tokens != tokens:
-            log.warning("prompt state %s holds other tokens than its prompt; it will be rebuilt", key[:12])
-            saved = None
+        saved = self._disk_state(key, tokens)
         if saved is not None:
             try:
                 self._llama.load_state(self._state_of(saved))
                 return "kept"
             except RuntimeError as exc:
-                log.warning("prompt state %s could not be loaded (%s); evaluating the prompt", key[:12], exc)
-                self.prompt_state.path(key).unlink(missing_ok=True)
-                self._llama.reset()
+                self._drop_state(key, exc)
         return tokens, start, key
 
     def _aligned_batches(self) -> bool:
@@ -719,31 +722,42 @@ class LlamaCppLLM:
             self._llama.reset()
         self._llama.n_tokens = start
         self._llama.eval(tokens[start:])
-        saved = SavedState(tokens=list(tokens), state=self._context_bytes(), seed=int(self._llama._seed))
-        self.prompt_state.save(key, saved)
+        self.prompt_state.save(key, self._snapshot(tokens))
 
-    def _load_system(self, messages: Sequence[Message]) -> str:
-        """:meth:`_load_prefix` for the system message's state."""
-        text = self.prefix_text(messages)
-        if text is None:
-            return ""
-        tokens = self._llama.tokenize(text.encode("utf-8"), add_bos=False, special=True)
-        if len(tokens) < PREFIX_MIN_TOKENS or len(tokens) >= self.n_ctx:
-            return ""
+    def _disk_state(self, key: str, tokens: list[int]) -> SavedState | None:
+        """The state saved on disk under ``key`` when it holds exactly ``tokens``; a file holding others is
+        not trusted (one log line; the caller's save replaces it)."""
+        saved = self.prompt_state.load(key) if self.prompt_state is not None else None
+        if saved is not None and saved.tokens != tokens:
+            log.warning("prompt state %s holds other tokens than its prompt; it will be rebuilt", key[:12])
+            return None
+        return saved
+
+    def _drop_state(self, key: str, exc: RuntimeError) -> None:
+        """Forget a state llama.cpp refused (in memory and on disk), with one log line, and empty the context."""
+        log.warning("prompt state %s could not be loaded (%s); evaluating the prompt", key[:12], exc)
+        self._prefixes.pop(key, None)
+        if self.prompt_state is not None:
+            self.prompt_state.path(key).unlink(missing_ok=True)
+        self._llama.reset()
+
+    def _snapshot(self, tokens: list[int]) -> SavedState:
+        """The context's state, holding ``tokens``, as saved."""
+        return SavedState(tokens=list(tokens), state=self._context_bytes(), seed=int(self._llama._seed))
+
+    def _load_system(self, text: str, tokens: list[int]) -> str:
+        """:meth:`_load_prefix` for the system message's state (its :meth:`_system_prefix`)."""
         key = state_key(self._identity(), text, self._state_settings())
         how = "memory"
         state = self._prefixes.get(key)
         if state is None:
-            saved = self.prompt_state.load(key) if self.prompt_state is not None else None
-            if saved is not None and saved.tokens != tokens:
-                log.warning("prompt state %s holds other tokens than its prompt; it will be rebuilt", key[:12])
-                saved = None
+            saved = self._disk_state(key, tokens)
             how = "disk" if saved is not None else "evaluated"
             state = self._state_of(saved) if saved is not None else None
             if state is None:
                 self._llama.reset()
                 self._llama.eval(tokens)
-                saved = SavedState(tokens=list(tokens), state=self._context_bytes(), seed=int(self._llama._seed))
+                saved = self._snapshot(tokens)
                 state = self._state_of(saved)
                 if self.prompt_state is not None:
                     self.prompt_state.save(key, saved)
@@ -757,11 +771,7 @@ class LlamaCppLLM:
         try:
             self._llama.load_state(state)
         except RuntimeError as exc:  # a state this build cannot take: drop it, evaluate as usual
-            log.warning("prompt state %s could not be loaded (%s); evaluating the prompt", key[:12], exc)
-            self._prefixes.pop(key, None)
-            if self.prompt_state is not None:
-                self.prompt_state.path(key).unlink(missing_ok=True)
-            self._llama.reset()
+            self._drop_state(key, exc)
             return "failed"
         return how
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from localgpt.llm import Message
+from localgpt.llm import Message, plain
 from localgpt.llm.llamacpp import KEEP_ALIGN, LlamaCppLLM
 from localgpt.llm.prompt_state import PromptStateCache
 from localgpt.planning.planner import Planner, PlannerOptions
@@ -190,7 +190,7 @@ def test_a_kept_prefix_changes_no_number(gguf: Path, tmp_path: Path) -> None:
     take the same rows in the same groups as a call reading everything after the system prompt at once: the
     model's log-probabilities after it are those of that call, to the last bit."""
     msgs = demo_chat(REQUEST)
-    unmarked = [{"role": m["role"], "content": m["content"]} for m in msgs]
+    unmarked = plain(msgs)
     cache = PromptStateCache(tmp_path, 1 << 30)
     reply(gguf, cache, msgs, batch=BATCH)  # saves the system prompt's state and the kept one
     saved = [cache.load(p.stem) for p in tmp_path.glob("*.state")]
