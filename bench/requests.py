@@ -356,14 +356,18 @@ def make_pipeline(args: argparse.Namespace) -> Any:
 
 
 LLM_SETTINGS = ("fast_forward", "prompt_lookup")  # settings of the in-process LLM that --against may change
+LOAD_SETTINGS = ("n_batch", "n_ubatch", "flash_attn")  # ... and those its model is loaded with (a second copy)
+LLM_ARGS = ("n_ctx", "n_threads", "n_gpu_layers", "backend", "seed", "prompt_cache_mb", "prompt_state", "n_batch",
+            "n_ubatch", "flash_attn", "fast_forward", "prompt_lookup", "use_mmap")  # LlamaCppLLM's, as it keeps them
 
 
 def variant(planner: Any, change: str) -> Any:
     """A copy of ``planner`` with one setting changed, from ``KEY=VALUE`` (``--against``): ``n_demos``, a
     field of its :class:`PlannerOptions` (``rewrite=1``, ``step_repair=1``, ``demo_diversity=0.3``), or one of
     :data:`LLM_SETTINGS` of its LLM (``fast_forward=0``: a shallow copy of the LLM, the same loaded model),
-    the value read as that field's type. The model, the demos and the schema are shared; raises :class:`SetError` for an
-    unknown key or a value of the wrong type."""
+    or one of :data:`LOAD_SETTINGS` (``n_batch=1024``: a second LLM, the same GGUF loaded again with that
+    setting, its own caches), the value read as that field's type. The demos and the schema are shared (and the
+    model, but for those); raises :class:`SetError` for an unknown key or a value of the wrong type."""
     key, sep, value = change.partition("=")
     key = key.strip().replace("-", "_")
     if not sep or not value.strip():
@@ -372,11 +376,12 @@ def variant(planner: Any, change: str) -> Any:
     settable = [f.name for f in dataclasses.fields(planner.options)
                 if not isinstance(getattr(planner.options, f.name), tuple)]  # (not the passes)
     on_llm = key in LLM_SETTINGS and hasattr(planner.llm, key)
-    current = (planner.n_demos if key == "n_demos" else getattr(planner.llm, key) if on_llm
+    reload = key in LOAD_SETTINGS and all(hasattr(planner.llm, a) for a in LLM_ARGS)
+    current = (planner.n_demos if key == "n_demos" else getattr(planner.llm, key) if on_llm or reload
                else getattr(planner.options, key, None))
-    if key != "n_demos" and not on_llm and key not in settable:
-        raise SetError(f"--against: no planner setting {key!r} (n_demos, {', '.join(LLM_SETTINGS)} or one of "
-                       f"{', '.join(settable)})")
+    if key != "n_demos" and not on_llm and not reload and key not in settable:
+        raise SetError(f"--against: no planner setting {key!r} (n_demos, {', '.join(LLM_SETTINGS + LOAD_SETTINGS)} "
+                       f"or one of {', '.join(settable)})")
     try:
         if isinstance(current, bool):
             if value.strip().lower() not in ("1", "0", "true", "false", "on", "off"):
@@ -392,6 +397,9 @@ def variant(planner: Any, change: str) -> Any:
         getattr(planner.llm, "_ensure_loaded", lambda: None)()  # (a copy made before would load its own)
         other.llm = copy.copy(planner.llm)
         setattr(other.llm, key, parsed)
+    elif reload:  # not loaded until it plans; n_batch then n_ubatch changed make one second LLM, not two
+        args = {a: getattr(planner.llm, a) for a in LLM_ARGS} | {key: parsed}
+        other.llm = type(planner.llm)(planner.llm.path, **args)
     else:
         other.options = dataclasses.replace(planner.options, **{key: parsed})
         other.schema = other.full_schema()  # (decompose, inline_steps, constrained shape it)

@@ -675,10 +675,11 @@ class LlamaCppLLM:
         prompt's (evaluated as one batch after the system prompt's state), not its last few: llama.cpp's CPU
         kernels take a batch's rows in groups, so a row's numbers depend on where its batch starts modulo the
         group. Cut so, the kept rows are bit for bit those a call evaluating everything after the system
-        prompt in one batch makes, and so are the rows evaluated after them: the reply is the same as
-        without the state. That was measured where the prompt after the system prompt is one batch; where it
-        is longer (two batches without the state), one TaskBench prompt of four had other numbers, so such a
-        prompt keeps nothing."""
+        prompt in one batch makes, and so are the rows evaluated after them: where the prompt after the system
+        prompt is one batch, the reply is the same as without the state (measured). Where it is longer, read
+        without the state in batches cut elsewhere, the numbers may differ from those (one TaskBench reply of
+        four did), but never between calls: the call that saves the state has read the prompt cut at the same
+        point (:meth:`_save_kept`), so a request gets the same reply whether the state was there or not."""
         text = self.kept_text(messages)
         if text is None or self.prompt_state is None or not self._aligned_batches():
             return None
@@ -693,8 +694,6 @@ class LlamaCppLLM:
         whole = self._prompt_tokens(messages) or []
         if whole[:end] != tokens:
             return None  # the whole prompt splits the text at the cut otherwise: the state would be cut short
-        if len(whole) - start > min(self.n_batch, self.n_ubatch):
-            return None  # read in two batches without the state: the rows after the cut are not those numbers
         key = state_key(self._identity(), text, self._state_settings())
         saved = self._disk_state(key, tokens)
         if saved is not None:

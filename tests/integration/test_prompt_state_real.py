@@ -131,7 +131,7 @@ def test_flash_attention_has_its_own_state(gguf: Path, tmp_path: Path) -> None:
 
 
 # SmolLM2 writes the planner's demos and request in ~700 tokens: one batch of 1024 holds them, as one of 512
-# holds Qwen's (a prefix is kept only where the rest of the prompt is one batch)
+# holds most of Qwen's (only then is a kept prefix's reply that of a call with no state)
 BATCH = 1024
 
 
@@ -224,11 +224,27 @@ def test_no_prefix_is_kept_where_batches_are_not_aligned(gguf: Path, tmp_path: P
         assert llm.prefix_events == [expected] and len(list(tmp_path.glob("*.state"))) == 1
 
 
-def test_no_prefix_is_kept_where_the_rest_of_the_prompt_is_two_batches(gguf: Path, tmp_path: Path) -> None:
-    """Past the system prompt, SmolLM2's planner chat is longer than a batch of 512: read without the state it
-    takes two batches, whose numbers a cut was not measured to keep, so only the system prompt's state is used."""
+def test_where_the_rest_of_the_prompt_is_two_batches_a_kept_prefix_gives_the_reply_of_its_first_call(
+        gguf: Path, tmp_path: Path) -> None:
+    """Past the system prompt, SmolLM2's planner chat is longer than a batch of 512. The call that finds no kept
+    state evaluates the prefix up to the cut, saves it and reads the rest, as every later call reads the rest
+    after loading it: the same reply, and the same log-probabilities to the last bit."""
     msgs = demo_chat(REQUEST)
     cache = PromptStateCache(tmp_path, 1 << 30)
-    for expected in ("evaluated", "disk"):
-        _, llm = reply(gguf, cache, msgs)
-        assert llm.prefix_events == [expected] and len(list(tmp_path.glob("*.state"))) == 1
+    replies = []
+    for expected in ("evaluated", "kept"):
+        text, llm = reply(gguf, cache, msgs)
+        assert llm._aligned_batches() and llm.prefix_events == [expected]
+        assert len(list(tmp_path.glob("*.state"))) == 2  # the system prompt's and the kept prefix's
+        replies.append(text)
+    assert replies[0] == replies[1]
+    other = PromptStateCache(tmp_path / "other", 1 << 30)
+    scores = []
+    for expected in ("evaluated", "kept"):
+        llm = LlamaCppLLM(gguf, n_threads=2, prompt_state=other, prompt_cache_mb=0)
+        try:
+            scores.append(llm.ending_logprobs(msgs, '{"steps":["Step 1:', [" Transcribe", " Read", " Say"]))
+        finally:
+            llm.close()
+        assert llm.prefix_events == [expected]
+    assert scores[0] == scores[1]

@@ -216,6 +216,25 @@ def test_a_variant_changes_one_setting_and_shares_the_rest() -> None:
             rq.variant(base, bad)
 
 
+def test_a_load_setting_gives_a_second_llm_of_the_same_file(tmp_path: Path) -> None:
+    from localgpt.config import N_BATCH_DEFAULT, N_UBATCH_DEFAULT
+    from localgpt.llm.llamacpp import LlamaCppLLM
+    from localgpt.planning.planner import Planner
+    from localgpt.testing import FakeLLM
+
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(b"GGUF")  # never loaded here
+    base = Planner(LlamaCppLLM(gguf, n_threads=1, prompt_cache_mb=7, prompt_state=None))
+    both = rq.variant(rq.variant(base, "n_batch=256"), "n_ubatch=256")
+    assert (both.llm.n_batch, both.llm.n_ubatch) == (256, 256) and both.llm is not base.llm
+    assert (base.llm.n_batch, base.llm.n_ubatch) == (N_BATCH_DEFAULT, N_UBATCH_DEFAULT) and base.llm._llama is None
+    assert (both.llm.path, both.llm.n_threads, both.llm.prompt_cache_mb) == (gguf, 1, 7)
+    assert both.options == base.options and both.n_demos == base.n_demos
+    assert rq.variant(base, "flash_attn=1").llm.flash_attn is True
+    with pytest.raises(rq.SetError):  # an LLM that is not loaded here (a fake, an engine)
+        rq.variant(Planner(FakeLLM([])), "n_batch=1024")
+
+
 def test_paired_plans_start_from_an_empty_ram_cache() -> None:
     from types import SimpleNamespace
 
