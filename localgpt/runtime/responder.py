@@ -7,14 +7,17 @@ file is always named whatever the LLM writes.
 from __future__ import annotations
 
 import json
+import numbers
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from localgpt.llm import FREE_TEXT_REPEAT_PENALTY, LLM, Message, TokenCallback, context_budget, trim_history
 from localgpt.schema import TaskResult
 
 RESULT_TEXT_MAX = 1500  # characters of one task's text shown to the responder
 ANSWER_BASE_TOKENS = 160  # an answer's room beyond quoting the results (what was done, what failed)
+DETAIL_DIGITS = 4  # significant digits of a number in a result's details
 
 
 def produced_files(results: Sequence[TaskResult]) -> list[str]:
@@ -39,9 +42,23 @@ def notes_section(results: Sequence[TaskResult]) -> str:
     return "\n\nStand-ins:\n" + "\n".join(notes) if notes else ""
 
 
+def rounded(value: Any) -> Any:
+    """``value`` with every real number that is not an integer cut to :data:`DETAIL_DIGITS` significant digits,
+    inside lists and dicts too: a score of 0.9891608357429504 reads 0.9892 (five detections, a score and
+    a box of four numbers each: 552 -> 242 Qwen tokens)."""
+    if isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral):
+        return float(f"{float(value):.{DETAIL_DIGITS}g}")
+    if isinstance(value, dict):
+        return {k: rounded(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [rounded(v) for v in value]
+    return value
+
+
 def results_for_prompt(results: Sequence[TaskResult], limit: int = RESULT_TEXT_MAX) -> list[dict[str, object]]:
     """A compact, JSON-ready view of the results for the responder, each text cut to ``limit``; a result's
-    details leave out what its outputs already say (a transcript, a caption) and empty values."""
+    details leave out what its outputs already say (a transcript, a caption) and empty values, and give
+    numbers to :data:`DETAIL_DIGITS` significant digits (:func:`rounded`)."""
     view = []
     for r in results:
         item: dict[str, object] = {"id": r.id, "task": r.task, "status": r.status}
@@ -57,7 +74,7 @@ def results_for_prompt(results: Sequence[TaskResult], limit: int = RESULT_TEXT_M
                 data = {k: v for k, v in data.items()
                         if v is not None and not (isinstance(v, str) and v in shown)} or None
             if data is not None:
-                text = json.dumps(data, default=str, ensure_ascii=False)
+                text = json.dumps(rounded(data), default=str, ensure_ascii=False)
                 # short: the value itself (no escaped quotes to read); long: its JSON text, cut
                 item["details"] = json.loads(text) if len(text) <= limit // 2 else text[: limit // 2] + "..."
         else:

@@ -106,3 +106,17 @@ def test_details_of_any_type_are_shown() -> None:
                         data={"range": np.array([0.5, 2.0]), "path": "/r/d.png", "size": [4, 4]})
     view = json.loads(Responder(FakeLLM()).messages("depth of x.png", [result])[-1]["content"].split("Results:\n")[1])
     assert view[0]["details"] == {"range": "[0.5 2. ]", "size": [4, 4]}
+
+
+def test_numbers_in_details_are_given_to_four_significant_digits() -> None:
+    """A score or a box is shown to four significant digits wherever it sits; integers, text and the outputs stay."""
+    import numpy as np
+
+    result = TaskResult(id=0, task="object-detection", status="done", model="detr", outputs={"text": "2 cats 0.98765"},
+                        data={"score": 0.9891608357429504, "count": 2, "label": "0.123456",
+                              "boxes": [{"box": [12.345678, 0.000123456789, np.float32(1 / 3), 250], "score": 1e-7}]})
+    user = Responder(FakeLLM()).messages("cats in x.png", [result])[-1]["content"]
+    view = json.loads(user.split("Results:\n")[1])
+    assert view[0]["details"] == {"score": 0.9892, "count": 2, "label": "0.123456",
+                                  "boxes": [{"box": [12.35, 0.0001235, 0.3333, 250], "score": 1e-7}]}
+    assert view[0]["outputs"] == {"text": "2 cats 0.98765"} and "0.98916" not in user
