@@ -411,7 +411,7 @@ def plan_one(pipe: Any, item: dict[str, Any], planner: Any = None
     """Plan one request (with ``planner``, else the pipeline's); returns its plan's tasks (None when no
     valid plan came back) and what is kept of the attempt (valid, mended, seconds, tokens, raw replies,
     the error)."""
-    stats = getattr(pipe.llm, "stats", None)
+    stats = getattr((planner or pipe.planner).llm, "stats", None)  # (a variant may have an LLM of its own)
     before = getattr(stats, "completion_tokens", 0)
     start = time.perf_counter()
     tasks: list[dict[str, Any]] | None = None
@@ -510,7 +510,8 @@ def run(args: argparse.Namespace, items: list[dict[str, Any]]) -> dict[str, Any]
                 if rid in outputs[v].plans:
                     continue
                 if len(planners) > 1:
-                    _forget_replies(pipe)  # neither variant starts from the state the other left
+                    for llm in {id(p.llm): p.llm for p in planners}.values():  # each LLM's own RAM cache
+                        _forget_replies(llm)  # neither variant starts from the state the other left
                 tasks, info = plan_one(pipe, item, planners[v])
                 outputs[v].add(rid, tasks, info)
                 j = judge(item, tasks)
@@ -520,6 +521,9 @@ def run(args: argparse.Namespace, items: list[dict[str, Any]]) -> dict[str, Any]
                 print(f"[{k}/{len(items)}] {tag}{info['seconds']:5.1f}s {mark} {rid:7} {_outline(tasks)}  | gold: "
                       f"{_outline(item['tasks'])}", file=sys.stderr, flush=True)
     finally:
+        for p in planners:
+            if p.llm is not pipe.llm and hasattr(p.llm, "close"):  # a second LLM a variant loaded
+                p.llm.close()
         pipe.close()
     docs = [_document(args, pipe, planners[v], outputs[v], items) for v in range(len(planners))]
     if len(docs) == 2:
@@ -533,11 +537,12 @@ def run(args: argparse.Namespace, items: list[dict[str, Any]]) -> dict[str, Any]
     return docs[0]
 
 
-def _forget_replies(pipe: Any) -> None:
-    """Empty the in-process LLM's RAM state cache (llama-cpp-python's, keyed by prompt and reply), so that
+def _forget_replies(llm: Any) -> None:
+    """Empty an in-process LLM's RAM state cache (llama-cpp-python's, keyed by prompt and reply), so that
     a request planned a second time (``--against``) does not find its whole prompt evaluated by the
-    first; the system prompt's own state (kept apart, as every request finds it) stays."""
-    cache = getattr(getattr(getattr(pipe, "llm", None), "_llama", None), "cache", None)
+    first, nor a variant with an LLM of its own the state of its previous request; the system prompt's
+    own state (kept apart, as every request finds it) stays."""
+    cache = getattr(getattr(llm, "_llama", None), "cache", None)
     states = getattr(cache, "cache_state", None)
     if states is not None:
         states.clear()

@@ -640,8 +640,10 @@ class LlamaCppLLM:
         a longer prefix (:meth:`kept_text`), that prefix's state from the disk cache ("kept"), or, when it is
         not there, the system prompt's with the rest of the prefix evaluated on top and saved. Only a prefix
         of the prompt's tokens is ever loaded, and llama.cpp keeps only as much of it as matches the real
-        prompt (and a marked prefix's is cut where the numbers after it stay those of a full evaluation), so a
-        state never changes a reply. What happened, for the counters."""
+        prompt. A call that finds a state and one that makes it read the prompt cut at the same points, so
+        a request's reply does not depend on what the disk held (a marked prefix's reply may differ from
+        the reply with no marked prefix where the prompt past the system prompt is longer than a batch:
+        :meth:`_load_kept`). What happened, for the counters."""
         if self.prompt_state is None and self.prompt_cache_mb <= 0:
             return ""
         system = self._system_prefix(messages)
@@ -649,7 +651,7 @@ class LlamaCppLLM:
         if kept == "kept":
             return kept
         how = self._load_system(*system) if system is not None else ""
-        if kept is not None and how != "failed":
+        if kept is not None:
             self._save_kept(*kept)
         return how
 
@@ -672,14 +674,15 @@ class LlamaCppLLM:
         for Qwen), not in this process's memory.
 
         The state holds the marked prefix's tokens up to a multiple of :data:`KEEP_ALIGN` past the system
-        prompt's (evaluated as one batch after the system prompt's state), not its last few: llama.cpp's CPU
-        kernels take a batch's rows in groups, so a row's numbers depend on where its batch starts modulo the
-        group. Cut so, the kept rows are bit for bit those a call evaluating everything after the system
-        prompt in one batch makes, and so are the rows evaluated after them: where the prompt after the system
-        prompt is one batch, the reply is the same as without the state (measured). Where it is longer, read
-        without the state in batches cut elsewhere, the numbers may differ from those (one TaskBench reply of
-        four did), but never between calls: the call that saves the state has read the prompt cut at the same
-        point (:meth:`_save_kept`), so a request gets the same reply whether the state was there or not."""
+        prompt's (evaluated after the system prompt's state, in one batch where it fits one), not its last
+        few: llama.cpp's CPU kernels take a batch's rows in groups, so a row's numbers depend on where its
+        batch starts modulo the group. Cut so, the kept rows are bit for bit those a call evaluating
+        everything after the system prompt in one batch makes, and so are the rows evaluated after them:
+        where the prompt after the system prompt is one batch, the reply is the same as without the state
+        (measured). Where it is longer, read without the state in batches cut elsewhere, the numbers may
+        differ from those (one TaskBench reply of four did), but never between calls: the call that saves
+        the state has read the prompt cut at the same point (:meth:`_save_kept`), so a request gets the
+        same reply whether the state was on disk or not."""
         text = self.kept_text(messages)
         if text is None or self.prompt_state is None or not self._aligned_batches():
             return None
@@ -714,8 +717,8 @@ class LlamaCppLLM:
 
     def _save_kept(self, tokens: list[int], start: int, key: str) -> None:
         """Evaluate the marked prefix's ``tokens`` past the first ``start`` (the system prompt's, whose state the
-        context holds; 0: none) in one batch, and save the state on disk under ``key``; the context then holds
-        those tokens."""
+        context holds; 0: none; in batches of ``n_batch`` from there), and save the state on disk under ``key``;
+        the context then holds those tokens."""
         assert self.prompt_state is not None
         if start == 0:
             self._llama.reset()
@@ -769,8 +772,9 @@ class LlamaCppLLM:
                 self.prompt_state.touch(key)
         try:
             self._llama.load_state(state)
-        except RuntimeError as exc:  # a state this build cannot take: drop it, evaluate as usual
-            self._drop_state(key, exc)
+        except RuntimeError as exc:  # a state this build cannot take: drop it, evaluate the system prompt as
+            self._drop_state(key, exc)  # a call that finds none does, so the rest is read from the same point
+            self._llama.eval(tokens)
             return "failed"
         return how
 

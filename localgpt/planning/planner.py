@@ -92,7 +92,8 @@ class PlannerOptions:
     - ``demo_state``: the chat up to the first demo chosen for a request (the system prompt and that demo,
       one of as many as there are demos) is marked for the engine to keep its evaluated state
       (:data:`~localgpt.llm.base.KEEP`), so the next request shown that demo first reads it from there;
-      the prompt is unchanged (docs/latency.md);
+      the prompt is unchanged, and so is the reply where the prompt past the system prompt is one batch
+      (longer, it may differ from the reply with this off, never between calls: docs/latency.md);
     - ``rewrite``: a request not in English is first rewritten in English by the LLM (one constrained
       call, file names and quoted passages kept as written: :meth:`Planner.rewrite`) and planned from
       that; validation, mending and the passes still read the user's own request. Off: on the tuning

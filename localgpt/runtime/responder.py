@@ -7,6 +7,7 @@ file is always named whatever the LLM writes.
 from __future__ import annotations
 
 import json
+import math
 import numbers
 import time
 from collections.abc import Sequence
@@ -44,10 +45,14 @@ def notes_section(results: Sequence[TaskResult]) -> str:
 
 def rounded(value: Any) -> Any:
     """``value`` with every real number that is not an integer cut to :data:`DETAIL_DIGITS` significant digits,
-    inside lists and dicts too: a score of 0.9891608357429504 reads 0.9892 (five detections, a score and
-    a box of four numbers each: 552 -> 242 Qwen tokens)."""
+    inside lists and dicts too, its integer digits always kept: a score of 0.9891608357429504 reads 0.9892,
+    123456.7 reads 123457.0 (five detections, a score and a box of four numbers each: 552 -> 242 Qwen
+    tokens)."""
     if isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral):
-        return float(f"{float(value):.{DETAIL_DIGITS}g}")
+        x = float(value)
+        if not math.isfinite(x) or x == 0:
+            return x
+        return round(x, max(0, DETAIL_DIGITS - 1 - math.floor(math.log10(abs(x)))))
     if isinstance(value, dict):
         return {k: rounded(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):

@@ -230,6 +230,13 @@ def test_where_the_rest_of_the_prompt_is_two_batches_a_kept_prefix_gives_the_rep
     state evaluates the prefix up to the cut, saves it and reads the rest, as every later call reads the rest
     after loading it: the same reply, and the same log-probabilities to the last bit."""
     msgs = demo_chat(REQUEST)
+    counter = LlamaCppLLM(gguf, n_threads=2, prompt_state=None, prompt_cache_mb=0)
+    try:
+        counter._ensure_loaded()
+        system = counter._system_prefix(msgs)
+        assert system is not None and len(counter._prompt_tokens(msgs) or []) - len(system[1]) > counter.n_batch
+    finally:
+        counter.close()
     cache = PromptStateCache(tmp_path, 1 << 30)
     replies = []
     for expected in ("evaluated", "kept"):
@@ -248,3 +255,30 @@ def test_where_the_rest_of_the_prompt_is_two_batches_a_kept_prefix_gives_the_rep
             llm.close()
         assert llm.prefix_events == [expected]
     assert scores[0] == scores[1]
+
+
+def test_a_state_llama_cpp_refuses_is_evaluated_again_and_the_reply_stays(gguf: Path, tmp_path: Path,
+                                                                          caplog: pytest.LogCaptureFixture) -> None:
+    """Where llama.cpp refuses both saved states (the kept prefix's and the system prompt's), each is dropped
+    with a log line, the system prompt is evaluated and the prefix after it, as by a call that found none:
+    the reply is the one the states give, and the next call saves them again."""
+    msgs = demo_chat(REQUEST)
+    cache = PromptStateCache(tmp_path, 1 << 30)
+    first, _ = reply(gguf, cache, msgs)
+    assert len(list(tmp_path.glob("*.state"))) == 2
+    llm = LlamaCppLLM(gguf, n_threads=2, prompt_state=cache, prompt_cache_mb=0)
+    try:
+        llm._ensure_loaded()
+
+        def refuse(state: object) -> None:
+            raise RuntimeError("a state this build cannot take")
+
+        llm._llama.load_state = refuse
+        with caplog.at_level(logging.WARNING):
+            text = llm.generate(msgs, max_tokens=24)
+    finally:
+        llm.close()
+    assert llm.prefix_events == ["failed"] and text == first
+    assert len([r for r in caplog.records if "could not be loaded" in r.getMessage()]) == 2
+    again, llm2 = reply(gguf, cache, msgs)
+    assert again == first and llm2.prefix_events == ["kept"]

@@ -231,6 +231,10 @@ def test_a_load_setting_gives_a_second_llm_of_the_same_file(tmp_path: Path) -> N
     assert (both.llm.path, both.llm.n_threads, both.llm.prompt_cache_mb) == (gguf, 1, 7)
     assert both.options == base.options and both.n_demos == base.n_demos
     assert rq.variant(base, "flash_attn=1").llm.flash_attn is True
+    import inspect
+
+    keywords = {n for n, p in inspect.signature(LlamaCppLLM.__init__).parameters.items() if p.kind == p.KEYWORD_ONLY}
+    assert set(rq.LLM_ARGS) == keywords  # every setting the copy is built with, none missed
     with pytest.raises(rq.SetError):  # an LLM that is not loaded here (a fake, an engine)
         rq.variant(Planner(FakeLLM([])), "n_batch=1024")
 
@@ -239,10 +243,9 @@ def test_paired_plans_start_from_an_empty_ram_cache() -> None:
     from types import SimpleNamespace
 
     states = {(1, 2, 3): "a state"}
-    pipe = SimpleNamespace(llm=SimpleNamespace(_llama=SimpleNamespace(cache=SimpleNamespace(cache_state=states))))
-    rq._forget_replies(pipe)
+    rq._forget_replies(SimpleNamespace(_llama=SimpleNamespace(cache=SimpleNamespace(cache_state=states))))
     assert states == {}
-    rq._forget_replies(SimpleNamespace(llm=object()))  # an engine, a fake: nothing to empty
+    rq._forget_replies(object())  # an engine, a fake: nothing to empty
 
 
 # ---------------------------------------------------------------- the command line without a model

@@ -109,14 +109,17 @@ def test_details_of_any_type_are_shown() -> None:
 
 
 def test_numbers_in_details_are_given_to_four_significant_digits() -> None:
-    """A score or a box is shown to four significant digits wherever it sits; integers, text and the outputs stay."""
+    """A score or a box is shown to four significant digits wherever it sits, a large number keeping its integer
+    digits; integers, booleans, text and the outputs stay."""
     import numpy as np
 
     result = TaskResult(id=0, task="object-detection", status="done", model="detr", outputs={"text": "2 cats 0.98765"},
-                        data={"score": 0.9891608357429504, "count": 2, "label": "0.123456",
+                        data={"score": 0.9891608357429504, "count": 2, "label": "0.123456", "area": 123456.7,
+                              "depth": -0.0, "flag": True,
                               "boxes": [{"box": [12.345678, 0.000123456789, np.float32(1 / 3), 250], "score": 1e-7}]})
     user = Responder(FakeLLM()).messages("cats in x.png", [result])[-1]["content"]
     view = json.loads(user.split("Results:\n")[1])
-    assert view[0]["details"] == {"score": 0.9892, "count": 2, "label": "0.123456",
+    assert view[0]["details"] == {"score": 0.9892, "count": 2, "label": "0.123456", "area": 123457.0,
+                                  "depth": -0.0, "flag": True,
                                   "boxes": [{"box": [12.35, 0.0001235, 0.3333, 250], "score": 1e-7}]}
     assert view[0]["outputs"] == {"text": "2 cats 0.98765"} and "0.98916" not in user
