@@ -403,7 +403,7 @@ def run(args: argparse.Namespace, records: list[dict[str, Any]],
     specs, bank = offered_and_bank(args.tasks, bank)
     llm = LlamaCppLLM(args.model, n_ctx=args.n_ctx, n_threads=args.threads, n_gpu_layers=args.n_gpu_layers,
                       seed=args.seed, fast_forward=args.fast_forward,
-                      n_batch=args.n_batch or N_BATCH_DEFAULT, n_ubatch=args.n_ubatch or N_UBATCH_DEFAULT)
+                      n_batch=args.n_batch, n_ubatch=args.n_ubatch)
     options = PlannerOptions(repair=not args.no_repair, salvage=not args.no_salvage,
                              decompose=not args.no_decompose, constrained=not args.no_constraint,
                              step_floor=not args.no_step_floor, samples=args.samples,
@@ -496,8 +496,8 @@ def run(args: argparse.Namespace, records: list[dict[str, Any]],
         "settings": {"limit": args.limit, "seed": args.seed, "constraint": not args.no_constraint,
                      "demos": args.demos, "n_demos": args.n_demos, "demo_source": args.demo_source,
                      "repair": not args.no_repair, "salvage": not args.no_salvage, "threads": args.threads,
-                     "n_gpu_layers": args.n_gpu_layers, "n_batch": args.n_batch or N_BATCH_DEFAULT,
-                     "n_ubatch": args.n_ubatch or N_UBATCH_DEFAULT,
+                     "n_gpu_layers": args.n_gpu_layers, "n_batch": args.n_batch,
+                     "n_ubatch": args.n_ubatch,
                      "similarity": args.similarity, "decompose": not args.no_decompose,
                      "samples": args.samples, "sample_temperature": args.sample_temperature,
                      "step_floor": not args.no_step_floor, "step_repair": args.step_repair, "files": args.files,
@@ -618,8 +618,9 @@ def main(argv: Iterable[str] | None = None) -> int:
     p.add_argument("--step-close", type=float, default=0.0, metavar="P",
                    help="a step list the LLM closed with odds below P gets one more try with one step more "
                         "(PlannerOptions.step_close; 0: off)")
-    p.add_argument("--n-batch", type=int, help=f"llama.cpp's n_batch (default: the product's, {N_BATCH_DEFAULT})")
-    p.add_argument("--n-ubatch", type=int, help=f"llama.cpp's n_ubatch (default: the product's, {N_UBATCH_DEFAULT})")
+    p.add_argument("--n-batch", type=int, default=N_BATCH_DEFAULT, help="llama.cpp's n_batch (default: the product's)")
+    p.add_argument("--n-ubatch", type=int, default=N_UBATCH_DEFAULT,
+                   help="llama.cpp's n_ubatch (default: the product's)")
     p.add_argument("--no-demo-state", action="store_true",
                    help="do not keep the prompt's state up to its first demo (PlannerOptions.demo_state)")
     p.add_argument("--fast-forward", action="store_true",

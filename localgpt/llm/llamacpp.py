@@ -694,8 +694,7 @@ class LlamaCppLLM:
         if end - start < KEEP_ALIGN or end >= self.n_ctx:
             return None
         tokens = tokens[:end]
-        whole = self._prompt_tokens(messages) or []
-        if whole[:end] != tokens:
+        if (self._prompt_tokens(messages) or [])[:end] != tokens:
             return None  # the whole prompt splits the text at the cut otherwise: the state would be cut short
         key = state_key(self._identity(), text, self._state_settings())
         saved = self._disk_state(key, tokens)

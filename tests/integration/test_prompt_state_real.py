@@ -135,6 +135,17 @@ def test_flash_attention_has_its_own_state(gguf: Path, tmp_path: Path) -> None:
 BATCH = 1024
 
 
+def logprobs(gguf: Path, cache: PromptStateCache, messages: list[Message],
+             batch: int = 512) -> tuple[list[float], list[str]]:
+    """A fresh process's log-probabilities of three first steps after ``messages``, and how its prefixes came."""
+    llm = LlamaCppLLM(gguf, n_threads=2, prompt_state=cache, prompt_cache_mb=0, n_batch=batch, n_ubatch=batch)
+    try:
+        return llm.ending_logprobs(messages, '{"steps":["Step 1:', [" Transcribe", " Read", " Say"]), \
+            llm.prefix_events
+    finally:
+        llm.close()
+
+
 def demo_chat(request: str) -> list[Message]:
     """A planner's chat with demos chosen for ``request``; the chat up to the first one is marked to keep."""
     return Planner(FakeLLM([])).messages(request, ["talk.wav"])
@@ -199,12 +210,8 @@ def test_a_kept_prefix_changes_no_number(gguf: Path, tmp_path: Path) -> None:
     assert (len(kept.tokens) - len(system.tokens)) % KEEP_ALIGN == 0 and len(kept.tokens) > len(system.tokens)
     scores = {}
     for name, chat_ in (("kept", msgs), ("disk", unmarked)):
-        llm = LlamaCppLLM(gguf, n_threads=2, prompt_state=cache, prompt_cache_mb=0, n_batch=BATCH, n_ubatch=BATCH)
-        try:
-            scores[name] = llm.ending_logprobs(chat_, '{"steps":["Step 1:', [" Transcribe", " Read", " Say"])
-        finally:
-            llm.close()
-        assert llm.prefix_events == [name]
+        scores[name], how = logprobs(gguf, cache, chat_, BATCH)
+        assert how == [name]
     assert scores["kept"] == scores["disk"]
 
 
@@ -248,12 +255,9 @@ def test_where_the_rest_of_the_prompt_is_two_batches_a_kept_prefix_gives_the_rep
     other = PromptStateCache(tmp_path / "other", 1 << 30)
     scores = []
     for expected in ("evaluated", "kept"):
-        llm = LlamaCppLLM(gguf, n_threads=2, prompt_state=other, prompt_cache_mb=0)
-        try:
-            scores.append(llm.ending_logprobs(msgs, '{"steps":["Step 1:', [" Transcribe", " Read", " Say"]))
-        finally:
-            llm.close()
-        assert llm.prefix_events == [expected]
+        score, how = logprobs(gguf, other, msgs)
+        assert how == [expected]
+        scores.append(score)
     assert scores[0] == scores[1]
 
 
