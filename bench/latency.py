@@ -267,11 +267,13 @@ def main() -> None:
             env[f"LOCALGPT_{name}"] = str(value)
             settings[option] = value
     from localgpt.config import Settings
+    from localgpt.llm.prompt_state import llama_build
 
     llama = Settings.load(**settings)
     report: dict[str, Any] = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "planner": args.planner,
                               "threads": args.threads, "flash_attn": llama.flash_attn, "n_batch": llama.n_batch,
-                              "n_ubatch": llama.n_ubatch, "requests": {n: REQUESTS[n][0] for n in names},
+                              "n_ubatch": llama.n_ubatch, "llama_build": llama_build()[1],
+                              "requests": {n: REQUESTS[n][0] for n in names},
                               "runs": []}
 
     stamp = time.strftime("%Y%m%d-%H%M%S")

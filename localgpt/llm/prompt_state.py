@@ -7,7 +7,9 @@ once to a file and read back by the next process, instead of being recomputed.
 A file is named by a digest of everything that makes the state valid: the model file's sha256 (as the
 store's ``model.json`` records it; a GGUF outside the store is identified by its resolved path, size and
 modification time instead of hashing a gigabyte on every start), the exact prefix text, the context size,
-the settings that change the state's layout and the llama.cpp bindings' version. The folder is bounded
+the settings that change the state's layout, the llama.cpp bindings' version and the CPU features llama.cpp
+was compiled for (AVX2 and AVX-512 kernels round differently, so a state from one build is not bit for bit
+the other's). The folder is bounded
 (least recently used files go first); a file that does not read back whole and checked is ignored with
 one log line and rebuilt, never trusted.
 
@@ -26,6 +28,7 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -75,16 +78,27 @@ def model_identity(gguf: Path) -> str:
     return f"file:{gguf}:{stat.st_size}:{stat.st_mtime_ns}"
 
 
-def state_key(identity: str, prefix_text: str, settings: dict[str, Any]) -> str:
-    """The file name (a sha256 hex digest) of the state of ``prefix_text`` under ``settings``."""
+@functools.cache
+def llama_build() -> tuple[str, str]:
+    """The llama.cpp bindings' version and the build's CPU features (``llama_print_system_info``: "AVX2 = 1 |
+    AVX512 = 1 | ..."), which both decide the numbers of an evaluated state."""
     try:
         import llama_cpp
-
-        version = str(getattr(llama_cpp, "__version__", "?"))
     except ImportError:  # pragma: no cover - only the LLM calls this
-        version = "none"
-    blob = json.dumps({"model": identity, "prefix": prefix_text, "llama_cpp": version, **settings},
-                      sort_keys=True, ensure_ascii=False)
+        return "none", ""
+    try:
+        features = llama_cpp.llama_print_system_info().decode("utf-8", errors="replace").strip()
+    except (AttributeError, OSError):  # pragma: no cover - bindings without it
+        features = "?"
+    return str(getattr(llama_cpp, "__version__", "?")), features
+
+
+def state_key(identity: str, prefix_text: str, settings: dict[str, Any]) -> str:
+    """The file name (a sha256 hex digest) of the state of ``prefix_text`` under ``settings``, made by this
+    llama.cpp build (:func:`llama_build`)."""
+    version, features = llama_build()
+    blob = json.dumps({"model": identity, "prefix": prefix_text, "llama_cpp": version, "build": features,
+                       **settings}, sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 

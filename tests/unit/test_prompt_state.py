@@ -92,6 +92,28 @@ def test_key_depends_on_every_part() -> None:
     assert state_key("sha256:aa", "日本語の指示", {}) != state_key("sha256:aa", "日本語の指亦", {})
 
 
+def test_key_depends_on_the_llama_cpp_build(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A state from an AVX2 build is not loaded by an AVX-512 build of the same version: their kernels round
+    differently."""
+    from localgpt.llm import prompt_state
+
+    features = "CPU : AVX2 = 1 | "
+    monkeypatch.setattr(prompt_state, "llama_build", lambda: ("0.3.36", features))
+    avx2 = state_key("sha256:aa", "prefix", {"n_ctx": 4096})
+    features = "CPU : AVX2 = 1 | AVX512 = 1 | AVX512_VNNI = 1 | "
+    assert state_key("sha256:aa", "prefix", {"n_ctx": 4096}) != avx2
+    features = "CPU : AVX2 = 1 | "
+    assert state_key("sha256:aa", "prefix", {"n_ctx": 4096}) == avx2
+
+
+def test_the_installed_build_names_its_cpu_features() -> None:
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed")
+    from localgpt.llm.prompt_state import llama_build
+
+    version, features = llama_build()
+    assert version[0].isdigit() and "CPU" in features
+
+
 def test_model_identity_reads_the_manifest_sha(tmp_path: Path) -> None:
     gguf = tmp_path / "model.gguf"
     gguf.write_bytes(b"GGUF" + b"\x00" * 100)
