@@ -107,7 +107,6 @@ def test_key_depends_on_the_llama_cpp_build(monkeypatch: pytest.MonkeyPatch) -> 
 
 
 def test_the_installed_build_names_its_cpu_features() -> None:
-    pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed")
     from localgpt.llm.prompt_state import llama_build
 
     version, features = llama_build()
