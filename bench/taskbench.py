@@ -30,7 +30,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 
 from localgpt import tasks as registry  # noqa: E402
-from localgpt.config import N_BATCH_DEFAULT, N_UBATCH_DEFAULT  # noqa: E402
+from localgpt.config import FAST_FORWARD_DEFAULT, N_BATCH_DEFAULT, N_UBATCH_DEFAULT  # noqa: E402
 from localgpt.errors import LocalGPTError, PlanError  # noqa: E402
 from localgpt.planning.demo_file import NODE_REF, TB_TO_LOCAL, json_objects, record_to_demo, tool_name  # noqa: E402
 from localgpt.planning.demos import DEMOS, Demo, task_types  # noqa: E402
@@ -623,9 +623,9 @@ def main(argv: Iterable[str] | None = None) -> int:
                    help="llama.cpp's n_ubatch (default: the product's)")
     p.add_argument("--no-demo-state", action="store_true",
                    help="do not keep the prompt's state up to its first demo (PlannerOptions.demo_state)")
-    p.add_argument("--fast-forward", action="store_true",
+    p.add_argument("--fast-forward", action=argparse.BooleanOptionalAction, default=FAST_FORWARD_DEFAULT,
                    help="the tokens the constraint forces are evaluated in one batch, not decoded one by one "
-                        "(LOCALGPT_FAST_FORWARD; docs/latency.md)")
+                        "(LOCALGPT_FAST_FORWARD, on by default; --no-fast-forward: token by token; docs/latency.md)")
     p.add_argument("--system-demos", type=int, default=0, metavar="K",
                    help="K built-in demos written into the system prompt (PlannerOptions.system_demos; 0: off)")
     p.add_argument("--inline-steps", action="store_true",

@@ -17,7 +17,7 @@ DEFAULT_MAX_TASKS = 8  # the max_tasks setting's default: the most tasks the pla
 FLASH_ATTN_DEFAULT = False  # on: Qwen prompt 0.84x, but SmolLM2 replies changed (docs/latency.md)
 N_BATCH_DEFAULT = 512
 N_UBATCH_DEFAULT = 512
-FAST_FORWARD_DEFAULT = False  # forced tokens of a constrained reply in one batch: opt-in (docs/latency.md)
+FAST_FORWARD_DEFAULT = True  # forced tokens of a constrained reply in one batch (docs/latency.md)
 PROMPT_LOOKUP_DEFAULT = 0  # tokens drafted by prompt lookup per step of a constrained reply; 0: off (docs/latency.md)
 
 

@@ -192,7 +192,7 @@ def test_fast_forward_takes_the_forced_tokens_without_a_decoding_step_each(
         real_eval(self, tokens)
 
     monkeypatch.setattr(llama_cpp.Llama, "eval", counted)
-    monkeypatch.setattr(llm, "fast_forward", True)  # (off by default: docs/latency.md)
+    monkeypatch.setattr(llm, "fast_forward", True)  # (the default; set so the test holds whatever it is)
     planner = Planner(llm)
     sample = REQUESTS[::5]
     forced, generated = llm.stats.forced_tokens, 0
