@@ -411,7 +411,7 @@ def run(args: argparse.Namespace, records: list[dict[str, Any]],
                              type_shortlist=args.type_shortlist, fixed_demos=args.demos == "fixed",
                              step_repair=args.step_repair, system_demos=args.system_demos,
                              inline_steps=args.inline_steps, step_close=args.step_close,
-                             demo_state=not args.no_demo_state)
+                             demo_state=not args.no_demo_state, exact_files=args.exact_files)
     base = Planner(llm, max_tasks=8, n_demos=0 if args.demos == "none" else args.n_demos,
                    specs=specs, similarity=make_similarity(args), options=options)
     name = args.name or f"taskbench-{Path(args.model).parent.name}"
@@ -506,6 +506,7 @@ def run(args: argparse.Namespace, records: list[dict[str, Any]],
                      "type_shortlist": args.type_shortlist,
                      "fast_forward": args.fast_forward, "system_demos": args.system_demos,
                      "step_close": args.step_close, "demo_state": not args.no_demo_state,
+                     "exact_files": args.exact_files,
                      "inline_steps": args.inline_steps,
                      "demo_data": str(args.demo_data) if args.demo_source != "localgpt" else None},
         "metrics": metrics,
@@ -595,6 +596,8 @@ def print_table(metrics: dict[str, dict[str, Any]]) -> None:
 
 def main(argv: Iterable[str] | None = None) -> int:
     """Command line."""
+    from localgpt.planning.planner import PlannerOptions  # (the product's defaults)
+
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=str(REPO / "model_store" / "qwen2.5-coder-1.5b-instruct" / "model.gguf"))
     p.add_argument("--data", default=str(DEFAULT_DATA))
@@ -621,6 +624,9 @@ def main(argv: Iterable[str] | None = None) -> int:
     p.add_argument("--n-batch", type=int, default=N_BATCH_DEFAULT, help="llama.cpp's n_batch (default: the product's)")
     p.add_argument("--n-ubatch", type=int, default=N_UBATCH_DEFAULT,
                    help="llama.cpp's n_ubatch (default: the product's)")
+    p.add_argument("--exact-files", action=argparse.BooleanOptionalAction, default=PlannerOptions().exact_files,
+                   help="the constraint admits only the files the request gives or names, written exactly "
+                        "(PlannerOptions.exact_files, on by default; --no-exact-files: any name of the right ending)")
     p.add_argument("--no-demo-state", action="store_true",
                    help="do not keep the prompt's state up to its first demo (PlannerOptions.demo_state)")
     p.add_argument("--fast-forward", action=argparse.BooleanOptionalAction, default=FAST_FORWARD_DEFAULT,

@@ -123,11 +123,14 @@ def _gbnf_string(schema: dict[str, Any]) -> dict[str, Any]:
     out = {k: v for k, v in schema.items() if k not in ("pattern", "minLength", "maxLength")}
     anchored_end = pattern.endswith("$") and not pattern.endswith("\\$")
     head = re.fullmatch(r"\^(\[[^\]]*\])", pattern)
-    if head and not anchored_end:
-        # "starts with one character of this class", then free text: the length bounds go into the pattern
-        first = _rewrite_classes(head.group(1))
-        rest_low = max(low - 1, 0)
-        rest = f"{{{rest_low},{int(high) - 1}}}" if high is not None else "*"
+    label = re.fullmatch(r"\^([\w :]+)", pattern)  # a literal opening, as a plan's "Step N: "
+    if (head or label) and not anchored_end:
+        # "starts with one character of this class" or with these words, then free text: the length bounds
+        # go into the pattern
+        first = _rewrite_classes(head.group(1)) if head else label.group(1) if label else ""
+        size = 1 if head else len(first)
+        rest_low = max(low - size, 0)
+        rest = f"{{{rest_low},{int(high) - size}}}" if high is not None else "*"
         out["pattern"] = f"^{first}{SAFE_CHAR}{rest}$"
         return out
     body = _rewrite_classes(pattern)

@@ -22,7 +22,7 @@ from localgpt.llm.engine_schema import GBNF, constraint_fields, for_gbnf, gramma
 from localgpt.llm.http import HTTPLLM, EngineError, estimate_tokens, is_engine_url, parse_engine_url
 from localgpt.pipeline import Pipeline, controller_name
 from localgpt.planning.planner import Planner
-from localgpt.planning.schema import plan_schema
+from localgpt.planning.schema import STEP_MAX, plan_schema
 from tests.helpers import free_port
 
 ODD = {"type": "object", "properties": {"code": {"enum": ["zq-alpha-7", "xv-omega-3"]}}, "required": ["code"],
@@ -356,7 +356,15 @@ def test_gbnf_schema_is_within_the_original() -> None:
         for schema in (original, rewritten):
             with pytest.raises(jsonschema.ValidationError):
                 jsonschema.validate({**plan, "tasks": [{**plan["tasks"][0], "args": {"text": bad}}]}, schema)
-    too_many = {"steps": ["a"], "tasks": plan["tasks"] * 2}
+    for steps in (["say it"], ["Step 2: say it"], ["Step 1: "]):  # each step opens with its own label, then words
+        for schema in (original, rewritten):
+            with pytest.raises(jsonschema.ValidationError):
+                jsonschema.validate({**plan, "steps": steps}, schema)
+    for schema in (original, rewritten):
+        jsonschema.validate({**plan, "steps": ["Step 1: sag es", "Step 2: 读出来"]}, schema)
+        with pytest.raises(jsonschema.ValidationError):  # (the bound on a step's length holds in both)
+            jsonschema.validate({**plan, "steps": ["Step 1: " + "x" * STEP_MAX]}, schema)
+    too_many = {"steps": ["Step 1: a"], "tasks": plan["tasks"] * 2}
     for schema in (original, rewritten):
         with pytest.raises(jsonschema.ValidationError):
             jsonschema.validate(too_many, schema)
@@ -396,3 +404,18 @@ def test_the_grammar_nests_the_task_list_and_keeps_strings_json_safe() -> None:
     assert '[^<"\\\\\\x00-\\x1f]' in literal and "{0,239}" in literal  # first character, then up to 239 more
     with pytest.raises(ValueError):
         GBNF({"type": "object", "properties": {"x": {}}, "required": ["x"], "additionalProperties": False})
+
+
+def test_gbnf_schema_with_the_users_files_is_within_the_original() -> None:
+    original = plan_schema(max_tasks=2, steps=True, files=["a (1).jpg", "照片.png", "talk.wav"])
+    rewritten = for_gbnf(original)
+    for name, valid in (("a (1).jpg", True), ("照片.png", True), ("a 1.jpg", False), ("other.jpg", False)):
+        plan = {"steps": ["Step 1: caption it"],
+                "tasks": [{"id": 0, "task": "image-to-text", "dep": [-1], "args": {"image": name}}]}
+        for schema in (original, rewritten):
+            if valid:
+                jsonschema.validate(plan, schema)
+            else:
+                with pytest.raises(jsonschema.ValidationError):
+                    jsonschema.validate(plan, schema)
+    assert GBNF(original).text  # the grammar writer takes the names too

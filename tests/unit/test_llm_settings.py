@@ -110,10 +110,10 @@ def test_warm_builds_the_fixed_prompts_only(tmp_path: Path) -> None:
     compiling = Compiling([])
     planned = Pipeline(Settings(store=tmp_path, runs_dir=tmp_path / "runs"), compiling, Catalog(tmp_path))
     planned.warm()
-    one, several = "Read 'hi' aloud", "Transcribe a.wav, then summarize it and then read the summary aloud"
+    one, several = "Read 'hi' aloud", "Write a poem, then summarize it and then read the summary aloud"
     assert min_steps(one) == 1 and min_steps(several) == 2
     # the constraint of a request that reads as one action, and of one that reads as several, are ready
-    assert compiling.compiled == [planned.planner.schema_for(one), planned.planner.schema_for(several)]
+    assert compiling.compiled == [planned.planner.schema_for(one, ()), planned.planner.schema_for(several, ())]
     assert compiling.compiled[0] != compiling.compiled[1]
 
     class Engine(FakeLLM):  # an LLM with nothing to warm in this process (an engine over HTTP)

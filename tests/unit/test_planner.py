@@ -197,7 +197,7 @@ def test_planner_valid_first_reply() -> None:
     attempt = planner.attempt("say hello aloud")
     assert attempt.plan is not None and [x.task for x in attempt.plan.tasks] == ["text-to-speech"]
     assert len(llm.calls) == 1
-    assert llm.calls[0].schema == planner.schema
+    assert llm.calls[0].schema == planner.schema_for("say hello aloud", ())
     msgs = llm.calls[0].messages
     assert msgs[0]["role"] == "system" and "text-to-speech" in msgs[0]["content"]
     assert msgs[-1]["role"] == "user" and "say hello aloud" in msgs[-1]["content"]
@@ -407,8 +407,9 @@ def test_floor_of_two_steps_reaches_the_constraint() -> None:
     planner.plan("say hello aloud")
     floored, plain = llm.calls[0].schema, llm.calls[1].schema
     assert floored["properties"]["steps"]["minItems"] == 2
-    assert plain == planner.schema and plain["properties"]["steps"]["minItems"] == 1
-    assert floored["properties"]["tasks"] == plain["properties"]["tasks"]  # only the floor differs
+    assert plain == planner.schema_for("say hello aloud", ()) and plain["properties"]["steps"]["minItems"] == 1
+    several = planner.schema_for("Transcribe a.wav, then summarize it and read it aloud.", ["a.wav"])
+    assert floored["properties"]["tasks"] == several["properties"]["tasks"]  # the files' constraint and the floor
     assert planner.schema["properties"]["steps"]["minItems"] == 1  # the planner's own schema is untouched
 
 
@@ -462,10 +463,10 @@ def test_inline_steps_put_each_step_just_before_its_task() -> None:
                                                    "Step 2: Summarize the transcript."]
     assert [x["task"] for x in reply["tasks"]] == ["automatic-speech-recognition", "summarization"]
     # the step floor becomes a floor of tasks; the planner's own schema is untouched
-    several = "Transcribe a.wav, then summarize it and read it aloud."
+    several = "Write a poem, then summarize it and read it aloud."
     assert planner.schema_for(several)["properties"]["tasks"]["minItems"] == 2
     assert planner.schema["properties"]["tasks"]["minItems"] == 1
-    assert planner.schemas() == [planner.schema, planner.schema_for(several)]
+    assert planner.schemas() == [planner.schema_for("", ()), planner.schema_for(several, ())]
     # the steps-first layout is the default
     assert Planner(FakeLLM()).schema["required"] == ["steps", "tasks"]
     # a demo whose steps are not one per task is still written inline, each task's type as its step
@@ -623,7 +624,7 @@ def test_type_shortlist_admits_the_near_demos_types_and_those_no_demo_uses() -> 
     llm = FakeLLM([json.dumps({"steps": ["Step 1: Say it."], "tasks": TTS_PLAN})])
     shortlisted = Planner(llm, demos=demos, n_demos=1, options=PlannerOptions(type_shortlist=2))
     shortlisted.plan("read this text aloud")
-    assert _task_names(llm.calls[0].schema) == allowed
+    assert _task_names(llm.calls[0].schema, 1) == allowed  # (the first task takes no file: none was given)
 
 
 def test_type_shortlist_is_off_by_default_and_with_few_demos() -> None:
@@ -855,3 +856,103 @@ def test_a_request_not_in_english_gets_the_prompt_demos_and_none_chosen() -> Non
     mine = planner.with_demos(DEMOS[:5])  # the user's own demos are chosen from in every language
     assert len(mine.messages("Beschreibe foto.jpg und lies die Beschreibung vor", ["foto.jpg"])) == 2 * 3 + 2
     assert mine.system_prompts() == [english[0]["content"]]
+
+
+# --- step_demos: demos chosen by the request's steps ---
+
+GERMAN_STEPS = ["Step 1: Translate the sentence into German.", "Step 2: Read the German translation aloud."]
+GERMAN_TASKS = [t(0, "translation", {"text": "早上好", "target_language": "German"}),
+                t(1, "text-to-speech", {"text": "<resource>-0"}, [0])]
+
+
+def test_step_demos_write_the_steps_first_and_show_the_demos_closest_to_them() -> None:
+    import jsonschema
+
+    steps_only = json.dumps({"steps": GERMAN_STEPS, "tasks": []})
+    llm = FakeLLM([steps_only, _reply(GERMAN_STEPS, GERMAN_TASKS)])
+    planner = Planner(llm, options=PlannerOptions(step_demos=True))
+    request = "把“早上好”翻译成德语，然后读出来"  # no word of it is in any demo: its steps choose them
+    attempt = planner.attempt(request)
+    assert attempt.plan is not None and [x.task for x in attempt.plan.tasks] == ["translation", "text-to-speech"]
+    first, second = llm.calls
+    # the steps alone, from the system prompt with the prompt demos (cached), and the request
+    assert first.messages[0]["content"] == planner._instructions(planner.options.other_language_demos)
+    assert [m["role"] for m in first.messages] == ["system", "user"] and request in first.messages[1]["content"]
+    assert first.schema is not None
+    jsonschema.validate(json.loads(steps_only), first.schema)
+    with pytest.raises(jsonschema.ValidationError):  # no task is written in this reply
+        jsonschema.validate(json.loads(_reply(GERMAN_STEPS, GERMAN_TASKS)), first.schema)
+    # then the English system prompt, the demos closest to those steps (the closest last), the same steps kept
+    assert second.messages[0]["content"] == planner.system_prompt()
+    shown = [m["content"] for m in second.messages[1:-1:2]]
+    assert len(shown) == 3 and "train station" in shown[-1]  # "Translate ... into German and say it aloud."
+    assert shown == [planner.user_prompt(d.request, d.files) for d in planner.demos_for_steps(GERMAN_STEPS)]
+    assert second.schema is not None
+    jsonschema.validate(json.loads(_reply(GERMAN_STEPS, GERMAN_TASKS)), second.schema)
+    with pytest.raises(jsonschema.ValidationError):  # other steps are refused
+        jsonschema.validate(json.loads(_reply(GERMAN_STEPS[:1], GERMAN_TASKS)), second.schema)
+    assert attempt.raws == (steps_only, _reply(GERMAN_STEPS, GERMAN_TASKS))
+
+
+def test_step_demos_score_each_step_against_each_demos_closest_step() -> None:
+    planner = Planner(FakeLLM(), options=PlannerOptions(step_demos=True))
+    noisy = planner.demos_for_steps(["Step 1: Remove the noise from rec.wav.", "Step 2: Transcribe the cleaned audio."])
+    assert any("audio-to-audio" in {x["task"] for x in d.plan} for d in noisy)
+    drawn = planner.demos_for_steps(["Step 1: Draw a red fox.", "Step 2: Detect the objects in the drawn picture."])
+    assert [x["task"] for x in drawn[-1].plan] == ["text-to-image", "object-detection"]  # both steps: the closest
+
+
+def test_step_demos_fall_back_to_the_request_when_no_steps_come_and_are_off_by_default() -> None:
+    request = "Describe photo.jpg and then read the description out loud."
+    llm = FakeLLM(["not json", _reply(["Step 1: Describe it."], [t(0, "image-to-text", {"image": "photo.jpg"})])])
+    attempt = Planner(llm, options=PlannerOptions(step_demos=True)).attempt(request, ["photo.jpg"])
+    assert attempt.plan is not None and len(llm.calls) == 2
+    assert llm.calls[1].messages == Planner(FakeLLM()).messages(request, ["photo.jpg"])  # demos by its words
+    llm = FakeLLM([_reply(["Step 1: Describe it."], [t(0, "image-to-text", {"image": "photo.jpg"})])])
+    Planner(llm).attempt(request, ["photo.jpg"])
+    assert len(llm.calls) == 1  # the default planner: one call
+    own = Demo("Say hi", (), (t(0, "text-to-speech", {"text": "hi"}),))
+    llm = FakeLLM([_reply(["Step 1: Say it."], [t(0, "text-to-speech", {"text": "hi"})])])
+    Planner(llm, demos=[own], options=PlannerOptions(step_demos=True)).attempt("Say hi")
+    assert len(llm.calls) == 1  # a user's own demo file: chosen by the request, as before
+
+
+# --- exact_files: the constraint names the files a plan may take ---
+
+def test_the_constraint_admits_only_the_files_the_plan_may_take_written_exactly() -> None:
+    import jsonschema
+
+    llm = FakeLLM([_reply(["Step 1: 识别发票."], [t(0, "image-to-text", {"image": "发票 (1).png"})])])
+    planner = Planner(llm)
+    request = "发票 (1).png 上写了什么？再听一下 memo.m4a"
+    attempt = planner.attempt(request, ["发票 (1).png"])
+    assert attempt.plan is not None
+    schema = llm.calls[0].schema
+
+    def ok(task: str, args: dict[str, str], at: int = 0) -> bool:
+        tasks = [t(i, "text-generation", {"text": "x"}) for i in range(at)] + [t(at, task, args)]
+        try:
+            jsonschema.validate({"steps": ["Step 1: x"], "tasks": tasks}, schema)
+        except jsonschema.ValidationError:
+            return False
+        return True
+
+    assert ok("image-to-text", {"image": "发票 (1).png"})  # the given file, parentheses and all
+    assert ok("automatic-speech-recognition", {"audio": "memo.m4a"})  # a file the request names
+    for invented in ("invoice.png", "发票 1.png", "发票 (1).pngx", "none.png"):  # translated, near, or made up
+        assert not ok("image-to-text", {"image": invented})
+    assert not ok("image-to-text", {"image": "memo.m4a"})  # a file of another kind
+    assert not ok("audio-classification", {"audio": "talk.wav"})  # an audio file nobody gave or named
+    assert ok("image-to-text", {"image": "<resource>-0"}, at=1)  # a later task may take an earlier output
+    # off: any name of the right ending, as validation and mending then judge
+    loose = Planner(FakeLLM(), options=PlannerOptions(exact_files=False)).schema_for(request, ["发票 (1).png"])
+    assert loose == Planner(FakeLLM()).schema_for(request)
+    jsonschema.validate({"steps": ["Step 1: x"], "tasks": [t(0, "image-to-text", {"image": "invoice.png"})]}, loose)
+
+
+def test_a_request_without_files_gets_no_task_that_needs_one_first() -> None:
+    schema = Planner(FakeLLM()).schema_for("Tell me a joke", ())
+    first = _task_names(schema, 0)
+    needs_a_file = {s.name for s in registry.TASKS if any(i.kind.value != "text" and i.required for i in s.inputs)}
+    assert first and not first & needs_a_file
+    assert needs_a_file <= _task_names(schema, 1)  # they may take the first task's output
