@@ -601,7 +601,8 @@ def _locked_in(doc: dict[str, Any], ids: Iterable[str]) -> bool:
 
 def is_rewrite_reply(raw: str) -> bool:
     """Whether a stored reply is not a plan but a step before it: a rewrite of the request (``{"english": ...}``,
-    ``--rewrite``) or the request's steps alone (``{"steps": [...], "tasks": []}``, ``step_demos``)."""
+    ``--rewrite``) or the request's steps alone (``{"steps": [...], "tasks": []}``, written by ``step_demos``, an
+    option since removed: ``stepdemos-tuning-b``)."""
     try:
         decoded = json.loads(raw)
     except json.JSONDecodeError:

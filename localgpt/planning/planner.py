@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -35,14 +34,6 @@ REWRITE_PROMPT = (
     "Rewrite the user's request in English, as plain sentences that say every action it asks for, in order. "
     "Copy every file name and every quoted passage exactly as written, in its own language and inside its "
     "quotation marks. Add nothing the request does not say. Reply as JSON: {\"english\": \"...\"}.")
-_LABEL = re.compile(r"^\s*Step \d+:\s*")  # the label the schema opens each step with
-
-
-def _unlabelled(step: str) -> str:
-    """A step's words without its "Step N:" label."""
-    return _LABEL.sub("", step)
-
-
 SAMPLE_SEED = 1000  # seed of the first self-consistency sample (the next ones count up)
 
 
@@ -103,11 +94,6 @@ class PlannerOptions:
       (:data:`~localgpt.llm.base.KEEP`), so the next request shown that demo first reads it from there;
       the prompt is unchanged, and so is the reply where the prompt past the system prompt is one batch
       (longer, it may differ from the reply with this off, never between calls: docs/latency.md);
-    - ``step_demos``: when decomposing under the constraint with the built-in demos, the demos are chosen by what
-      the request asks rather than by its words: the LLM first writes the request's steps alone, from the system
-      prompt that shows the prompt demos (:meth:`Planner.first_steps`); the ``n_demos`` demos whose steps are
-      closest to those steps are shown (:meth:`Planner.demos_for_steps`), in every language; and the reply keeps
-      those steps (fixed by the schema) and writes the tasks. Off until measured (docs/planning.md);
     - ``exact_files``: the constraint admits as a media argument only a reference or one of the files the plan may
       take (those given and those the request names, :func:`~localgpt.planning.validate.user_files`), written
       exactly, so a task that needs a file no one gave cannot come first; off, any file name of the right ending
@@ -137,7 +123,6 @@ class PlannerOptions:
     inline_steps: bool = False
     step_close: float = 0.0
     demo_state: bool = True
-    step_demos: bool = False
     exact_files: bool = True
 
 
@@ -349,13 +334,10 @@ class Planner:
         used = {t.get("task") for d in self.demos for t in d.plan}
         return [s for s in self.specs if s.name in near or s.name not in used] or list(self.specs)
 
-    def messages(self, request: str, files: Sequence[str], history: Sequence[Message] = (),
-                 demos: Sequence[Demo] | None = None) -> list[Message]:
-        """The full chat sent to the LLM: instructions, demos, trimmed history, the request. With ``demos``,
-        those are shown after the system prompt of an English request, whatever the request's language."""
-        system = self.system_prompt(request) if demos is None else self.system_prompt()
-        msgs: list[Message] = [{"role": "system", "content": system}]
-        for demo in self.choose_demos(request) if demos is None else demos:
+    def messages(self, request: str, files: Sequence[str], history: Sequence[Message] = ()) -> list[Message]:
+        """The full chat sent to the LLM: instructions, demos, trimmed history, the request."""
+        msgs: list[Message] = [{"role": "system", "content": self.system_prompt(request)}]
+        for demo in self.choose_demos(request):
             msgs.append({"role": "user", "content": self.user_prompt(demo.request, demo.files)})
             msgs.append({"role": "assistant", "content": self.demo_reply(demo)})
         if self.options.demo_state and len(msgs) > 2:  # the first demo comes back first for other requests
@@ -443,12 +425,7 @@ class Planner:
 
         text = self.rewrite(request, replies) if self.options.rewrite else request  # what the LLM plans
         schema = self.schema_for(text, files)
-        steps = self.first_steps(text, files, history, schema, replies)
-        if steps and schema is not None:
-            msgs = first = self.messages(text, files, history, demos=self.demos_for_steps(steps))
-            schema = steps_kept_schema(schema, steps, 1)
-        else:
-            msgs = first = self.messages(text, files, history)
+        msgs = first = self.messages(text, files, history)
         error: PlanError | None = None
         for _ in range(2 if self.options.repair else 1):
             raw = self._ask(replies, msgs, schema)
@@ -472,51 +449,6 @@ class Planner:
         assert error is not None
         return done(None, failure=PlanError(f"could not make a valid plan: {error.message}",
                                             "rephrase the request, or name the files it uses", raw=error.raw))
-
-    def first_steps(self, request: str, files: Sequence[str], history: Sequence[Message],
-                    schema: dict[str, Any] | None, replies: list[Completion]) -> list[str]:
-        """The request's steps, written alone first (``step_demos``, when decomposing under the constraint with
-        the built-in demos): the LLM replies ``{"steps": [...], "tasks": []}`` under the steps part of ``schema``
-        (its floor included) to the system prompt that shows the prompt demos (the one a request not in English gets,
-        whose state is cached) and the request. Empty when the option does not apply or the reply holds no
-        steps. The reply is appended to ``replies``."""
-        o = self.options
-        if (not o.step_demos or not o.decompose or o.inline_steps or schema is None or self.demos != DEMOS
-                or self.n_demos <= 0):
-            return []
-        k = o.system_demos or o.other_language_demos
-        msgs: list[Message] = [{"role": "system", "content": self._instructions(k)}]
-        current: Message = {"role": "user", "content": self.user_prompt(request, files)}
-        most = STEP_MAX // 3 * self.max_tasks + 16  # (as for the steps of a whole plan: max_tokens)
-        budget = context_budget(self.llm, most, [*msgs, current])
-        msgs = [*msgs, *trim_history(self.llm, history, budget), current]
-        # (the reply goes on to an empty task list, so the steps close as they would before the tasks: with only
-        # the steps, the token that closes them and opens the tasks is barred, and the list runs on)
-        none = {"type": "array", "maxItems": 0}
-        only = {"type": "object", "properties": {"steps": schema["properties"]["steps"], "tasks": none},
-                "required": ["steps", "tasks"], "additionalProperties": False}
-        reply = complete(self.llm, msgs, schema=only, max_tokens=most)
-        replies.append(reply)
-        try:
-            steps = json.loads(reply.text)["steps"]
-        except (json.JSONDecodeError, KeyError, TypeError):
-            return []
-        return [s for s in steps if isinstance(s, str)] if isinstance(steps, list) else []
-
-    def demos_for_steps(self, steps: Sequence[str]) -> list[Demo]:
-        """The ``n_demos`` demos whose steps are closest to ``steps``, least close first: a demo scores, for each
-        of ``steps``, the :attr:`similarity` of its closest step to it (the "Step N:" labels left out), summed;
-        the request's similarity breaks ties. The steps are the LLM's words for the request's actions, so
-        this reads no word list and works for a request in any language."""
-        texts = [[_unlabelled(t) for t in (d.steps or (d.request,))] for d in self.demos]
-        flat = [t for group in texts for t in group]
-        scores = [0.0] * len(self.demos)
-        for step in steps:
-            sims = iter(self.similarity(_unlabelled(step), flat))
-            for i, group in enumerate(texts):
-                scores[i] += max(next(sims) for _ in group)
-        ranked = sorted(range(len(self.demos)), key=lambda i: scores[i], reverse=True)
-        return [self.demos[i] for i in reversed(ranked[: self.n_demos])]
 
     def rewrite(self, request: str, replies: list[Completion]) -> str:
         """``request`` rewritten in English by the LLM for planning (``rewrite``), or ``request`` itself: when

@@ -858,65 +858,6 @@ def test_a_request_not_in_english_gets_the_prompt_demos_and_none_chosen() -> Non
     assert mine.system_prompts() == [english[0]["content"]]
 
 
-# --- step_demos: demos chosen by the request's steps ---
-
-GERMAN_STEPS = ["Step 1: Translate the sentence into German.", "Step 2: Read the German translation aloud."]
-GERMAN_TASKS = [t(0, "translation", {"text": "早上好", "target_language": "German"}),
-                t(1, "text-to-speech", {"text": "<resource>-0"}, [0])]
-
-
-def test_step_demos_write_the_steps_first_and_show_the_demos_closest_to_them() -> None:
-    import jsonschema
-
-    steps_only = json.dumps({"steps": GERMAN_STEPS, "tasks": []})
-    llm = FakeLLM([steps_only, _reply(GERMAN_STEPS, GERMAN_TASKS)])
-    planner = Planner(llm, options=PlannerOptions(step_demos=True))
-    request = "把“早上好”翻译成德语，然后读出来"  # no word of it is in any demo: its steps choose them
-    attempt = planner.attempt(request)
-    assert attempt.plan is not None and [x.task for x in attempt.plan.tasks] == ["translation", "text-to-speech"]
-    first, second = llm.calls
-    # the steps alone, from the system prompt with the prompt demos (cached), and the request
-    assert first.messages[0]["content"] == planner._instructions(planner.options.other_language_demos)
-    assert [m["role"] for m in first.messages] == ["system", "user"] and request in first.messages[1]["content"]
-    assert first.schema is not None
-    jsonschema.validate(json.loads(steps_only), first.schema)
-    with pytest.raises(jsonschema.ValidationError):  # no task is written in this reply
-        jsonschema.validate(json.loads(_reply(GERMAN_STEPS, GERMAN_TASKS)), first.schema)
-    # then the English system prompt, the demos closest to those steps (the closest last), the same steps kept
-    assert second.messages[0]["content"] == planner.system_prompt()
-    shown = [m["content"] for m in second.messages[1:-1:2]]
-    assert len(shown) == 3 and "train station" in shown[-1]  # "Translate ... into German and say it aloud."
-    assert shown == [planner.user_prompt(d.request, d.files) for d in planner.demos_for_steps(GERMAN_STEPS)]
-    assert second.schema is not None
-    jsonschema.validate(json.loads(_reply(GERMAN_STEPS, GERMAN_TASKS)), second.schema)
-    with pytest.raises(jsonschema.ValidationError):  # other steps are refused
-        jsonschema.validate(json.loads(_reply(GERMAN_STEPS[:1], GERMAN_TASKS)), second.schema)
-    assert attempt.raws == (steps_only, _reply(GERMAN_STEPS, GERMAN_TASKS))
-
-
-def test_step_demos_score_each_step_against_each_demos_closest_step() -> None:
-    planner = Planner(FakeLLM(), options=PlannerOptions(step_demos=True))
-    noisy = planner.demos_for_steps(["Step 1: Remove the noise from rec.wav.", "Step 2: Transcribe the cleaned audio."])
-    assert any("audio-to-audio" in {x["task"] for x in d.plan} for d in noisy)
-    drawn = planner.demos_for_steps(["Step 1: Draw a red fox.", "Step 2: Detect the objects in the drawn picture."])
-    assert [x["task"] for x in drawn[-1].plan] == ["text-to-image", "object-detection"]  # both steps: the closest
-
-
-def test_step_demos_fall_back_to_the_request_when_no_steps_come_and_are_off_by_default() -> None:
-    request = "Describe photo.jpg and then read the description out loud."
-    llm = FakeLLM(["not json", _reply(["Step 1: Describe it."], [t(0, "image-to-text", {"image": "photo.jpg"})])])
-    attempt = Planner(llm, options=PlannerOptions(step_demos=True)).attempt(request, ["photo.jpg"])
-    assert attempt.plan is not None and len(llm.calls) == 2
-    assert llm.calls[1].messages == Planner(FakeLLM()).messages(request, ["photo.jpg"])  # demos by its words
-    llm = FakeLLM([_reply(["Step 1: Describe it."], [t(0, "image-to-text", {"image": "photo.jpg"})])])
-    Planner(llm).attempt(request, ["photo.jpg"])
-    assert len(llm.calls) == 1  # the default planner: one call
-    own = Demo("Say hi", (), (t(0, "text-to-speech", {"text": "hi"}),))
-    llm = FakeLLM([_reply(["Step 1: Say it."], [t(0, "text-to-speech", {"text": "hi"})])])
-    Planner(llm, demos=[own], options=PlannerOptions(step_demos=True)).attempt("Say hi")
-    assert len(llm.calls) == 1  # a user's own demo file: chosen by the request, as before
-
-
 # --- exact_files: the constraint names the files a plan may take ---
 
 def test_the_constraint_admits_only_the_files_the_plan_may_take_written_exactly() -> None:
