@@ -203,6 +203,8 @@ class LlamaCppLLM:
         self._llama: Any = None
         self._model: Any = None
         self._generators: OrderedDict[str, Any] = OrderedDict()
+        self._grammars: OrderedDict[str, str] = OrderedDict()  # llguidance grammars for localgpt's own loop
+        self._llg_tokenizer: Any = None  # the model's llguidance tokenizer, taken from the first generator
 
     def _ensure_loaded(self) -> None:
         """Load the GGUF file (once)."""
@@ -253,12 +255,41 @@ class LlamaCppLLM:
                     gen = outlines.Generator(self._model)
                 else:
                     gen = outlines.Generator(self._model, JsonSchema(self._prepare(schema)), backend=self.backend)
+                    tokenizer = getattr(gen.logits_processor, "llg_tokenizer", None)
+                    if self._llg_tokenizer is None and tokenizer is not None:
+                        self._llg_tokenizer = tokenizer  # (built from the vocabulary: ~1 s, once)
                     gen.logits_processor = CheckedProcessor(gen.logits_processor, self._llama.token_eos())
                 self.stats.constraint_builds[schema_label(key)] = time.perf_counter() - start
                 self._generators[key] = gen
                 while len(self._generators) > CONSTRAINT_CACHE:  # per-request schemas (a type shortlist)
                     self._generators.popitem(last=False)
             return gen
+
+    def _grammar(self, schema: dict[str, Any]) -> tuple[str | None, Any]:
+        """The llguidance grammar of ``schema`` and the model's llguidance tokenizer, for localgpt's own decoding
+        loop (:meth:`_decode_forced`): the grammar outlines' llguidance backend would write, kept per schema
+        (:data:`CONSTRAINT_CACHE` of them) and built in milliseconds, where outlines builds a generator, and
+        with it the tokenizer again, in about a second. So a constraint made for one request (the files it
+        gives: ``PlannerOptions.exact_files``) costs that request little. The tokenizer comes from the first
+        generator built (:meth:`constraint`, which ``Pipeline.warm`` calls); (None, None) for another backend."""
+        if self.backend != "llguidance":
+            return None, None
+        if self._llg_tokenizer is None:
+            self.constraint(schema)
+        key = schema_key(schema)
+        grammar = self._grammars.get(key)
+        if grammar is not None:
+            self._grammars.move_to_end(key)
+        else:
+            import llguidance
+
+            start = time.perf_counter()
+            grammar = str(llguidance.grammar_from("json_schema", self._prepare(schema)))
+            self.stats.constraint_builds.setdefault(schema_label(key), time.perf_counter() - start)
+            self._grammars[key] = grammar
+            while len(self._grammars) > CONSTRAINT_CACHE:
+                self._grammars.popitem(last=False)
+        return grammar, self._llg_tokenizer
 
     def _prepare(self, schema: dict[str, Any]) -> str:
         """The schema as the chosen backend wants it (llguidance: compact JSON, no free whitespace)."""
@@ -299,7 +330,7 @@ class LlamaCppLLM:
         from outlines.inputs import Chat
 
         with self._lock:
-            gen = self.constraint(schema)
+            self._ensure_loaded()
             prompt = Chat(plain(messages))
             kwargs: dict[str, Any] = {"max_tokens": max_tokens, "temperature": temperature,
                                       "seed": self.seed if seed is None else seed}
@@ -309,9 +340,13 @@ class LlamaCppLLM:
             self._perf_reset()
             try:
                 self.prefix_events.append(self._load_prefix(messages))
-                forced = None
-                if on_token is None and schema is not None and temperature == 0.0 and repeat_penalty == 1.0:
-                    forced = self._decode_forced(messages, gen, max_tokens)
+                forced: tuple[str, int] | None = None
+                gen: Any = None
+                if (on_token is None and schema is not None and temperature == 0.0 and repeat_penalty == 1.0
+                        and (self.fast_forward or self.prompt_lookup > 0)):
+                    forced = self._decode_forced(messages, *self._grammar(schema), max_tokens)
+                if forced is None:
+                    gen = self.constraint(schema)
                 if forced is not None:
                     text, skipped = forced
                 elif on_token is None:
@@ -327,7 +362,7 @@ class LlamaCppLLM:
                 raise LocalGPTError(f"the LLM failed: {exc}", "the prompt may exceed the context window") from exc
             finally:
                 self._llama.reset()
-            failure = None if forced is not None else getattr(gen.logits_processor, "error", None)
+            failure = None if gen is None else getattr(gen.logits_processor, "error", None)
             if failure is not None:
                 raise LocalGPTError(f"the output constraint failed while decoding: {failure!r}",
                                     f"try the other constraint backend (now {self.backend})") from failure
@@ -340,21 +375,20 @@ class LlamaCppLLM:
             self.stats.completion_tokens += generated
             return Completion(str(text), contents + MESSAGE_OVERHEAD * len(messages), generated)
 
-    def _decode_forced(self, messages: Sequence[Message], gen: Any, max_tokens: int) -> tuple[str, int] | None:
-        """A greedy reply to ``messages`` under ``gen``'s llguidance constraint, decoded by localgpt's own loop
-        with ``fast_forward`` and ``prompt_lookup``. Fast-forward: wherever the constraint admits one
-        continuation only (a key, the punctuation between values, the end of a task name once its start is
-        chosen), its tokens (``compute_ff_tokens``) are taken as they are and evaluated together with the next
-        token, in one llama.cpp batch, instead of one decoding step each. Prompt lookup: the tokens that
-        followed the reply's last few where they last occurred (:class:`NgramIndex`) are evaluated in the same
-        batch, with logits at each, and kept as long as each is the argmax of its masked logits. Every token
-        not forced is the argmax of the masked logits, as in the plain path. Returns the text and how many
-        tokens were forced, or None when this path does not apply (both off, another backend, no chat
-        template); the caller then decodes as usual. The prompt is the one llama-cpp-python's chat handler
-        writes for ``messages`` (the GGUF's template, its generation prompt), and the RAM state cache is read
-        and written as ``create_completion`` does."""
-        inner = getattr(gen.logits_processor, "inner", None)
-        grammar, tokenizer = getattr(inner, "grammar", None), getattr(inner, "llg_tokenizer", None)
+    def _decode_forced(self, messages: Sequence[Message], grammar: str | None, tokenizer: Any,
+                       max_tokens: int) -> tuple[str, int] | None:
+        """A greedy reply to ``messages`` under the llguidance ``grammar`` (:meth:`_grammar`), decoded by
+        localgpt's own loop with ``fast_forward`` and ``prompt_lookup``. Fast-forward: wherever the constraint
+        admits one continuation only (a key, the punctuation between values, the end of a task name once its start
+        is chosen), its tokens (``compute_ff_tokens``) are taken as they are and evaluated together with the next
+        token, in one llama.cpp batch, instead of one decoding step each. Prompt lookup: the tokens that followed
+        the reply's last few where they last occurred (:class:`NgramIndex`) are evaluated in the same batch, with
+        logits at each, and kept as long as each is the argmax of its masked logits. Every token not forced is the
+        argmax of the masked logits, as in the plain path. Returns the text and how many tokens were forced, or
+        None when this path does not apply (both off, another backend, no chat template); the caller then decodes
+        as usual. The prompt is the one llama-cpp-python's chat handler writes for ``messages`` (the GGUF's
+        template, its generation prompt), and the RAM state cache is read and written as ``create_completion``
+        does."""
         if not (self.fast_forward or self.prompt_lookup > 0) or grammar is None or tokenizer is None:
             return None
         prompt = self._prompt_tokens(messages)
@@ -820,6 +854,8 @@ class LlamaCppLLM:
         """Free the model."""
         with self._lock:
             self._generators.clear()
+            self._grammars.clear()
+            self._llg_tokenizer = None
             self._prefixes.clear()
             self._formatter = self._chat_formatter = None
             if self._llama is not None:

@@ -212,6 +212,28 @@ def test_fast_forward_takes_the_forced_tokens_without_a_decoding_step_each(
     assert llm.stats.forced_tokens == before
 
 
+def test_a_constraint_made_for_one_request_builds_no_generator_on_the_forced_path(
+        llm: LlamaCppLLM, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The user's files make a schema of each request's own (exact_files). The own loop takes its grammar from
+    # llguidance (milliseconds), the grammar outlines would use, not a new outlines generator (about a second:
+    # it builds the tokenizer again); and the files come through exactly.
+    monkeypatch.setattr(llm, "fast_forward", True)
+    planner = Planner(llm)
+    plain = planner.schema_for("Tell me a joke", ())
+    assert llm._grammar(plain)[0] == llm.constraint(plain).logits_processor.inner.grammar  # noqa: SLF001
+    generators = len(llm._generators)  # noqa: SLF001 - what is built is what this test is about
+    for name in ("a.jpg", "b.png", "照片 (2).jpg"):
+        request = f"Describe {name}"
+        schema = planner.schema_for(request, [name])
+        reply = json.loads(llm.generate(planner.messages(request, [name]), schema=schema,
+                                        max_tokens=planner.max_tokens()))
+        jsonschema.validate(reply, schema)
+        images = [v for t in reply["tasks"] for k, v in t["args"].items() if k == "image"]
+        assert all(v == name or v.startswith("<resource>-") for v in images), images
+    assert len(llm._generators) == generators  # noqa: SLF001
+    assert len(llm._grammars) >= 4  # noqa: SLF001
+
+
 def test_prompt_lookup_keeps_the_greedy_reply_and_takes_drafted_tokens(
         llm: LlamaCppLLM, monkeypatch: pytest.MonkeyPatch) -> None:
     # Drafting by prompt lookup keeps a drafted token only where it is the argmax of its masked logits, so
