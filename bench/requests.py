@@ -600,14 +600,12 @@ def _locked_in(doc: dict[str, Any], ids: Iterable[str]) -> bool:
 
 
 def is_rewrite_reply(raw: str) -> bool:
-    """Whether a stored reply is not a plan but a step before it: a rewrite of the request (``{"english": ...}``,
-    ``--rewrite``) or the request's steps alone (``{"steps": [...], "tasks": []}``, written by ``step_demos``, an
-    option since removed: ``stepdemos-tuning-b``)."""
+    """Whether a stored reply is a rewrite of the request (``{"english": ...}``, ``--rewrite``), not a plan."""
     try:
         decoded = json.loads(raw)
     except json.JSONDecodeError:
         return False
-    return isinstance(decoded, dict) and (set(decoded) == {"english"} or decoded.get("tasks") == [])
+    return isinstance(decoded, dict) and set(decoded) == {"english"}
 
 
 def rescore(name: str, items: Sequence[dict[str, Any]], out_dir: Path, report: bool = False) -> dict[str, Any]:

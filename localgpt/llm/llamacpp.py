@@ -385,11 +385,11 @@ class LlamaCppLLM:
         the reply's last few where they last occurred (:class:`NgramIndex`) are evaluated in the same batch, with
         logits at each, and kept as long as each is the argmax of its masked logits. Every token not forced is the
         argmax of the masked logits, as in the plain path. Returns the text and how many tokens were forced, or
-        None when this path does not apply (both off, another backend, no chat template); the caller then decodes
+        None when this path does not apply (another backend, no chat template); the caller then decodes
         as usual. The prompt is the one llama-cpp-python's chat handler writes for ``messages`` (the GGUF's
         template, its generation prompt), and the RAM state cache is read and written as ``create_completion``
         does."""
-        if not (self.fast_forward or self.prompt_lookup > 0) or grammar is None or tokenizer is None:
+        if grammar is None or tokenizer is None:  # (the caller asks only with fast_forward or prompt_lookup on)
             return None
         prompt = self._prompt_tokens(messages)
         if prompt is None:

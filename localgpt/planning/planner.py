@@ -175,11 +175,13 @@ class Planner:
         self.prompt_demos = tuple(prompt_demos)
         self.schema = self.full_schema()
 
-    def full_schema(self) -> dict[str, Any] | None:
-        """The plan schema over every offered task type, as :attr:`options` shape it (None unconstrained)."""
+    def full_schema(self, files: Sequence[str] | None = None) -> dict[str, Any] | None:
+        """The plan schema over every offered task type, as :attr:`options` shape it (None unconstrained), its
+        media arguments narrowed to ``files`` when given (:func:`plan_schema`)."""
         if not self.options.constrained:
             return None
-        return plan_schema(self.specs, self.max_tasks, steps=self.options.decompose, inline=self.options.inline_steps)
+        return plan_schema(self.specs, self.max_tasks, steps=self.options.decompose, inline=self.options.inline_steps,
+                           files=files)
 
     def with_demos(self, demos: Sequence[Demo]) -> Planner:
         """A planner like this one that shows ``demos`` (the schema is shared, not built again)."""
@@ -369,7 +371,7 @@ class Planner:
         a request with files has a constraint of its own, compiled when it comes)."""
         if self.schema is None:
             return []
-        plain = self.schema_for("", ()) if self.options.exact_files else self.schema
+        plain = self.full_schema(()) if self.options.exact_files else self.schema
         assert plain is not None
         kinds = [self._floored(plain, floor) for floor in (1, 2)]
         return [k for i, k in enumerate(kinds) if k is not None and k not in kinds[:i]]

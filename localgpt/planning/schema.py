@@ -25,7 +25,8 @@ _UNSAFE_NAME = re.compile(r'["\\\x00-\x1f]')  # characters a file name in the co
 
 
 def _literal(text: str) -> str:
-    """``text`` as a regex that matches it alone (only the regex's own special characters escaped)."""
+    """``text`` as a regex that matches it alone, only the regex's own special characters escaped (``re.escape``
+    also escapes spaces and ``-``, escapes the GBNF rewrite would pass on rather than read as plain characters)."""
     return "".join("\\" + c if c in _REGEX_SPECIAL else c for c in text)
 
 
